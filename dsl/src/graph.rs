@@ -1,0 +1,74 @@
+//! Drawing the compiled state machine (Mermaid or Graphviz dot), from the IR, never the source:
+//! the picture shows what will run, including the states the compiler added.
+
+use crate::ir::{FlowIr, StateKind};
+
+/// Output formats of `idflow flow graph`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GraphFormat {
+    /// A Mermaid `stateDiagram-v2`.
+    Mermaid,
+    /// Graphviz dot.
+    Dot,
+}
+
+fn label(kind: &StateKind) -> String {
+    match kind {
+        StateKind::Authenticate { options, attempts } => {
+            let options: Vec<String> = options.iter().map(|o| o.to_string()).collect();
+            format!("authenticate {} (x{attempts})", options.join(" | "))
+        }
+        StateKind::Decide { .. } => "decide".into(),
+        StateKind::Action { actions } => format!("{} action(s)", actions.len()),
+        StateKind::Success => "success".into(),
+        StateKind::Deny { reason } => format!("deny: {reason}"),
+    }
+}
+
+/// Mermaid ids may not contain `.` or `-`.
+fn node_id(id: &str) -> String {
+    id.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect()
+}
+
+/// Draws `ir` in `format`.
+pub fn render(ir: &FlowIr, format: GraphFormat) -> String {
+    let mut out = String::new();
+    match format {
+        GraphFormat::Mermaid => {
+            out.push_str("stateDiagram-v2\n");
+            for (id, state) in &ir.states {
+                out.push_str(&format!("    {}: {id} — {}\n", node_id(id), label(&state.kind).replace(':', " -")));
+            }
+            out.push_str(&format!("    [*] --> {}\n", node_id(&ir.start)));
+            for (id, state) in &ir.states {
+                for (outcome, to) in &state.transitions {
+                    out.push_str(&format!("    {} --> {}: {outcome}\n", node_id(id), node_id(to)));
+                }
+                if matches!(state.kind, StateKind::Success | StateKind::Deny { .. }) {
+                    out.push_str(&format!("    {} --> [*]\n", node_id(id)));
+                }
+            }
+        }
+        GraphFormat::Dot => {
+            out.push_str(&format!("digraph \"{}\" {{\n    rankdir=LR;\n", ir.flow));
+            out.push_str("    \"[start]\" [shape=point];\n");
+            for (id, state) in &ir.states {
+                let shape = match state.kind {
+                    StateKind::Decide { .. } => "diamond",
+                    StateKind::Success | StateKind::Deny { .. } => "doublecircle",
+                    _ => "box",
+                };
+                let text = format!("{id}\\n{}", label(&state.kind).replace('"', "'"));
+                out.push_str(&format!("    \"{id}\" [shape={shape}, label=\"{text}\"];\n"));
+            }
+            out.push_str(&format!("    \"[start]\" -> \"{}\";\n", ir.start));
+            for (id, state) in &ir.states {
+                for (outcome, to) in &state.transitions {
+                    out.push_str(&format!("    \"{id}\" -> \"{to}\" [label=\"{outcome}\"];\n"));
+                }
+            }
+            out.push_str("}\n");
+        }
+    }
+    out
+}

@@ -1,0 +1,258 @@
+//! Compile-time checking of Rhai scripts: syntax, names against the script API, and the labels
+//! a `decide` script can return.
+//!
+//! The checker compiles with strict variables against a scope holding only the API's roots, so
+//! an unknown root is a compile error; it then walks the AST for members of closed roots
+//! (`user.has_rol(..)`) and global function calls that no package provides.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::OnceLock;
+
+use rhai::{ASTNode, Dynamic, Engine, Expr, OptimizationLevel, ParseErrorType, Position, Scope, Stmt};
+
+use crate::diagnostic::{Code, did_you_mean};
+use crate::script_api::{self, ApiRoot, ScriptContext};
+
+/// Longest script accepted, in bytes.
+pub const MAX_SCRIPT_BYTES: usize = 16 * 1024;
+
+/// What a script that compiled is known to do.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScriptFacts {
+    /// String literals the script can return (the labels of a `decide`).
+    pub labels: BTreeSet<String>,
+    /// Names read as `claims.NAME`.
+    pub claims_read: BTreeSet<String>,
+}
+
+/// A problem in a script, positioned inside the script (1-based line and column).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScriptProblem {
+    /// F040 or F041.
+    pub code: Code,
+    /// What is wrong.
+    pub message: String,
+    /// How to fix it.
+    pub hint: Option<String>,
+    /// Line and column inside the script, when Rhai knows them.
+    pub position: Option<(usize, usize)>,
+}
+
+/// Checks scripts; build once (building a Rhai engine costs about 0.2 ms) and share.
+pub struct ScriptChecker {
+    engine: Engine,
+    functions: HashSet<String>,
+}
+
+impl ScriptChecker {
+    /// The process-wide checker.
+    pub fn shared() -> &'static ScriptChecker {
+        static CHECKER: OnceLock<ScriptChecker> = OnceLock::new();
+        CHECKER.get_or_init(ScriptChecker::new)
+    }
+
+    fn new() -> Self {
+        let mut engine = Engine::new();
+        engine
+            .set_strict_variables(true)
+            .set_optimization_level(OptimizationLevel::None)
+            .set_max_expr_depths(64, 32)
+            .set_max_string_size(MAX_SCRIPT_BYTES)
+            .disable_symbol("eval");
+        let mut functions: HashSet<String> = engine
+            .gen_fn_signatures(true)
+            .iter()
+            .filter_map(|signature| signature.split('(').next())
+            .map(|name| name.rsplit(' ').next().unwrap_or(name).to_string())
+            .collect();
+        for intrinsic in ["type_of", "is_def_var", "is_def_fn", "Fn", "call", "curry", "print", "debug"] {
+            functions.insert(intrinsic.to_string());
+        }
+        ScriptChecker { engine, functions }
+    }
+
+    /// Compiles `script` for `context` and checks every name it uses.
+    pub fn check(&self, script: &str, context: ScriptContext) -> Result<ScriptFacts, Vec<ScriptProblem>> {
+        if script.len() > MAX_SCRIPT_BYTES {
+            return Err(vec![ScriptProblem {
+                code: Code::ScriptSyntax,
+                message: format!("script is {} bytes; the limit is {MAX_SCRIPT_BYTES}", script.len()),
+                hint: None,
+                position: None,
+            }]);
+        }
+        if script.trim().is_empty() {
+            return Err(vec![ScriptProblem {
+                code: Code::ScriptSyntax,
+                message: "script is empty".into(),
+                hint: None,
+                position: None,
+            }]);
+        }
+        let mut scope = Scope::new();
+        for root in script_api::roots(context) {
+            scope.push_dynamic(root.name, Dynamic::UNIT);
+        }
+        let ast = match self.engine.compile_with_scope(&scope, script) {
+            Ok(ast) => ast,
+            Err(error) => return Err(vec![parse_problem(&error.0, error.1, context)]),
+        };
+        let mut facts = ScriptFacts::default();
+        let mut problems = Vec::new();
+        ast.walk(&mut |path: &[ASTNode]| {
+            let Some(ASTNode::Expr(expr)) = path.last() else { return true };
+            match expr {
+                Expr::Dot(binary, _, _) => {
+                    if let Expr::Variable(variable, _, _) = &binary.lhs {
+                        let root = variable.1.as_str();
+                        if let Some((member, is_method, pos)) = first_member(&binary.rhs) {
+                            if root == "claims" && !is_method {
+                                facts.claims_read.insert(member.to_string());
+                            }
+                            if let Some(problem) = check_member(root, member, is_method, pos, context) {
+                                problems.push(problem);
+                            }
+                        }
+                    }
+                }
+                Expr::FnCall(call, pos) => {
+                    let name = call.name.as_str();
+                    let is_named = name.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_');
+                    if call.op_token.is_none() && is_named && !self.functions.contains(name) {
+                        problems.push(ScriptProblem {
+                            code: Code::ScriptUnknownName,
+                            message: format!("unknown function `{name}`"),
+                            hint: did_you_mean(name, self.functions.iter().map(String::as_str))
+                                .map(|s| format!("did you mean `{s}`?")),
+                            position: position(*pos),
+                        });
+                    }
+                }
+                Expr::StringConstant(value, _) => {
+                    let parent = path.len().checked_sub(2).and_then(|i| path.get(i));
+                    if matches!(parent, Some(ASTNode::Stmt(Stmt::Expr(_) | Stmt::Return(..))) | None) {
+                        facts.labels.insert(value.to_string());
+                    }
+                }
+                _ => {}
+            }
+            true
+        });
+        if problems.is_empty() { Ok(facts) } else { Err(problems) }
+    }
+}
+
+/// The first property or method applied to a root: `user.roles.len()` gives `roles`.
+fn first_member(rhs: &Expr) -> Option<(&str, bool, Position)> {
+    match rhs {
+        Expr::Property(property, pos) => Some((property.2.as_str(), false, *pos)),
+        Expr::MethodCall(call, pos) => Some((call.name.as_str(), true, *pos)),
+        Expr::Dot(inner, _, _) | Expr::Index(inner, _, _) => first_member(&inner.lhs),
+        _ => None,
+    }
+}
+
+fn check_member(root: &str, member: &str, is_method: bool, pos: Position, context: ScriptContext) -> Option<ScriptProblem> {
+    let api: &ApiRoot = script_api::roots(context).find(|r| r.name == root)?;
+    if api.open {
+        return None;
+    }
+    let known = if is_method {
+        api.methods.iter().any(|(name, _, _)| *name == member)
+    } else {
+        api.properties.iter().any(|(name, _, _)| *name == member)
+    };
+    if known {
+        return None;
+    }
+    let kind = if is_method { "method" } else { "property" };
+    let candidates: Vec<&str> = if is_method {
+        api.methods.iter().map(|(n, _, _)| *n).collect()
+    } else {
+        api.properties.iter().map(|(n, _, _)| *n).collect()
+    };
+    let hint = match did_you_mean(member, candidates.iter().copied()) {
+        Some(s) => format!("did you mean `{root}.{s}`?"),
+        None if candidates.is_empty() => format!("`{root}` has no {}; `idflow flow api` lists the script API", if is_method { "methods" } else { "properties" }),
+        None => format!("`{root}` has: {}", candidates.join(", ")),
+    };
+    Some(ScriptProblem {
+        code: Code::ScriptUnknownName,
+        message: format!("`{root}` has no {kind} `{member}`"),
+        hint: Some(hint),
+        position: position(pos),
+    })
+}
+
+fn parse_problem(error: &ParseErrorType, pos: Position, context: ScriptContext) -> ScriptProblem {
+    match error {
+        ParseErrorType::VariableUndefined(name) => {
+            let roots: Vec<&str> = script_api::roots(context).map(|r| r.name).collect();
+            let hint = match did_you_mean(name, roots.iter().copied()) {
+                Some(s) => format!("did you mean `{s}`?"),
+                None => format!("scripts here can use: {}", roots.join(", ")),
+            };
+            ScriptProblem {
+                code: Code::ScriptUnknownName,
+                message: format!("unknown variable `{name}`"),
+                hint: Some(hint),
+                position: position(pos),
+            }
+        }
+        other => ScriptProblem {
+            code: Code::ScriptSyntax,
+            message: format!("script does not compile: {other}"),
+            hint: None,
+            position: position(pos),
+        },
+    }
+}
+
+fn position(pos: Position) -> Option<(usize, usize)> {
+    Some((pos.line()?, pos.position().unwrap_or(1)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(script: &str) -> Result<ScriptFacts, Vec<ScriptProblem>> {
+        ScriptChecker::shared().check(script, ScriptContext::Flow)
+    }
+
+    #[test]
+    fn accepts_the_design_examples() {
+        check(r#"user.has_role("admin") || request.risk > 50"#).expect("valid");
+        let facts = check(r#"if context.identifier_domain == "acme.example" { "sso" } else { "local" }"#).expect("valid");
+        assert_eq!(facts.labels, ["local", "sso"].iter().map(|s| s.to_string()).collect());
+    }
+
+    #[test]
+    fn rejects_unknown_roots_members_and_functions() {
+        let problems = check("usr.has_role(\"admin\")").unwrap_err();
+        assert_eq!(problems[0].code, Code::ScriptUnknownName);
+        assert_eq!(problems[0].hint.as_deref(), Some("did you mean `user`?"));
+        let problems = check("user.has_rol(\"admin\")").unwrap_err();
+        assert!(problems[0].message.contains("has_rol"), "{problems:?}");
+        let problems = check("request.rsk > 3").unwrap_err();
+        assert_eq!(problems[0].position, Some((1, 9)));
+        let problems = check("now() > 3").unwrap_err();
+        assert!(problems[0].message.contains("now"), "{problems:?}");
+    }
+
+    #[test]
+    fn claims_are_open_and_recorded() {
+        let facts = ScriptChecker::shared()
+            .check("claims.email_verified && claims.email.ends_with(\"@a.example\")", ScriptContext::Jit)
+            .expect("valid");
+        assert!(facts.claims_read.contains("email_verified"));
+        assert!(facts.labels.is_empty());
+    }
+
+    #[test]
+    fn reports_syntax_errors_with_position() {
+        let problems = check("user.has_role(\"admin\" ||").unwrap_err();
+        assert_eq!(problems[0].code, Code::ScriptSyntax);
+        assert!(problems[0].position.is_some());
+    }
+}

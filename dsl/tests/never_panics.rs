@@ -1,0 +1,87 @@
+//! Property tests: no input makes either front end or the checker panic. Inputs are random
+//! text, random token soup in each syntax, and the shipped flows with random edits applied.
+
+use std::path::Path;
+
+use idflow_dsl::{Names, Syntax, compile};
+use proptest::prelude::*;
+
+const TOKENS: &[&str] = &[
+    "flow", "step", "state", "when", "authenticate", "decide", "next", "fail", "do", "deny", "visits", "attempts",
+    "on", "success", "failure", "jit", "match", "create", "prompt", "provision", "provisioning", "require", "passes",
+    "one", "of", "federated", "(", ")", "{", "}", "[", "]", ":", ",", "|", "->", "-", "`", "\"", "'", "#", "\n", "  ",
+    "password", "totp", "x", "1", "15m", "&a", "*a", "<<", "!!str", "---", "...", "`user.has_role(\"a\")`", "\u{feff}", "é",
+];
+
+fn seeds() -> Vec<(String, Syntax)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../flows");
+    let mut seeds: Vec<(String, Syntax)> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|e| {
+                    let name = e.path().to_string_lossy().to_string();
+                    let syntax = Syntax::from_path(&name)?;
+                    Some((std::fs::read_to_string(e.path()).ok()?, syntax))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    seeds.sort_by(|a, b| a.0.cmp(&b.0));
+    assert!(!seeds.is_empty(), "no seed flows found");
+    seeds
+}
+
+fn check_both(text: &str) {
+    for syntax in [Syntax::Yaml, Syntax::Flow] {
+        let _ = compile(text, syntax, &Names::default());
+    }
+}
+
+/// One random edit of `text`: delete, insert a token, or duplicate a slice.
+fn mutate(text: &str, op: u8, at: usize, len: usize, token: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let at = at % (chars.len() + 1);
+    let end = (at + len).min(chars.len());
+    let mut out: Vec<char> = chars[..at].to_vec();
+    match op % 3 {
+        0 => out.extend(&chars[end..]),
+        1 => {
+            out.extend(token.chars());
+            out.extend(&chars[at..]);
+        }
+        _ => {
+            out.extend(&chars[at..end]);
+            out.extend(&chars[at..]);
+        }
+    }
+    out.into_iter().collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_text_never_panics(text in "\\PC{0,400}") {
+        check_both(&text);
+    }
+
+    #[test]
+    fn token_soup_never_panics(tokens in prop::collection::vec(prop::sample::select(TOKENS), 0..80)) {
+        check_both(&tokens.join(" "));
+        check_both(&tokens.concat());
+    }
+
+    #[test]
+    fn mutated_shipped_flows_never_panic(
+        seed in any::<prop::sample::Index>(),
+        edits in prop::collection::vec((any::<u8>(), any::<usize>(), 0usize..40, prop::sample::select(TOKENS)), 1..6),
+    ) {
+        let seeds = seeds();
+        let (mut text, syntax) = seeds[seed.index(seeds.len())].clone();
+        for (op, at, len, token) in edits {
+            text = mutate(&text, op, at, len, token);
+        }
+        let _ = compile(&text, syntax, &Names::default());
+    }
+}

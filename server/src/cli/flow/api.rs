@@ -1,0 +1,9 @@
+//! `idflow flow api`: prints the script API, from the one table that declares it.
+
+use crate::cli::EXIT_OK;
+
+/// Runs `flow api`.
+pub fn run() -> u8 {
+    print!("{}", idflow_dsl::script_api::render_markdown());
+    EXIT_OK
+}

@@ -1,0 +1,49 @@
+//! The command line. `main` parses flags with clap and dispatches; each command is one module.
+//!
+//! Exit codes, for every command: 0 success, 1 the input has problems (diagnostics, a failed
+//! `--check`), 2 usage or I/O error.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub mod flow;
+
+/// idflow: an identity server in which every login journey is code.
+#[derive(Debug, Parser)]
+#[command(name = "idflow", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check, compile, convert and draw flow files.
+    #[command(subcommand)]
+    Flow(flow::FlowCommand),
+}
+
+/// Exit code: success.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: the input has problems.
+pub const EXIT_PROBLEMS: u8 = 1;
+/// Exit code: usage or I/O error.
+pub const EXIT_USAGE: u8 = 2;
+
+/// Runs the command line; returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return ExitCode::from(if error.use_stderr() { EXIT_USAGE } else { EXIT_OK });
+        }
+    };
+    let code = match cli.command {
+        Command::Flow(command) => flow::run(command),
+    };
+    ExitCode::from(code)
+}

@@ -1,0 +1,95 @@
+//! Finding and reading flow files: directories are walked in sorted order, and unreadable
+//! files become F003 diagnostics rather than aborting the run, so one bad file does not hide
+//! the problems of the others.
+
+use std::path::{Path, PathBuf};
+
+use idflow_dsl::{Code, Diagnostic, MAX_SOURCE_BYTES, SourceFile, Syntax};
+
+/// A file that could not be read as a flow, with the reason as a diagnostic.
+#[derive(Debug)]
+pub struct Unreadable {
+    /// Display name.
+    pub name: String,
+    /// The F003 diagnostic.
+    pub diagnostic: Diagnostic,
+}
+
+/// What `collect` found.
+#[derive(Debug, Default)]
+pub struct Collected {
+    /// Files read successfully.
+    pub files: Vec<SourceFile>,
+    /// Files that exist but cannot be used.
+    pub unreadable: Vec<Unreadable>,
+}
+
+/// Suffix of scenario files, which live beside flows but are not flows.
+pub const SCENARIO_SUFFIX: &str = ".test.yaml";
+
+/// Collects the flow files named by `paths` (files, or directories walked recursively).
+/// A path that does not exist is an `Err` (a usage error, exit 2).
+pub fn collect(paths: &[PathBuf]) -> Result<Collected, String> {
+    let mut found = Vec::new();
+    for path in paths {
+        let metadata = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        if metadata.is_dir() {
+            walk(path, &mut found).map_err(|e| format!("cannot read directory {}: {e}", path.display()))?;
+        } else {
+            found.push(path.clone());
+        }
+    }
+    let mut collected = Collected::default();
+    for path in found {
+        let name = path.display().to_string();
+        match read(&path) {
+            Ok(file) => collected.files.push(file),
+            Err(diagnostic) => collected.unreadable.push(Unreadable { name, diagnostic }),
+        }
+    }
+    Ok(collected)
+}
+
+fn walk(dir: &Path, found: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.starts_with('.') {
+            continue;
+        }
+        let file_type = entry.file_type()?;
+        if file_type.is_dir() {
+            walk(&path, found)?;
+        } else if Syntax::from_path(&name).is_some() && !name.ends_with(SCENARIO_SUFFIX) {
+            found.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Reads one flow file, refusing what is too large or not UTF-8.
+pub fn read(path: &Path) -> Result<SourceFile, Diagnostic> {
+    let name = path.display().to_string();
+    let Some(syntax) = Syntax::from_path(&name) else {
+        return Err(Diagnostic::error(Code::Unreadable, None, "not a flow file: the name must end in .yaml, .yml or .flow"));
+    };
+    let unreadable = |message: String| Diagnostic::error(Code::Unreadable, None, message);
+    let metadata = std::fs::metadata(path).map_err(|e| unreadable(format!("cannot read: {e}")))?;
+    if !metadata.is_file() {
+        return Err(unreadable("not a regular file".into()));
+    }
+    if metadata.len() > MAX_SOURCE_BYTES as u64 {
+        return Err(unreadable(format!(
+            "file is {} bytes; flow files are limited to {MAX_SOURCE_BYTES}",
+            metadata.len()
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(|e| unreadable(format!("cannot read: {e}")))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        unreadable(format!("not valid UTF-8 (first bad byte at offset {at})"))
+    })?;
+    Ok(SourceFile { name, text, syntax })
+}
