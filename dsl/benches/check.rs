@@ -26,9 +26,17 @@ fn files() -> Vec<SourceFile> {
     (0..1000)
         .map(|i| {
             if i % 2 == 0 {
-                SourceFile { name: format!("flow-{i}.yaml"), text: yaml_flow(i), syntax: Syntax::Yaml }
+                SourceFile {
+                    name: format!("flow-{i}.yaml"),
+                    text: yaml_flow(i),
+                    syntax: Syntax::Yaml,
+                }
             } else {
-                SourceFile { name: format!("flow-{i}.flow"), text: dsl_flow(i), syntax: Syntax::Flow }
+                SourceFile {
+                    name: format!("flow-{i}.flow"),
+                    text: dsl_flow(i),
+                    syntax: Syntax::Flow,
+                }
             }
         })
         .collect()
@@ -39,12 +47,21 @@ fn bench(c: &mut Criterion) {
     let names = Names::default();
     let reports = check_project(&files, &names);
     let errors: usize = reports.iter().map(|r| r.diagnostics.len()).sum();
-    assert_eq!(errors, 0, "generated flows must check clean: {:?}", reports.iter().find(|r| !r.diagnostics.is_empty()));
+    assert_eq!(
+        errors,
+        0,
+        "generated flows must check clean: {:?}",
+        reports.iter().find(|r| !r.diagnostics.is_empty())
+    );
     let mut group = c.benchmark_group("flow check");
     group.sample_size(10);
     group.bench_function("1000 files", |b| b.iter(|| check_project(&files, &names)));
-    group.bench_function("1 yaml file", |b| b.iter(|| check_project(&files[..1], &names)));
-    group.bench_function("1 dsl file", |b| b.iter(|| check_project(&files[1..2], &names)));
+    group.bench_function("1 yaml file", |b| {
+        b.iter(|| check_project(&files[..1], &names))
+    });
+    group.bench_function("1 dsl file", |b| {
+        b.iter(|| check_project(&files[1..2], &names))
+    });
     group.finish();
 }
 

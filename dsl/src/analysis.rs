@@ -12,10 +12,21 @@ use crate::lower::SpanTable;
 use crate::span::Span;
 
 /// States the compiler adds; they are never reported as unreachable and are dropped when unused.
-const GENERATED: &[&str] = &[ir::SUCCESS, ir::DENY, ir::SCRIPT_ERROR, ir::ON_SUCCESS, ir::ON_FAILURE];
+const GENERATED: &[&str] = &[
+    ir::SUCCESS,
+    ir::DENY,
+    ir::SCRIPT_ERROR,
+    ir::ON_SUCCESS,
+    ir::ON_FAILURE,
+];
 
 /// Runs every graph check, appending diagnostics, and drops generated states nothing reaches.
-pub fn analyze(ir: &mut FlowIr, spans: &SpanTable, flow_span: Span, diagnostics: &mut Vec<Diagnostic>) {
+pub fn analyze(
+    ir: &mut FlowIr,
+    spans: &SpanTable,
+    flow_span: Span,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
     if !ir.states.contains_key(&ir.start) {
         return;
     }
@@ -25,8 +36,12 @@ pub fn analyze(ir: &mut FlowIr, spans: &SpanTable, flow_span: Span, diagnostics:
     for id in ir.states.keys() {
         if !reachable.contains(id) && !GENERATED.contains(&id.as_str()) {
             diagnostics.push(
-                Diagnostic::error(Code::Unreachable, span_of(id), format!("state `{id}` can never be entered"))
-                    .with_hint("make a transition lead to it, or remove it"),
+                Diagnostic::error(
+                    Code::Unreachable,
+                    span_of(id),
+                    format!("state `{id}` can never be entered"),
+                )
+                .with_hint("make a transition lead to it, or remove it"),
             );
         }
     }
@@ -35,42 +50,75 @@ pub fn analyze(ir: &mut FlowIr, spans: &SpanTable, flow_span: Span, diagnostics:
     let success_reachable = reachable.iter().any(|id| succeeding.contains(id));
     if !success_reachable {
         diagnostics.push(
-            Diagnostic::error(Code::SuccessUnreachable, flow_span, format!("no path leads from `{}` to success", ir.start))
-                .with_hint("at least one transition must lead to `success`"),
+            Diagnostic::error(
+                Code::SuccessUnreachable,
+                flow_span,
+                format!("no path leads from `{}` to success", ir.start),
+            )
+            .with_hint("at least one transition must lead to `success`"),
         );
     } else {
         for id in &reachable {
-            let Some(state) = ir.states.get(id) else { continue };
-            let asks_or_decides = matches!(state.kind, StateKind::Authenticate { .. } | StateKind::Decide { .. });
+            let Some(state) = ir.states.get(id) else {
+                continue;
+            };
+            let asks_or_decides = matches!(
+                state.kind,
+                StateKind::Authenticate { .. } | StateKind::Decide { .. }
+            );
             if asks_or_decides && !succeeding.contains(id) {
                 diagnostics.push(
-                    Diagnostic::error(Code::CannotSucceed, span_of(id), format!("no path leads from state `{id}` to success"))
-                        .with_hint("every transition from here ends in a denial"),
+                    Diagnostic::error(
+                        Code::CannotSucceed,
+                        span_of(id),
+                        format!("no path leads from state `{id}` to success"),
+                    )
+                    .with_hint("every transition from here ends in a denial"),
                 );
             }
         }
     }
 
     for cycle in cycles(ir, &reachable) {
-        if cycle.iter().all(|id| ir.states.get(id).is_some_and(|s| s.max_visits.is_none())) {
-            let first = cycle.iter().min_by_key(|id| span_of(id)).cloned().unwrap_or_default();
+        if cycle
+            .iter()
+            .all(|id| ir.states.get(id).is_some_and(|s| s.max_visits.is_none()))
+        {
+            let first = cycle
+                .iter()
+                .min_by_key(|id| span_of(id))
+                .cloned()
+                .unwrap_or_default();
             diagnostics.push(
-                Diagnostic::error(Code::UnboundedCycle, span_of(&first), format!("states {} form a cycle with no bound", quote_all(&cycle)))
-                    .with_hint(format!("add `visits: N` to `{first}` so a login cannot loop forever")),
+                Diagnostic::error(
+                    Code::UnboundedCycle,
+                    span_of(&first),
+                    format!("states {} form a cycle with no bound", quote_all(&cycle)),
+                )
+                .with_hint(format!(
+                    "bound `{first}` with `visits` so a login cannot loop forever"
+                )),
             );
         }
     }
 
     for (i, invariant) in ir.require.clone().iter().enumerate() {
-        let span = spans.get(&crate::lower::invariant_key(i)).copied().unwrap_or(flow_span);
+        let span = spans
+            .get(&crate::lower::invariant_key(i))
+            .copied()
+            .unwrap_or(flow_span);
         check_invariant(ir, invariant, span, diagnostics);
     }
 
-    ir.states.retain(|id, _| reachable.contains(id) || !GENERATED.contains(&id.as_str()));
+    ir.states
+        .retain(|id, _| reachable.contains(id) || !GENERATED.contains(&id.as_str()));
 }
 
 fn quote_all(ids: &[String]) -> String {
-    ids.iter().map(|id| format!("`{id}`")).collect::<Vec<_>>().join(", ")
+    ids.iter()
+        .map(|id| format!("`{id}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// States reachable from `from` without entering any state in `avoid`.
@@ -78,7 +126,9 @@ fn reachable_from(ir: &FlowIr, from: &str, avoid: &BTreeSet<String>) -> BTreeSet
     let mut seen = BTreeSet::from([from.to_string()]);
     let mut queue = VecDeque::from([from.to_string()]);
     while let Some(id) = queue.pop_front() {
-        let Some(state) = ir.states.get(&id) else { continue };
+        let Some(state) = ir.states.get(&id) else {
+            continue;
+        };
         for to in state.transitions.values() {
             if !avoid.contains(to) && seen.insert(to.clone()) {
                 queue.push_back(to.clone());
@@ -115,8 +165,15 @@ fn can_reach_success(ir: &FlowIr) -> BTreeSet<String> {
 
 /// Strongly connected components that contain a cycle (Kosaraju, iterative), among `within`.
 fn cycles(ir: &FlowIr, within: &BTreeSet<String>) -> Vec<Vec<String>> {
-    let ids: Vec<&String> = within.iter().filter(|id| ir.states.contains_key(*id)).collect();
-    let index: BTreeMap<&str, usize> = ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
+    let ids: Vec<&String> = within
+        .iter()
+        .filter(|id| ir.states.contains_key(*id))
+        .collect();
+    let index: BTreeMap<&str, usize> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), i))
+        .collect();
     let edges: Vec<Vec<usize>> = ids
         .iter()
         .map(|id| {
@@ -177,7 +234,9 @@ fn cycles(ir: &FlowIr, within: &BTreeSet<String>) -> Vec<Vec<String>> {
     }
     components
         .into_iter()
-        .filter(|members| members.len() > 1 || members.first().is_some_and(|&m| edges[m].contains(&m)))
+        .filter(|members| {
+            members.len() > 1 || members.first().is_some_and(|&m| edges[m].contains(&m))
+        })
         .map(|members| {
             let mut names: Vec<String> = members.into_iter().map(|m| ids[m].clone()).collect();
             names.sort();
@@ -186,7 +245,12 @@ fn cycles(ir: &FlowIr, within: &BTreeSet<String>) -> Vec<Vec<String>> {
         .collect()
 }
 
-fn check_invariant(ir: &FlowIr, invariant: &InvariantIr, flow_span: Span, diagnostics: &mut Vec<Diagnostic>) {
+fn check_invariant(
+    ir: &FlowIr,
+    invariant: &InvariantIr,
+    flow_span: Span,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
     let InvariantIr::PassesOneOf { options } = invariant;
     let wanted: BTreeSet<_> = options.iter().collect();
     let satisfying: BTreeSet<String> = ir
@@ -207,7 +271,9 @@ fn check_invariant(ir: &FlowIr, invariant: &InvariantIr, flow_span: Span, diagno
                 format!("a path to success passes none of [{}]", names.join(", ")),
             )
             .with_note(format!("path: {}", describe_path(ir, &path)))
-            .with_hint("a step passes the invariant only when every option it offers is in the list"),
+            .with_hint(
+                "a step passes the invariant only when every option it offers is in the list",
+            ),
         );
     }
 }
@@ -247,7 +313,14 @@ fn describe_path(ir: &FlowIr, path: &[(String, Option<String>)]) -> String {
         .map(|(id, label)| {
             let what = match ir.states.get(id).map(|s| &s.kind) {
                 Some(StateKind::Authenticate { options, .. }) => {
-                    format!("{id} [{}]", options.iter().map(|o| o.to_string()).collect::<Vec<_>>().join(" | "))
+                    format!(
+                        "{id} [{}]",
+                        options
+                            .iter()
+                            .map(|o| o.to_string())
+                            .collect::<Vec<_>>()
+                            .join(" | ")
+                    )
                 }
                 _ => id.clone(),
             };

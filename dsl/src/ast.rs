@@ -19,7 +19,10 @@ use crate::span::Spanned;
 /// A whole flow file (the root of the YAML form, and of a `.flow` file).
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[schemars(title = "idflow flow", description = "An idflow login flow (YAML form).")]
+#[schemars(
+    title = "idflow flow",
+    description = "An idflow login flow (YAML form)."
+)]
 pub struct FlowDoc {
     /// The flow's id: lowercase letters, digits, `_`, `-` and `.`.
     pub flow: Spanned<String>,
@@ -109,7 +112,7 @@ pub struct StateDef {
 }
 
 /// The `next` of a state: one target, or one target per label of a `decide`.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum Next {
     /// Go to this state.
@@ -208,7 +211,9 @@ pub struct JitCreate {
 }
 
 /// A question put to a user before a JIT account is created.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum JitPrompt {
     /// Ask the user to consent to the account.
@@ -263,6 +268,37 @@ impl<V> Entries<V> {
     }
 }
 
+/// Written by hand rather than derived as untagged: serde buffers untagged enums, which would
+/// lose the positions of the labels.
+impl<'de> Deserialize<'de> for Next {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NextVisitor;
+        impl<'de> Visitor<'de> for NextVisitor {
+            type Value = Next;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a state id, or a map from label to state id")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Next, E> {
+                Ok(Next::To(v.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Next, A::Error> {
+                read_entries(map).map(Next::ByLabel)
+            }
+        }
+        deserializer.deserialize_any(NextVisitor)
+    }
+}
+
+fn read_entries<'de, V: Deserialize<'de>, A: MapAccess<'de>>(
+    mut map: A,
+) -> Result<Entries<V>, A::Error> {
+    let mut entries = Vec::new();
+    while let Some(key) = map.next_key::<Spanned<KeyText>>()? {
+        entries.push((Spanned::new(key.value.0, key.span), map.next_value::<V>()?));
+    }
+    Ok(Entries(entries))
+}
+
 impl<'de, V: Deserialize<'de>> Deserialize<'de> for Entries<V> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct EntriesVisitor<V>(PhantomData<V>);
@@ -271,12 +307,8 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for Entries<V> {
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a mapping")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut entries = Vec::new();
-                while let Some(key) = map.next_key::<Spanned<KeyText>>()? {
-                    entries.push((Spanned::new(key.value.0, key.span), map.next_value::<V>()?));
-                }
-                Ok(Entries(entries))
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                read_entries(map)
             }
         }
         deserializer.deserialize_map(EntriesVisitor(PhantomData))

@@ -148,11 +148,14 @@ impl Diagnostic {
 }
 
 /// Returns the closest of `candidates` to `name` when it is close enough to be a likely typo.
-pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    name: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| (edit_distance(name, c), c))
-        .filter(|(d, c)| *d <= 2.max(c.len() / 3) && *d < name.len().max(1))
+        .filter(|(d, c)| *d <= (c.len() / 4).clamp(1, 3) && *d < name.len().max(1))
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
 }
@@ -187,7 +190,10 @@ mod tests {
 
     #[test]
     fn suggests_close_names_only() {
-        assert_eq!(did_you_mean("pasword", ["password", "totp"]), Some("password"));
+        assert_eq!(
+            did_you_mean("pasword", ["password", "totp"]),
+            Some("password")
+        );
         assert_eq!(did_you_mean("xyz", ["password", "totp"]), None);
     }
 }

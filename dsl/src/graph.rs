@@ -27,7 +27,9 @@ fn label(kind: &StateKind) -> String {
 
 /// Mermaid ids may not contain `.` or `-`.
 fn node_id(id: &str) -> String {
-    id.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect()
+    id.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
 }
 
 /// Draws `ir` in `format`.
@@ -37,12 +39,20 @@ pub fn render(ir: &FlowIr, format: GraphFormat) -> String {
         GraphFormat::Mermaid => {
             out.push_str("stateDiagram-v2\n");
             for (id, state) in &ir.states {
-                out.push_str(&format!("    {}: {id} — {}\n", node_id(id), label(&state.kind).replace(':', " -")));
+                out.push_str(&format!(
+                    "    {}: {id} — {}\n",
+                    node_id(id),
+                    label(&state.kind).replace(':', " -")
+                ));
             }
             out.push_str(&format!("    [*] --> {}\n", node_id(&ir.start)));
             for (id, state) in &ir.states {
                 for (outcome, to) in &state.transitions {
-                    out.push_str(&format!("    {} --> {}: {outcome}\n", node_id(id), node_id(to)));
+                    out.push_str(&format!(
+                        "    {} --> {}: {outcome}\n",
+                        node_id(id),
+                        node_id(to)
+                    ));
                 }
                 if matches!(state.kind, StateKind::Success | StateKind::Deny { .. }) {
                     out.push_str(&format!("    {} --> [*]\n", node_id(id)));
@@ -59,12 +69,16 @@ pub fn render(ir: &FlowIr, format: GraphFormat) -> String {
                     _ => "box",
                 };
                 let text = format!("{id}\\n{}", label(&state.kind).replace('"', "'"));
-                out.push_str(&format!("    \"{id}\" [shape={shape}, label=\"{text}\"];\n"));
+                out.push_str(&format!(
+                    "    \"{id}\" [shape={shape}, label=\"{text}\"];\n"
+                ));
             }
             out.push_str(&format!("    \"[start]\" -> \"{}\";\n", ir.start));
             for (id, state) in &ir.states {
                 for (outcome, to) in &state.transitions {
-                    out.push_str(&format!("    \"{id}\" -> \"{to}\" [label=\"{outcome}\"];\n"));
+                    out.push_str(&format!(
+                        "    \"{id}\" -> \"{to}\" [label=\"{outcome}\"];\n"
+                    ));
                 }
             }
             out.push_str("}\n");

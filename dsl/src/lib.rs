@@ -79,8 +79,14 @@ pub struct CompiledFlow {
 /// to produce one, and every diagnostic found on the way.
 pub fn parse(text: &str, syntax: Syntax) -> (Option<FlowDoc>, Vec<Diagnostic>) {
     if text.len() > MAX_SOURCE_BYTES {
-        let message = format!("file is {} bytes; flow files are limited to {MAX_SOURCE_BYTES}", text.len());
-        return (None, vec![Diagnostic::error(Code::Unreadable, None, message)]);
+        let message = format!(
+            "file is {} bytes; flow files are limited to {MAX_SOURCE_BYTES}",
+            text.len()
+        );
+        return (
+            None,
+            vec![Diagnostic::error(Code::Unreadable, None, message)],
+        );
     }
     match syntax {
         Syntax::Yaml => match yaml::parse(text) {
@@ -95,12 +101,27 @@ pub fn parse(text: &str, syntax: Syntax) -> (Option<FlowDoc>, Vec<Diagnostic>) {
 }
 
 /// Parses, lowers and analyzes one file. The flow is returned only when there are no errors.
-pub fn compile(text: &str, syntax: Syntax, names: &Names) -> (Option<CompiledFlow>, Vec<Diagnostic>) {
+pub fn compile(
+    text: &str,
+    syntax: Syntax,
+    names: &Names,
+) -> (Option<CompiledFlow>, Vec<Diagnostic>) {
     let (doc, mut diagnostics) = parse(text, syntax);
-    let Some(doc) = doc else { return (None, diagnostics) };
+    let Some(doc) = doc else {
+        return (None, diagnostics);
+    };
     let lowered = lower::lower(&doc, text, names, &mut diagnostics);
-    let Some((mut ir, spans)) = lowered else { return (None, diagnostics) };
-    if !diagnostics.iter().any(Diagnostic::is_error) {
+    let Some(lower::Lowered {
+        mut ir,
+        spans,
+        broken_structure,
+    }) = lowered
+    else {
+        return (None, diagnostics);
+    };
+    // Graph checks still run after name or script errors, so one run shows everything; only a
+    // broken structure (a missing target, a state of no kind) would make them report noise.
+    if !broken_structure {
         analysis::analyze(&mut ir, &spans, doc.flow.span, &mut diagnostics);
     }
     sort(&mut diagnostics);
@@ -108,7 +129,15 @@ pub fn compile(text: &str, syntax: Syntax, names: &Names) -> (Option<CompiledFlo
         return (None, diagnostics);
     }
     let version = ir.version();
-    (Some(CompiledFlow { ir, version, spans, doc }), diagnostics)
+    (
+        Some(CompiledFlow {
+            ir,
+            version,
+            spans,
+            doc,
+        }),
+        diagnostics,
+    )
 }
 
 /// Orders diagnostics by position, then code, so output is deterministic.

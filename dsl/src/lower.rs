@@ -30,7 +30,12 @@ pub type SpanTable = BTreeMap<String, Span>;
 
 /// Lowers `doc` (parsed from `text`), appending diagnostics. Returns the IR even when there are
 /// errors, so that later checks can still report what they find.
-pub fn lower(doc: &FlowDoc, text: &str, names: &Names, diagnostics: &mut Vec<Diagnostic>) -> Option<(FlowIr, SpanTable)> {
+pub fn lower(
+    doc: &FlowDoc,
+    text: &str,
+    names: &Names,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Lowered> {
     let mut lowerer = Lowerer {
         text,
         names,
@@ -38,24 +43,43 @@ pub fn lower(doc: &FlowDoc, text: &str, names: &Names, diagnostics: &mut Vec<Dia
         states: BTreeMap::new(),
         spans: BTreeMap::new(),
         federated_used: BTreeSet::new(),
+        broken: false,
     };
     lowerer.check_id(&doc.flow);
     let applies_to = lowerer.applications(&doc.applies_to);
-    let success = if doc.on_success.is_empty() { ir::SUCCESS } else { ir::ON_SUCCESS };
-    let deny = if doc.on_failure.is_empty() { ir::DENY } else { ir::ON_FAILURE };
+    let success = if doc.on_success.is_empty() {
+        ir::SUCCESS
+    } else {
+        ir::ON_SUCCESS
+    };
+    let deny = if doc.on_failure.is_empty() {
+        ir::DENY
+    } else {
+        ir::ON_FAILURE
+    };
     let ends = Ends { success, deny };
 
     let start = match (&doc.steps, &doc.states) {
         (Some(steps), None) if !steps.is_empty() => lowerer.steps(steps, &ends),
-        (None, Some(states)) if !states.is_empty() => lowerer.states(doc.start.as_ref(), states, &ends),
+        (None, Some(states)) if !states.is_empty() => {
+            lowerer.states(doc.start.as_ref(), states, &ends)
+        }
         (Some(_), Some(_)) => {
-            lowerer.error(Code::NoBody, doc.flow.span, "a flow has either `steps` or `states`, not both");
+            lowerer.error(
+                Code::NoBody,
+                doc.flow.span,
+                "a flow has either `steps` or `states`, not both",
+            );
             return None;
         }
         _ => {
             lowerer.diagnostics.push(
-                Diagnostic::error(Code::NoBody, doc.flow.span, format!("flow `{}` has no steps or states", doc.flow.value))
-                    .with_hint("add `steps:` (a sequence) or `states:` (a state machine)"),
+                Diagnostic::error(
+                    Code::NoBody,
+                    doc.flow.span,
+                    format!("flow `{}` has no steps or states", doc.flow.value),
+                )
+                .with_hint("add `steps:` (a sequence) or `states:` (a state machine)"),
             );
             return None;
         }
@@ -74,7 +98,12 @@ pub fn lower(doc: &FlowDoc, text: &str, names: &Names, diagnostics: &mut Vec<Dia
         })
         .collect();
 
-    let Lowerer { states, spans, .. } = lowerer;
+    let Lowerer {
+        states,
+        spans,
+        broken,
+        ..
+    } = lowerer;
     let ir = FlowIr {
         flow: doc.flow.value.clone(),
         applies_to,
@@ -85,7 +114,22 @@ pub fn lower(doc: &FlowDoc, text: &str, names: &Names, diagnostics: &mut Vec<Dia
         provisioning,
         require,
     };
-    Some((ir, spans))
+    Some(Lowered {
+        ir,
+        spans,
+        broken_structure: broken,
+    })
+}
+
+/// The result of lowering one file.
+pub struct Lowered {
+    /// The IR, possibly incomplete when there were errors.
+    pub ir: FlowIr,
+    /// Where each state came from.
+    pub spans: SpanTable,
+    /// True when the state graph itself is broken (a missing target or `next`, a state of no
+    /// kind, a duplicate or reserved id), so graph checks would only report consequences.
+    pub broken_structure: bool,
 }
 
 struct Ends {
@@ -100,21 +144,39 @@ struct Lowerer<'a> {
     states: BTreeMap<String, State>,
     spans: SpanTable,
     federated_used: BTreeSet<String>,
+    broken: bool,
 }
 
-const RESERVED: &[&str] = &[ir::SUCCESS, ir::DENY, ir::ON_SUCCESS, ir::ON_FAILURE, ir::LABEL_ERROR];
+const RESERVED: &[&str] = &[
+    ir::SUCCESS,
+    ir::DENY,
+    ir::ON_SUCCESS,
+    ir::ON_FAILURE,
+    ir::LABEL_ERROR,
+];
 
 impl Lowerer<'_> {
     fn error(&mut self, code: Code, span: Span, message: impl Into<String>) {
-        self.diagnostics.push(Diagnostic::error(code, span, message));
+        self.diagnostics
+            .push(Diagnostic::error(code, span, message));
+    }
+
+    /// Like `error`, for problems that leave the state graph incomplete.
+    fn structural(&mut self, diagnostic: Diagnostic) {
+        self.broken = true;
+        self.diagnostics.push(diagnostic);
     }
 
     fn check_id(&mut self, id: &Spanned<String>) -> bool {
         let valid = is_id(&id.value);
         if !valid {
             self.diagnostics.push(
-                Diagnostic::error(Code::BadId, id.span, format!("`{}` is not a valid id", id.value))
-                    .with_hint("ids use letters, digits, `_`, and `-` or `.` between them"),
+                Diagnostic::error(
+                    Code::BadId,
+                    id.span,
+                    format!("`{}` is not a valid id", id.value),
+                )
+                .with_hint("ids are letters, digits and `_`, joined by single `-` or `.`"),
             );
         }
         valid
@@ -123,7 +185,7 @@ impl Lowerer<'_> {
     /// Declares a state; reports a duplicate or reserved id instead of overwriting.
     fn declare(&mut self, id: &Spanned<String>, state: State) {
         if RESERVED.contains(&id.value.as_str()) || id.value.starts_with("deny.") {
-            self.diagnostics.push(
+            self.structural(
                 Diagnostic::error(Code::ReservedId, id.span, format!("`{}` is reserved", id.value))
                     .with_hint("`success` and `deny` are the built-in terminals; use them as targets, not as ids"),
             );
@@ -131,12 +193,17 @@ impl Lowerer<'_> {
         }
         if self.states.contains_key(&id.value) {
             let first = self.spans.get(&id.value).copied();
-            let mut diagnostic = Diagnostic::error(Code::DuplicateState, id.span, format!("`{}` is declared twice", id.value));
+            let mut diagnostic = Diagnostic::error(
+                Code::DuplicateState,
+                id.span,
+                format!("`{}` is declared twice", id.value),
+            );
             if let Some(first) = first {
-                let (line, col) = crate::span::LineIndex::new(self.text).line_col(self.text, first.start);
+                let (line, col) =
+                    crate::span::LineIndex::new(self.text).line_col(self.text, first.start);
                 diagnostic = diagnostic.with_note(format!("first declared at {line}:{col}"));
             }
-            self.diagnostics.push(diagnostic);
+            self.structural(diagnostic);
             return;
         }
         self.check_id(id);
@@ -154,7 +221,11 @@ impl Lowerer<'_> {
         for app in applies_to {
             if let Some(known) = &self.names.applications {
                 if !known.contains(&app.value) {
-                    let mut d = Diagnostic::error(Code::UnknownApplication, app.span, format!("unknown application `{}`", app.value));
+                    let mut d = Diagnostic::error(
+                        Code::UnknownApplication,
+                        app.span,
+                        format!("unknown application `{}`", app.value),
+                    );
                     if let Some(s) = did_you_mean(&app.value, known.iter().map(String::as_str)) {
                         d = d.with_hint(format!("did you mean `{s}`?"));
                     }
@@ -185,11 +256,15 @@ impl Lowerer<'_> {
         match &r.value {
             AuthRef::Builtin(name) => {
                 if !Names::is_authenticator(name) {
-                    let mut d = Diagnostic::error(Code::UnknownAuthenticator, r.span, format!("unknown authenticator `{name}`"));
+                    let mut d = Diagnostic::error(
+                        Code::UnknownAuthenticator,
+                        r.span,
+                        format!("unknown authenticator `{name}`"),
+                    );
                     d = match did_you_mean(name, BUILTIN_AUTHENTICATORS.iter().map(|(n, _)| *n)) {
                         Some(s) => d.with_hint(format!("did you mean `{s}`?")),
                         None => d.with_hint(format!(
-                            "authenticators are {}; an upstream IdP is written {{ federated: NAME }}",
+                            "authenticators are {}; an upstream IdP is `{{ federated: NAME }}` in YAML, `federated(NAME)` in .flow",
                             BUILTIN_AUTHENTICATORS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
                         )),
                     };
@@ -198,7 +273,7 @@ impl Lowerer<'_> {
                 AuthOption::Authenticator(name.clone())
             }
             AuthRef::Federated { federated } => {
-                self.check_idp(federated, r.span);
+                self.check_idp(federated, locate_word(self.text, r.span, federated));
                 self.federated_used.insert(federated.clone());
                 AuthOption::Federated(federated.clone())
             }
@@ -208,7 +283,11 @@ impl Lowerer<'_> {
     fn check_idp(&mut self, idp: &str, span: Span) {
         if let Some(known) = &self.names.identity_providers {
             if !known.contains_key(idp) {
-                let mut d = Diagnostic::error(Code::UnknownIdp, span, format!("unknown identity provider `{idp}`"));
+                let mut d = Diagnostic::error(
+                    Code::UnknownIdp,
+                    span,
+                    format!("unknown identity provider `{idp}`"),
+                );
                 if let Some(s) = did_you_mean(idp, known.keys().map(String::as_str)) {
                     d = d.with_hint(format!("did you mean `{s}`?"));
                 } else {
@@ -235,10 +314,20 @@ impl Lowerer<'_> {
         }
     }
 
-    fn ranged(&mut self, value: Option<&Spanned<u32>>, default: Option<u32>, max: u32, what: &str) -> Option<u32> {
+    fn ranged(
+        &mut self,
+        value: Option<&Spanned<u32>>,
+        default: Option<u32>,
+        max: u32,
+        what: &str,
+    ) -> Option<u32> {
         let Some(value) = value else { return default };
         if value.value == 0 || value.value > max {
-            self.error(Code::OutOfRange, value.span, format!("{what} must be between 1 and {max}, not {}", value.value));
+            self.error(
+                Code::OutOfRange,
+                value.span,
+                format!("{what} must be between 1 and {max}, not {}", value.value),
+            );
         }
         Some(value.value.clamp(1, max))
     }
@@ -265,9 +354,17 @@ impl Lowerer<'_> {
             None => step.id.value.clone(),
         };
         for (i, step) in steps.iter().enumerate() {
-            let next = steps.get(i + 1).map(entry).unwrap_or_else(|| ends.success.to_string());
+            let next = steps
+                .get(i + 1)
+                .map(entry)
+                .unwrap_or_else(|| ends.success.to_string());
             let options = self.options(&step.authenticate, step.id.span);
-            let attempts = self.ranged(step.attempts.as_ref(), Some(DEFAULT_ATTEMPTS), MAX_ATTEMPTS, "attempts");
+            let attempts = self.ranged(
+                step.attempts.as_ref(),
+                Some(DEFAULT_ATTEMPTS),
+                MAX_ATTEMPTS,
+                "attempts",
+            );
             let transitions = BTreeMap::from([
                 (ir::LABEL_SUCCESS.to_string(), next.clone()),
                 (ir::LABEL_FAILURE.to_string(), ends.deny.to_string()),
@@ -290,12 +387,18 @@ impl Lowerer<'_> {
                     (ir::LABEL_ERROR.to_string(), ir::SCRIPT_ERROR.to_string()),
                 ]);
                 let guard = State {
-                    kind: StateKind::Decide { script: when.value.clone() },
+                    kind: StateKind::Decide {
+                        script: when.value.clone(),
+                    },
                     max_visits: None,
                     transitions,
                 };
                 if self.states.contains_key(&guard_id.value) {
-                    self.error(Code::DuplicateState, step.id.span, format!("`{}` is declared twice", guard_id.value));
+                    self.error(
+                        Code::DuplicateState,
+                        step.id.span,
+                        format!("`{}` is declared twice", guard_id.value),
+                    );
                 } else {
                     self.spans.insert(guard_id.value.clone(), when.span);
                     self.states.insert(guard_id.value, guard);
@@ -305,7 +408,12 @@ impl Lowerer<'_> {
         steps.first().map(entry)
     }
 
-    fn states(&mut self, start: Option<&Spanned<String>>, defs: &crate::ast::Entries<StateDef>, ends: &Ends) -> Option<String> {
+    fn states(
+        &mut self,
+        start: Option<&Spanned<String>>,
+        defs: &crate::ast::Entries<StateDef>,
+        ends: &Ends,
+    ) -> Option<String> {
         let declared: BTreeSet<&str> = defs.iter().map(|(id, _)| id.value.as_str()).collect();
         let resolve = |lowerer: &mut Self, target: &str, span: Span| -> String {
             match target {
@@ -313,19 +421,25 @@ impl Lowerer<'_> {
                 ir::DENY => ends.deny.to_string(),
                 other => {
                     if !declared.contains(other) {
-                        let mut d = Diagnostic::error(Code::UnknownTarget, span, format!("no state named `{other}`"));
+                        let mut d = Diagnostic::error(
+                            Code::UnknownTarget,
+                            span,
+                            format!("no state named `{other}`"),
+                        );
                         let candidates = declared.iter().copied().chain([ir::SUCCESS, ir::DENY]);
                         if let Some(s) = did_you_mean(other, candidates) {
                             d = d.with_hint(format!("did you mean `{s}`?"));
                         }
-                        lowerer.diagnostics.push(d);
+                        lowerer.structural(d);
                     }
                     other.to_string()
                 }
             }
         };
         for (id, def) in defs.iter() {
-            let Some(state) = self.state(id, def, ends, &resolve) else { continue };
+            let Some(state) = self.state(id, def, ends, &resolve) else {
+                continue;
+            };
             self.declare(id, state);
         }
         match start {
@@ -348,29 +462,52 @@ impl Lowerer<'_> {
             def.deny.is_some(),
         ];
         if kinds.iter().filter(|k| **k).count() != 1 {
-            self.diagnostics.push(
-                Diagnostic::error(Code::StateKind, id.span, format!("state `{}` must have exactly one of authenticate, decide, do, deny", id.value))
-                    .with_hint("split it into several states joined by `next`"),
+            self.structural(
+                Diagnostic::error(
+                    Code::StateKind,
+                    id.span,
+                    format!(
+                        "state `{}` must have exactly one of authenticate, decide, do, deny",
+                        id.value
+                    ),
+                )
+                .with_hint("split it into several states joined by `next`"),
             );
             return None;
         }
         let max_visits = self.ranged(def.visits.as_ref(), None, MAX_VISITS, "visits");
         let misplaced = |lowerer: &mut Self, field: Option<Span>, name: &str, kind: &str| {
             if let Some(span) = field {
-                lowerer.error(Code::MisplacedField, span, format!("`{name}` does not apply to a `{kind}` state"));
+                lowerer.error(
+                    Code::MisplacedField,
+                    span,
+                    format!("`{name}` does not apply to a `{kind}` state"),
+                );
             }
         };
         let next_one = |lowerer: &mut Self, kind: &str| -> Option<String> {
             match &def.next {
-                Some(Spanned { value: Next::To(target), span }) => Some(resolve(lowerer, target, *span)),
+                Some(Spanned {
+                    value: Next::To(target),
+                    span,
+                }) => Some(resolve(lowerer, target, *span)),
                 Some(Spanned { span, .. }) => {
-                    lowerer.error(Code::Shape, *span, format!("this `{kind}` state has one `next`, not a map of labels"));
+                    lowerer.broken = true;
+                    lowerer.error(
+                        Code::Shape,
+                        *span,
+                        format!("this `{kind}` state has one `next`, not a map of labels"),
+                    );
                     None
                 }
                 None => {
-                    lowerer.diagnostics.push(
-                        Diagnostic::error(Code::Shape, id.span, format!("state `{}` needs `next`", id.value))
-                            .with_hint("`next: success` ends the flow here"),
+                    lowerer.structural(
+                        Diagnostic::error(
+                            Code::Shape,
+                            id.span,
+                            format!("state `{}` needs `next`", id.value),
+                        )
+                        .with_hint("a `next` of `success` ends the flow here"),
                     );
                     None
                 }
@@ -379,7 +516,12 @@ impl Lowerer<'_> {
         let mut transitions = BTreeMap::new();
         let kind = if let Some(refs) = &def.authenticate {
             let options = self.options(refs, id.span);
-            let attempts = self.ranged(def.attempts.as_ref(), Some(DEFAULT_ATTEMPTS), MAX_ATTEMPTS, "attempts");
+            let attempts = self.ranged(
+                def.attempts.as_ref(),
+                Some(DEFAULT_ATTEMPTS),
+                MAX_ATTEMPTS,
+                "attempts",
+            );
             if let Some(next) = next_one(self, "authenticate") {
                 transitions.insert(ir::LABEL_SUCCESS.to_string(), next);
             }
@@ -393,23 +535,44 @@ impl Lowerer<'_> {
                 attempts: attempts.unwrap_or(DEFAULT_ATTEMPTS),
             }
         } else if let Some(script) = &def.decide {
-            misplaced(self, def.attempts.as_ref().map(|a| a.span), "attempts", "decide");
+            misplaced(
+                self,
+                def.attempts.as_ref().map(|a| a.span),
+                "attempts",
+                "decide",
+            );
             misplaced(self, def.fail.as_ref().map(|f| f.span), "fail", "decide");
             let facts = self.script(script, ScriptContext::Flow);
             match &def.next {
-                Some(Spanned { value: Next::ByLabel(labels), span }) => {
+                Some(Spanned {
+                    value: Next::ByLabel(labels),
+                    span,
+                }) => {
                     for (label, target) in labels.iter() {
-                        let label_span = if label.span.is_unknown() { *span } else { label.span };
+                        let label_span = if label.span.is_unknown() {
+                            *span
+                        } else {
+                            label.span
+                        };
                         if !self.check_id(label) {
                             continue;
                         }
                         if label.value == ir::LABEL_ERROR {
-                            self.error(Code::ReservedId, label_span, "the `error` label is reserved: script errors always deny");
+                            self.broken = true;
+                            self.error(
+                                Code::ReservedId,
+                                label_span,
+                                "the `error` label is reserved: script errors always deny",
+                            );
                             continue;
                         }
                         let to = resolve(self, target, label_span);
                         if transitions.insert(label.value.clone(), to).is_some() {
-                            self.error(Code::DuplicateState, label_span, format!("label `{}` is mapped twice", label.value));
+                            self.error(
+                                Code::DuplicateState,
+                                label_span,
+                                format!("label `{}` is mapped twice", label.value),
+                            );
                         }
                     }
                     if let Some(facts) = facts {
@@ -417,22 +580,37 @@ impl Lowerer<'_> {
                     }
                 }
                 Some(Spanned { span, .. }) => {
-                    self.diagnostics.push(
-                        Diagnostic::error(Code::Shape, *span, "a `decide` state maps each label to a state")
-                            .with_hint("write `next: { label: state, ... }`"),
+                    self.structural(
+                        Diagnostic::error(
+                            Code::Shape,
+                            *span,
+                            "a `decide` state maps each label to a state",
+                        )
+                        .with_hint("map each label to a state: `next: { label: state }` in YAML, `next label -> state` in .flow"),
                     );
                 }
                 None => {
-                    self.diagnostics.push(
-                        Diagnostic::error(Code::LabelWithoutNext, script.span, format!("`decide` state `{}` has no `next`", id.value))
-                            .with_hint("map every label the script returns: `next: { label: state }`"),
+                    self.structural(
+                        Diagnostic::error(
+                            Code::LabelWithoutNext,
+                            script.span,
+                            format!("`decide` state `{}` has no `next`", id.value),
+                        )
+                        .with_hint("map every label the script returns to a state in `next`"),
                     );
                 }
             }
             transitions.insert(ir::LABEL_ERROR.to_string(), ir::SCRIPT_ERROR.to_string());
-            StateKind::Decide { script: script.value.clone() }
+            StateKind::Decide {
+                script: script.value.clone(),
+            }
         } else if let Some(actions) = &def.actions {
-            misplaced(self, def.attempts.as_ref().map(|a| a.span), "attempts", "do");
+            misplaced(
+                self,
+                def.attempts.as_ref().map(|a| a.span),
+                "attempts",
+                "do",
+            );
             misplaced(self, def.fail.as_ref().map(|f| f.span), "fail", "do");
             let actions = actions.iter().filter_map(|a| self.action(a)).collect();
             if let Some(next) = next_one(self, "do") {
@@ -440,7 +618,11 @@ impl Lowerer<'_> {
             }
             StateKind::Action { actions }
         } else {
-            let reason = def.deny.as_ref().map(|r| r.value.clone()).unwrap_or_default();
+            let reason = def
+                .deny
+                .as_ref()
+                .map(|r| r.value.clone())
+                .unwrap_or_default();
             for (field, name) in [
                 (def.next.as_ref().map(|n| n.span), "next"),
                 (def.attempts.as_ref().map(|a| a.span), "attempts"),
@@ -450,10 +632,20 @@ impl Lowerer<'_> {
             }
             StateKind::Deny { reason }
         };
-        Some(State { kind, max_visits, transitions })
+        Some(State {
+            kind,
+            max_visits,
+            transitions,
+        })
     }
 
-    fn check_labels(&mut self, script: &Spanned<String>, facts: &ScriptFacts, transitions: &BTreeMap<String, String>, next_span: Span) {
+    fn check_labels(
+        &mut self,
+        script: &Spanned<String>,
+        facts: &ScriptFacts,
+        transitions: &BTreeMap<String, String>,
+        next_span: Span,
+    ) {
         let boolean = transitions.keys().all(|l| l == "true" || l == "false");
         if facts.labels.is_empty() && boolean {
             return;
@@ -462,8 +654,14 @@ impl Lowerer<'_> {
             if !transitions.contains_key(label) {
                 let span = locate_literal(self.text, script, label);
                 self.diagnostics.push(
-                    Diagnostic::error(Code::LabelWithoutNext, span, format!("the script can return \"{label}\" but `next` does not map it"))
-                        .with_hint(format!("add `{label}: STATE` to `next`; an unmapped label denies at run time")),
+                    Diagnostic::error(
+                        Code::LabelWithoutNext,
+                        span,
+                        format!("the script can return \"{label}\" but `next` does not map it"),
+                    )
+                    .with_hint(format!(
+                        "map \"{label}\" to a state in `next`; an unmapped label denies at run time"
+                    )),
                 );
             }
         }
@@ -484,16 +682,24 @@ impl Lowerer<'_> {
         Some(match &action.value {
             Action::Provision(target) => {
                 self.check_target(target);
-                ActionIr::Provision { target: target.value.clone() }
+                ActionIr::Provision {
+                    target: target.value.clone(),
+                }
             }
             Action::LockUser(lock) => {
-                let after = self.ranged(Some(&lock.after), None, 1000, "`after`").unwrap_or(1);
+                let after = self
+                    .ranged(Some(&lock.after), None, 1000, "`after`")
+                    .unwrap_or(1);
                 let seconds = match parse_duration(&lock.duration.value) {
                     Some(s) => s,
                     None => {
                         self.diagnostics.push(
-                            Diagnostic::error(Code::BadDuration, lock.duration.span, format!("`{}` is not a duration", lock.duration.value))
-                                .with_hint("write a number and a unit: 30s, 15m, 2h, 1d"),
+                            Diagnostic::error(
+                                Code::BadDuration,
+                                lock.duration.span,
+                                format!("`{}` is not a duration", lock.duration.value),
+                            )
+                            .with_hint("write a number and a unit: 30s, 15m, 2h, 1d"),
                         );
                         return None;
                     }
@@ -502,11 +708,19 @@ impl Lowerer<'_> {
             }
             Action::SetClaim(claims) => {
                 let Some((claim, script)) = claims.0.first() else {
-                    self.error(Code::Shape, action.span, "`set_claim` needs a claim and an expression");
+                    self.error(
+                        Code::Shape,
+                        action.span,
+                        "`set_claim` needs a claim and an expression",
+                    );
                     return None;
                 };
                 if claims.0.len() > 1 {
-                    self.error(Code::Shape, action.span, "`set_claim` sets one claim; write one action per claim");
+                    self.error(
+                        Code::Shape,
+                        action.span,
+                        "`set_claim` sets one claim; write one action per claim",
+                    );
                 }
                 self.script(script, ScriptContext::Flow);
                 ActionIr::SetClaim {
@@ -516,7 +730,9 @@ impl Lowerer<'_> {
             }
             Action::Jit(idp) => {
                 self.check_idp(&idp.value, idp.span);
-                ActionIr::Jit { idp: idp.value.clone() }
+                ActionIr::Jit {
+                    idp: idp.value.clone(),
+                }
             }
         })
     }
@@ -529,10 +745,25 @@ impl Lowerer<'_> {
             transitions: BTreeMap::new(),
         };
         self.insert_generated(ir::SUCCESS, span, terminal(StateKind::Success));
-        self.insert_generated(ir::DENY, span, terminal(StateKind::Deny { reason: "authentication failed".into() }));
-        let has_decide = self.states.values().any(|s| matches!(s.kind, StateKind::Decide { .. }));
+        self.insert_generated(
+            ir::DENY,
+            span,
+            terminal(StateKind::Deny {
+                reason: "authentication failed".into(),
+            }),
+        );
+        let has_decide = self
+            .states
+            .values()
+            .any(|s| matches!(s.kind, StateKind::Decide { .. }));
         if has_decide {
-            self.insert_generated(ir::SCRIPT_ERROR, span, terminal(StateKind::Deny { reason: "script error".into() }));
+            self.insert_generated(
+                ir::SCRIPT_ERROR,
+                span,
+                terminal(StateKind::Deny {
+                    reason: "script error".into(),
+                }),
+            );
         }
         for (id, actions, then) in [
             (ir::ON_SUCCESS, &doc.on_success, ir::SUCCESS),
@@ -557,11 +788,24 @@ impl Lowerer<'_> {
         self.check_idp(&rule.idp.value, rule.idp.span);
         if !self.federated_used.contains(&rule.idp.value) {
             self.diagnostics.push(
-                Diagnostic::warning(Code::JitIdpNotUsed, rule.idp.span, format!("no step authenticates with `{}`, so this rule never runs", rule.idp.value))
-                    .with_hint(format!("add {{ federated: {} }} to a step", rule.idp.value)),
+                Diagnostic::warning(
+                    Code::JitIdpNotUsed,
+                    rule.idp.span,
+                    format!(
+                        "no step authenticates with `{}`, so this rule never runs",
+                        rule.idp.value
+                    ),
+                )
+                .with_hint(format!(
+                    "offer federated({}) in a step, or remove the rule",
+                    rule.idp.value
+                )),
             );
         }
-        let facts = rule.when.as_ref().map(|w| self.script(w, ScriptContext::Jit));
+        let facts = rule
+            .when
+            .as_ref()
+            .map(|w| self.script(w, ScriptContext::Jit));
         let when_broken = matches!(facts, Some(None));
         let facts = facts.flatten();
         if let Some(attribute) = rule.match_on.as_ref().filter(|_| !when_broken) {
@@ -570,7 +814,9 @@ impl Lowerer<'_> {
                 .verified_attributes(&rule.idp.value)
                 .is_some_and(|v| v.contains(&attribute.value));
             let verified_claim = format!("{}_verified", attribute.value);
-            let checked_in_when = facts.as_ref().is_some_and(|f| f.claims_read.contains(&verified_claim));
+            let checked_in_when = facts
+                .as_ref()
+                .is_some_and(|f| f.claims_required_true.contains(&verified_claim));
             if !verified_by_idp && !checked_in_when {
                 self.diagnostics.push(
                     Diagnostic::error(
@@ -579,19 +825,34 @@ impl Lowerer<'_> {
                         format!("linking accounts by `{}`, which `{}` is not known to verify", attribute.value, rule.idp.value),
                     )
                     .with_hint(format!(
-                        "require `claims.{verified_claim}` in `when`, or list \"{}\" in verified_attributes of the IdP; otherwise anyone who controls the IdP account can take over a local account",
+                        "make `when` require it (`claims.{verified_claim} && ...`), or list \"{}\" in verified_attributes of the IdP; otherwise whoever controls the IdP account can take over a local account",
                         attribute.value
                     )),
                 );
             }
         }
         let create = rule.create.as_ref().map(|create| {
-            self.script(&create.username, ScriptContext::Jit);
+            if create.username.value.trim().is_empty() {
+                self.error(
+                    Code::Shape,
+                    create.username.span,
+                    "`create` needs a `username` expression",
+                );
+            } else {
+                self.script(&create.username, ScriptContext::Jit);
+            }
             let mut attributes = BTreeMap::new();
             for (name, expr) in create.attributes.iter() {
                 self.script(expr, ScriptContext::Jit);
-                if attributes.insert(name.value.clone(), expr.value.clone()).is_some() {
-                    self.error(Code::DuplicateState, name.span, format!("attribute `{}` is mapped twice", name.value));
+                if attributes
+                    .insert(name.value.clone(), expr.value.clone())
+                    .is_some()
+                {
+                    self.error(
+                        Code::DuplicateState,
+                        name.span,
+                        format!("attribute `{}` is mapped twice", name.value),
+                    );
                 }
             }
             let roles: BTreeSet<String> = create.roles.iter().map(|r| r.value.clone()).collect();
@@ -602,9 +863,17 @@ impl Lowerer<'_> {
             }
         });
         if rule.match_on.is_none() && rule.create.is_none() {
-            self.error(Code::Shape, rule.idp.span, "a JIT rule needs `match`, `create`, or both");
+            self.error(
+                Code::Shape,
+                rule.idp.span,
+                "a JIT rule needs `match`, `create`, or both",
+            );
         }
-        let prompt: BTreeSet<String> = rule.prompt.iter().map(|p| p.value.as_str().to_string()).collect();
+        let prompt: BTreeSet<String> = rule
+            .prompt
+            .iter()
+            .map(|p| p.value.as_str().to_string())
+            .collect();
         JitRuleIr {
             idp: rule.idp.value.clone(),
             when: rule.when.as_ref().map(|w| w.value.clone()),
@@ -621,17 +890,27 @@ impl Lowerer<'_> {
             let mut events = BTreeSet::new();
             for event in &trigger.on {
                 if !PROVISIONING_EVENTS.contains(&event.value.as_str()) {
-                    let mut d = Diagnostic::error(Code::UnknownEvent, event.span, format!("unknown event `{}`", event.value));
+                    let mut d = Diagnostic::error(
+                        Code::UnknownEvent,
+                        event.span,
+                        format!("unknown event `{}`", event.value),
+                    );
                     d = match did_you_mean(&event.value, PROVISIONING_EVENTS.iter().copied()) {
                         Some(s) => d.with_hint(format!("did you mean `{s}`?")),
-                        None => d.with_hint(format!("events are {}", PROVISIONING_EVENTS.join(", "))),
+                        None => {
+                            d.with_hint(format!("events are {}", PROVISIONING_EVENTS.join(", ")))
+                        }
                     };
                     self.diagnostics.push(d);
                 }
                 events.insert(event.value.clone());
             }
             if events.is_empty() {
-                self.error(Code::Shape, trigger.to.span, "a provisioning trigger needs at least one event in `on`");
+                self.error(
+                    Code::Shape,
+                    trigger.to.span,
+                    "a provisioning trigger needs at least one event in `on`",
+                );
             }
             out.push(ProvisioningIr {
                 on: events.into_iter().collect(),
@@ -648,7 +927,11 @@ impl Lowerer<'_> {
                 options.sort();
                 options.dedup();
                 if options.is_empty() {
-                    self.error(Code::Shape, invariant.span, "`passes_one_of` needs at least one authenticator");
+                    self.error(
+                        Code::Shape,
+                        invariant.span,
+                        "`passes_one_of` needs at least one authenticator",
+                    );
                 }
                 InvariantIr::PassesOneOf { options }
             }
@@ -685,16 +968,27 @@ pub fn parse_duration(text: &str) -> Option<u64> {
 
 /// Maps a position inside a script (1-based line and column) to a span in the file, by finding
 /// the script's line in the file text after the script's start; falls back to the whole script.
-fn locate_in_script(text: &str, script: &Spanned<String>, position: Option<(usize, usize)>) -> Span {
-    let Some((line, column)) = position else { return script.span };
-    let Some(line_text) = script.value.lines().nth(line.saturating_sub(1)) else { return script.span };
+fn locate_in_script(
+    text: &str,
+    script: &Spanned<String>,
+    position: Option<(usize, usize)>,
+) -> Span {
+    let Some((line, column)) = position else {
+        return script.span;
+    };
+    let Some(line_text) = script.value.lines().nth(line.saturating_sub(1)) else {
+        return script.span;
+    };
     let from = script.span.start.min(text.len());
+    let to = script.span.end.clamp(from, text.len());
     let found = if line_text.trim().is_empty() {
         None
     } else {
-        text.get(from..).and_then(|rest| rest.find(line_text))
+        text.get(from..to).and_then(|within| within.find(line_text))
     };
-    let Some(found) = found else { return script.span };
+    let Some(found) = found else {
+        return script.span;
+    };
     let line_start = from + found;
     let within = line_text
         .char_indices()
@@ -708,6 +1002,18 @@ fn locate_in_script(text: &str, script: &Spanned<String>, position: Option<(usiz
         .map(|(i, _)| i)
         .unwrap_or(0);
     Span::new(start, start + word.max(1).min(text.len() - start))
+}
+
+/// The span of `word` at or shortly after `span.start` (YAML gives the span of a mapping's
+/// opening token only), or `span` when it is not found on that line.
+fn locate_word(text: &str, span: Span, word: &str) -> Span {
+    let from = span.start.min(text.len());
+    let rest = text.get(from..).unwrap_or("");
+    let line = &rest[..rest.find('\n').unwrap_or(rest.len())];
+    match line.find(word) {
+        Some(i) if !word.is_empty() => Span::new(from + i, from + i + word.len()),
+        _ => span,
+    }
 }
 
 /// The span of the string literal `"label"` inside a script, or the script's span.

@@ -5,9 +5,15 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// Authenticators idflow ships. One list, so `check`, docs and the server agree.
 pub const BUILTIN_AUTHENTICATORS: &[(&str, &str)] = &[
-    ("identifier_first", "asks for the username or email only, so later steps can route on it"),
+    (
+        "identifier_first",
+        "asks for the username or email only, so later steps can route on it",
+    ),
     ("password", "username and password (argon2id)"),
-    ("totp", "a time-based one-time code from an authenticator app"),
+    (
+        "totp",
+        "a time-based one-time code from an authenticator app",
+    ),
     ("passkey", "a WebAuthn passkey or security key"),
     ("email_otp", "a one-time code sent by email"),
     ("recovery_code", "a single-use recovery code"),
@@ -45,6 +51,8 @@ impl Names {
 
     /// Attributes the IdP marks verified; empty when unknown or no configuration was given.
     pub fn verified_attributes(&self, idp: &str) -> Option<&BTreeSet<String>> {
-        self.identity_providers.as_ref().and_then(|idps| idps.get(idp))
+        self.identity_providers
+            .as_ref()
+            .and_then(|idps| idps.get(idp))
     }
 }

@@ -20,22 +20,36 @@ struct Printer {
 
 fn script(text: &Spanned<String>) -> Result<String, String> {
     if text.value.contains('`') {
-        return Err(format!("the script `{}` contains a backtick, which the .flow syntax cannot quote", text.value));
+        return Err(format!(
+            "the script `{}` contains a backtick, which the .flow syntax cannot quote",
+            text.value
+        ));
     }
     Ok(format!("`{}`", text.value))
 }
 
 fn string(text: &str) -> String {
-    let escaped = text.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n").replace('\t', "\\t");
+    let escaped = text
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+        .replace('\t', "\\t");
     format!("\"{escaped}\"")
 }
 
 fn auth_refs(refs: &[Spanned<AuthRef>]) -> String {
-    refs.iter().map(|r| r.value.to_string()).collect::<Vec<_>>().join(" | ")
+    refs.iter()
+        .map(|r| r.value.to_string())
+        .collect::<Vec<_>>()
+        .join(" | ")
 }
 
 fn names(names: &[Spanned<String>]) -> String {
-    names.iter().map(|n| n.value.as_str()).collect::<Vec<_>>().join(", ")
+    names
+        .iter()
+        .map(|n| n.value.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl Printer {
@@ -83,7 +97,14 @@ impl Printer {
             self.jit(rule)?;
         }
         for trigger in &doc.provisioning {
-            self.line(1, &format!("provisioning on {} to {}", names(&trigger.on), trigger.to.value));
+            self.line(
+                1,
+                &format!(
+                    "provisioning on {} to {}",
+                    names(&trigger.on),
+                    trigger.to.value
+                ),
+            );
         }
         self.line(0, "}");
         Ok(())
@@ -95,7 +116,10 @@ impl Printer {
             None => format!("step {} {{", step.id.value),
         };
         self.line(1, &header);
-        self.line(2, &format!("authenticate {}", auth_refs(&step.authenticate)));
+        self.line(
+            2,
+            &format!("authenticate {}", auth_refs(&step.authenticate)),
+        );
         if let Some(attempts) = &step.attempts {
             self.line(2, &format!("attempts {}", attempts.value));
         }
@@ -130,7 +154,10 @@ impl Printer {
         match state.next.as_ref().map(|n| &n.value) {
             Some(Next::To(target)) => self.line(2, &format!("next {target}")),
             Some(Next::ByLabel(labels)) => {
-                let arrows: Vec<String> = labels.iter().map(|(l, t)| format!("{} -> {t}", l.value)).collect();
+                let arrows: Vec<String> = labels
+                    .iter()
+                    .map(|(l, t)| format!("{} -> {t}", l.value))
+                    .collect();
                 self.line(2, &format!("next {}", arrows.join(", ")));
             }
             None => {}
@@ -145,10 +172,19 @@ impl Printer {
     fn action(&mut self, indent: usize, action: &Spanned<Action>) -> Result<(), String> {
         match &action.value {
             Action::Provision(target) => self.line(indent, &format!("provision {}", target.value)),
-            Action::LockUser(lock) => self.line(indent, &format!("lock_user after {} for {}", lock.after.value, lock.duration.value)),
+            Action::LockUser(lock) => self.line(
+                indent,
+                &format!(
+                    "lock_user after {} for {}",
+                    lock.after.value, lock.duration.value
+                ),
+            ),
             Action::SetClaim(claims) => {
                 for (claim, expr) in claims.iter() {
-                    self.line(indent, &format!("set_claim {} {}", claim.value, script(expr)?));
+                    self.line(
+                        indent,
+                        &format!("set_claim {} {}", claim.value, script(expr)?),
+                    );
                 }
             }
             Action::Jit(idp) => self.line(indent, &format!("jit {}", idp.value)),

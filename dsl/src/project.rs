@@ -63,19 +63,32 @@ pub fn check_project(files: &[SourceFile], names: &Names) -> Vec<FileReport> {
     let mut default: Option<(usize, String)> = None;
     let mut found: Vec<(usize, Diagnostic)> = Vec::new();
     for (i, report) in reports.iter().enumerate() {
-        let Some(compiled) = &report.compiled else { continue };
+        let Some(compiled) = &report.compiled else {
+            continue;
+        };
         let doc = &compiled.doc;
         let id = doc.flow.value.clone();
         match flow_ids.get(&id) {
             Some((other, offset, version)) if *version != compiled.version => found.push((
                 i,
-                Diagnostic::error(Code::DuplicateFlow, doc.flow.span, format!("flow `{id}` is also declared elsewhere, differently"))
-                    .with_note(format!("first declared at {} (version {version}, this one {})", position(*other, *offset), compiled.version))
-                    .with_hint("rename one, or make both forms compile to the same IR"),
+                Diagnostic::error(
+                    Code::DuplicateFlow,
+                    doc.flow.span,
+                    format!("flow `{id}` is also declared elsewhere, differently"),
+                )
+                .with_note(format!(
+                    "first declared at {} (version {version}, this one {})",
+                    position(*other, *offset),
+                    compiled.version
+                ))
+                .with_hint("rename one, or make both forms compile to the same IR"),
             )),
             Some(_) => {}
             None => {
-                flow_ids.insert(id.clone(), (i, doc.flow.span.start, compiled.version.clone()));
+                flow_ids.insert(
+                    id.clone(),
+                    (i, doc.flow.span.start, compiled.version.clone()),
+                );
             }
         }
         for app in &doc.applies_to {
@@ -100,8 +113,12 @@ pub fn check_project(files: &[SourceFile], names: &Names) -> Vec<FileReport> {
             match &default {
                 Some((other, other_flow)) if *other_flow != id => found.push((
                     i,
-                    Diagnostic::error(Code::DuplicateDefault, doc.flow.span, format!("flows `{other_flow}` and `{id}` are both the default"))
-                        .with_note(format!("`{other_flow}` is in {}", files[*other].name)),
+                    Diagnostic::error(
+                        Code::DuplicateDefault,
+                        doc.flow.span,
+                        format!("flows `{other_flow}` and `{id}` are both the default"),
+                    )
+                    .with_note(format!("`{other_flow}` is in {}", files[*other].name)),
                 )),
                 Some(_) => {}
                 None => default = Some((i, id.clone())),

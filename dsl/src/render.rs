@@ -44,7 +44,10 @@ pub fn locate<'a>(file: &FileDiagnostics<'a>) -> Vec<Located<'a>> {
         .iter()
         .map(|d| {
             let ((line, column), (end_line, end_column)) = match d.span {
-                Some(span) => (index.line_col(file.text, span.start), index.line_col(file.text, span.end)),
+                Some(span) => (
+                    index.line_col(file.text, span.start),
+                    index.line_col(file.text, span.end),
+                ),
                 None => ((0, 0), (0, 0)),
             };
             Located {
@@ -74,20 +77,33 @@ pub fn human(file: &FileDiagnostics) -> String {
             Some(span) if located.line > 0 => {
                 let gutter = located.line.to_string().len();
                 let pad = " ".repeat(gutter);
-                out.push_str(&format!("{pad}--> {}:{}:{}\n", file.name, located.line, located.column));
+                out.push_str(&format!(
+                    "{pad}--> {}:{}:{}\n",
+                    file.name, located.line, located.column
+                ));
                 let (start, end) = index.line_range(file.text, located.line);
                 let source_line = file.text.get(start..end).unwrap_or("");
-                let source_line: String = source_line.chars().map(|c| if c == '\t' { ' ' } else { c }).collect();
+                let source_line: String = source_line
+                    .chars()
+                    .map(|c| if c == '\t' { ' ' } else { c })
+                    .collect();
                 let width = if located.end_line == located.line {
                     located.end_column.saturating_sub(located.column)
                 } else {
-                    source_line.chars().count().saturating_sub(located.column - 1)
+                    source_line
+                        .chars()
+                        .count()
+                        .saturating_sub(located.column - 1)
                 };
                 let width = width.clamp(1, 120);
                 let _ = span;
                 out.push_str(&format!("{pad} |\n"));
                 out.push_str(&format!("{} | {}\n", located.line, source_line));
-                out.push_str(&format!("{pad} | {}{}\n", " ".repeat(located.column - 1), "^".repeat(width)));
+                out.push_str(&format!(
+                    "{pad} | {}{}\n",
+                    " ".repeat(located.column - 1),
+                    "^".repeat(width)
+                ));
             }
             _ => out.push_str(&format!(" --> {}\n", file.name)),
         }
@@ -126,13 +142,19 @@ pub fn github(file: &FileDiagnostics) -> String {
             properties.push(format!("endColumn={}", located.end_column));
         }
         properties.push(format!("title={}", d.code));
-        out.push_str(&format!("::{level} {}::{}\n", properties.join(","), escape_data(&message)));
+        out.push_str(&format!(
+            "::{level} {}::{}\n",
+            properties.join(","),
+            escape_data(&message)
+        ));
     }
     out
 }
 
 fn escape_data(text: &str) -> String {
-    text.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
+    text.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
 }
 
 fn escape_property(text: &str) -> String {
@@ -149,9 +171,17 @@ mod tests {
     fn human_points_a_caret_at_the_span() {
         let text = "flow: a\nsteps:\n  - id: x\n    authenticate: [pasword]\n";
         let start = text.find("pasword").expect("present");
-        let diagnostics = [Diagnostic::error(Code::UnknownAuthenticator, Span::new(start, start + 7), "unknown authenticator `pasword`")
-            .with_hint("did you mean `password`?")];
-        let out = human(&FileDiagnostics { name: "a.yaml", text, diagnostics: &diagnostics });
+        let diagnostics = [Diagnostic::error(
+            Code::UnknownAuthenticator,
+            Span::new(start, start + 7),
+            "unknown authenticator `pasword`",
+        )
+        .with_hint("did you mean `password`?")];
+        let out = human(&FileDiagnostics {
+            name: "a.yaml",
+            text,
+            diagnostics: &diagnostics,
+        });
         assert_eq!(
             out,
             "error[F010]: unknown authenticator `pasword`\n --> a.yaml:4:20\n  |\n4 |     authenticate: [pasword]\n  |                    ^^^^^^^\n  = hint: did you mean `password`?\n\n"
@@ -161,7 +191,14 @@ mod tests {
     #[test]
     fn github_escapes_newlines_and_commas() {
         let diagnostics = [Diagnostic::error(Code::Syntax, None, "bad\nthing").with_hint("x")];
-        let out = github(&FileDiagnostics { name: "a,b.yaml", text: "", diagnostics: &diagnostics });
-        assert_eq!(out, "::error file=a%2Cb.yaml,title=F001::bad%0Athing%0Ahint: x\n");
+        let out = github(&FileDiagnostics {
+            name: "a,b.yaml",
+            text: "",
+            diagnostics: &diagnostics,
+        });
+        assert_eq!(
+            out,
+            "::error file=a%2Cb.yaml,title=F001::bad%0Athing%0Ahint: x\n"
+        );
     }
 }

@@ -8,7 +8,9 @@
 use std::collections::{BTreeSet, HashSet};
 use std::sync::OnceLock;
 
-use rhai::{ASTNode, Dynamic, Engine, Expr, OptimizationLevel, ParseErrorType, Position, Scope, Stmt};
+use rhai::{
+    ASTNode, Dynamic, Engine, Expr, OptimizationLevel, ParseErrorType, Position, Scope, Stmt,
+};
 
 use crate::diagnostic::{Code, did_you_mean};
 use crate::script_api::{self, ApiRoot, ScriptContext};
@@ -23,6 +25,10 @@ pub struct ScriptFacts {
     pub labels: BTreeSet<String>,
     /// Names read as `claims.NAME`.
     pub claims_read: BTreeSet<String>,
+    /// Claims that must be `true` for the script to return `true`: the `claims.NAME` and
+    /// `claims.NAME == true` conjuncts of a top-level `&&` chain. Used to prove that a JIT
+    /// rule only links accounts when the IdP says the attribute is verified.
+    pub claims_required_true: BTreeSet<String>,
 }
 
 /// A problem in a script, positioned inside the script (1-based line and column).
@@ -65,18 +71,34 @@ impl ScriptChecker {
             .filter_map(|signature| signature.split('(').next())
             .map(|name| name.rsplit(' ').next().unwrap_or(name).to_string())
             .collect();
-        for intrinsic in ["type_of", "is_def_var", "is_def_fn", "Fn", "call", "curry", "print", "debug"] {
+        for intrinsic in [
+            "type_of",
+            "is_def_var",
+            "is_def_fn",
+            "Fn",
+            "call",
+            "curry",
+            "print",
+            "debug",
+        ] {
             functions.insert(intrinsic.to_string());
         }
         ScriptChecker { engine, functions }
     }
 
     /// Compiles `script` for `context` and checks every name it uses.
-    pub fn check(&self, script: &str, context: ScriptContext) -> Result<ScriptFacts, Vec<ScriptProblem>> {
+    pub fn check(
+        &self,
+        script: &str,
+        context: ScriptContext,
+    ) -> Result<ScriptFacts, Vec<ScriptProblem>> {
         if script.len() > MAX_SCRIPT_BYTES {
             return Err(vec![ScriptProblem {
                 code: Code::ScriptSyntax,
-                message: format!("script is {} bytes; the limit is {MAX_SCRIPT_BYTES}", script.len()),
+                message: format!(
+                    "script is {} bytes; the limit is {MAX_SCRIPT_BYTES}",
+                    script.len()
+                ),
                 hint: None,
                 position: None,
             }]);
@@ -93,14 +115,36 @@ impl ScriptChecker {
         for root in script_api::roots(context) {
             scope.push_dynamic(root.name, Dynamic::UNIT);
         }
-        let ast = match self.engine.compile_with_scope(&scope, script) {
-            Ok(ast) => ast,
-            Err(error) => return Err(vec![parse_problem(&error.0, error.1, context)]),
+        // Strict variables stop at the first unknown name; declare each one found and compile
+        // again, so one run reports all of them.
+        let mut unknown = Vec::new();
+        let ast = loop {
+            match self.engine.compile_with_scope(&scope, script) {
+                Ok(ast) => break ast,
+                Err(error) => {
+                    let problem = parse_problem(&error.0, error.1, context);
+                    match &*error.0 {
+                        ParseErrorType::VariableUndefined(name) if unknown.len() < 16 => {
+                            scope.push_dynamic(name.clone(), Dynamic::UNIT);
+                            unknown.push(problem);
+                        }
+                        _ => {
+                            unknown.push(problem);
+                            return Err(unknown);
+                        }
+                    }
+                }
+            }
         };
         let mut facts = ScriptFacts::default();
-        let mut problems = Vec::new();
+        if let [Stmt::Expr(expr)] = ast.statements() {
+            required_true_claims(expr, &mut facts.claims_required_true);
+        }
+        let mut problems = unknown;
         ast.walk(&mut |path: &[ASTNode]| {
-            let Some(ASTNode::Expr(expr)) = path.last() else { return true };
+            let Some(ASTNode::Expr(expr)) = path.last() else {
+                return true;
+            };
             match expr {
                 Expr::Dot(binary, _, _) => {
                     if let Expr::Variable(variable, _, _) = &binary.lhs {
@@ -109,7 +153,9 @@ impl ScriptChecker {
                             if root == "claims" && !is_method {
                                 facts.claims_read.insert(member.to_string());
                             }
-                            if let Some(problem) = check_member(root, member, is_method, pos, context) {
+                            if let Some(problem) =
+                                check_member(root, member, is_method, pos, context)
+                            {
                                 problems.push(problem);
                             }
                         }
@@ -117,7 +163,10 @@ impl ScriptChecker {
                 }
                 Expr::FnCall(call, pos) => {
                     let name = call.name.as_str();
-                    let is_named = name.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_');
+                    let is_named = name
+                        .chars()
+                        .next()
+                        .is_some_and(|c| c.is_alphabetic() || c == '_');
                     if call.op_token.is_none() && is_named && !self.functions.contains(name) {
                         problems.push(ScriptProblem {
                             code: Code::ScriptUnknownName,
@@ -130,7 +179,10 @@ impl ScriptChecker {
                 }
                 Expr::StringConstant(value, _) => {
                     let parent = path.len().checked_sub(2).and_then(|i| path.get(i));
-                    if matches!(parent, Some(ASTNode::Stmt(Stmt::Expr(_) | Stmt::Return(..))) | None) {
+                    if matches!(
+                        parent,
+                        Some(ASTNode::Stmt(Stmt::Expr(_) | Stmt::Return(..))) | None
+                    ) {
                         facts.labels.insert(value.to_string());
                     }
                 }
@@ -138,7 +190,51 @@ impl ScriptChecker {
             }
             true
         });
-        if problems.is_empty() { Ok(facts) } else { Err(problems) }
+        if problems.is_empty() {
+            Ok(facts)
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+/// Collects the claims that `expr` requires to be true (conjuncts of a top-level `&&`).
+fn required_true_claims(expr: &Expr, out: &mut BTreeSet<String>) {
+    match expr {
+        Expr::And(conjuncts, _) => {
+            for conjunct in conjuncts.iter() {
+                required_true_claims(conjunct, out);
+            }
+        }
+        Expr::FnCall(call, _) if call.name.as_str() == "==" && call.args.len() == 2 => {
+            let (a, b) = (&call.args[0], &call.args[1]);
+            let claim = match (a, b) {
+                (claim, Expr::BoolConstant(true, _)) | (Expr::BoolConstant(true, _), claim) => {
+                    claim_name(claim)
+                }
+                _ => None,
+            };
+            out.extend(claim);
+        }
+        other => out.extend(claim_name(other)),
+    }
+}
+
+/// `claims.NAME` or `claims["NAME"]` gives `NAME`.
+fn claim_name(expr: &Expr) -> Option<String> {
+    let (Expr::Dot(binary, _, _) | Expr::Index(binary, _, _)) = expr else {
+        return None;
+    };
+    let Expr::Variable(variable, _, _) = &binary.lhs else {
+        return None;
+    };
+    if variable.1.as_str() != "claims" {
+        return None;
+    }
+    match &binary.rhs {
+        Expr::Property(property, _) => Some(property.2.to_string()),
+        Expr::StringConstant(name, _) => Some(name.to_string()),
+        _ => None,
     }
 }
 
@@ -152,7 +248,13 @@ fn first_member(rhs: &Expr) -> Option<(&str, bool, Position)> {
     }
 }
 
-fn check_member(root: &str, member: &str, is_method: bool, pos: Position, context: ScriptContext) -> Option<ScriptProblem> {
+fn check_member(
+    root: &str,
+    member: &str,
+    is_method: bool,
+    pos: Position,
+    context: ScriptContext,
+) -> Option<ScriptProblem> {
     let api: &ApiRoot = script_api::roots(context).find(|r| r.name == root)?;
     if api.open {
         return None;
@@ -173,7 +275,10 @@ fn check_member(root: &str, member: &str, is_method: bool, pos: Position, contex
     };
     let hint = match did_you_mean(member, candidates.iter().copied()) {
         Some(s) => format!("did you mean `{root}.{s}`?"),
-        None if candidates.is_empty() => format!("`{root}` has no {}; `idflow flow api` lists the script API", if is_method { "methods" } else { "properties" }),
+        None if candidates.is_empty() => format!(
+            "`{root}` has no {}; `idflow flow api` lists the script API",
+            if is_method { "methods" } else { "properties" }
+        ),
         None => format!("`{root}` has: {}", candidates.join(", ")),
     };
     Some(ScriptProblem {
@@ -223,8 +328,13 @@ mod tests {
     #[test]
     fn accepts_the_design_examples() {
         check(r#"user.has_role("admin") || request.risk > 50"#).expect("valid");
-        let facts = check(r#"if context.identifier_domain == "acme.example" { "sso" } else { "local" }"#).expect("valid");
-        assert_eq!(facts.labels, ["local", "sso"].iter().map(|s| s.to_string()).collect());
+        let facts =
+            check(r#"if context.identifier_domain == "acme.example" { "sso" } else { "local" }"#)
+                .expect("valid");
+        assert_eq!(
+            facts.labels,
+            ["local", "sso"].iter().map(|s| s.to_string()).collect()
+        );
     }
 
     #[test]
@@ -243,10 +353,42 @@ mod tests {
     #[test]
     fn claims_are_open_and_recorded() {
         let facts = ScriptChecker::shared()
-            .check("claims.email_verified && claims.email.ends_with(\"@a.example\")", ScriptContext::Jit)
+            .check(
+                "claims.email_verified && claims.email.ends_with(\"@a.example\")",
+                ScriptContext::Jit,
+            )
             .expect("valid");
         assert!(facts.claims_read.contains("email_verified"));
         assert!(facts.labels.is_empty());
+    }
+
+    #[test]
+    fn knows_which_claims_a_condition_requires_to_be_true() {
+        let required = |script: &str| {
+            ScriptChecker::shared()
+                .check(script, ScriptContext::Jit)
+                .expect("valid")
+                .claims_required_true
+        };
+        let verified: BTreeSet<String> = ["email_verified".to_string()].into();
+        assert_eq!(
+            required("claims.email_verified && claims.email.ends_with(\"@a\")"),
+            verified
+        );
+        assert_eq!(required("claims.email_verified == true"), verified);
+        assert_eq!(required("claims[\"email_verified\"]"), verified);
+        assert!(required("claims.email_verified == false").is_empty());
+        assert!(required("!claims.email_verified").is_empty());
+        assert!(required("claims.email_verified || true").is_empty());
+    }
+
+    #[test]
+    fn reports_every_unknown_variable_at_once() {
+        let problems = check("usr.has_role(\"a\") || rsk > 3 || now() > 1").unwrap_err();
+        let messages: Vec<&str> = problems.iter().map(|p| p.message.as_str()).collect();
+        assert!(messages.iter().any(|m| m.contains("`usr`")), "{messages:?}");
+        assert!(messages.iter().any(|m| m.contains("`rsk`")), "{messages:?}");
+        assert!(messages.iter().any(|m| m.contains("`now`")), "{messages:?}");
     }
 
     #[test]

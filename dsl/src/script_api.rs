@@ -38,23 +38,59 @@ pub const API: &[ApiRoot] = &[
         doc: "The user identified so far in this login; before identification every check is false and every property empty.",
         contexts: &[Flow],
         properties: &[
-            ("id", "string", "the user's id, or \"\" before identification"),
+            (
+                "id",
+                "string",
+                "the user's id, or \"\" before identification",
+            ),
             ("username", "string", "the username"),
             ("email", "string", "the primary email address"),
             ("roles", "array of strings", "role names"),
             ("groups", "array of strings", "group names"),
             ("attributes", "map", "user attributes"),
-            ("factors", "array of strings", "enrolled factors, e.g. [\"totp\", \"passkey\"]"),
-            ("failed_attempts", "int", "consecutive failed logins before this one"),
+            (
+                "factors",
+                "array of strings",
+                "enrolled factors, e.g. [\"totp\", \"passkey\"]",
+            ),
+            (
+                "failed_attempts",
+                "int",
+                "consecutive failed logins before this one",
+            ),
             ("disabled", "bool", "whether the account is disabled"),
-            ("identified", "bool", "whether a user has been identified yet"),
+            (
+                "identified",
+                "bool",
+                "whether a user has been identified yet",
+            ),
         ],
         methods: &[
-            ("has_role", "has_role(role: string) -> bool", "holds the role"),
-            ("has_any_role", "has_any_role(roles: array) -> bool", "holds at least one of the roles"),
-            ("in_group", "in_group(group: string) -> bool", "is a member of the group"),
-            ("has_factor", "has_factor(factor: string) -> bool", "has enrolled the factor"),
-            ("attr", "attr(name: string) -> string", "an attribute's value, or \"\""),
+            (
+                "has_role",
+                "has_role(role: string) -> bool",
+                "holds the role",
+            ),
+            (
+                "has_any_role",
+                "has_any_role(roles: array) -> bool",
+                "holds at least one of the roles",
+            ),
+            (
+                "in_group",
+                "in_group(group: string) -> bool",
+                "is a member of the group",
+            ),
+            (
+                "has_factor",
+                "has_factor(factor: string) -> bool",
+                "has enrolled the factor",
+            ),
+            (
+                "attr",
+                "attr(name: string) -> string",
+                "an attribute's value, or \"\"",
+            ),
         ],
         open: false,
     },
@@ -67,15 +103,27 @@ pub const API: &[ApiRoot] = &[
             ("user_agent", "string", "the User-Agent header"),
             ("application", "string", "the application id"),
             ("protocol", "string", "oidc, saml or wsfed"),
-            ("acr_values", "array of strings", "requested authentication context classes"),
+            (
+                "acr_values",
+                "array of strings",
+                "requested authentication context classes",
+            ),
             ("scopes", "array of strings", "requested scopes"),
             ("risk", "int", "risk score 0-100 computed by the server"),
             ("hour", "int", "hour of day 0-23 (server time zone)"),
             ("weekday", "int", "day of week, 1 = Monday"),
         ],
         methods: &[
-            ("ip_in", "ip_in(cidr: string) -> bool", "the client IP is inside the CIDR range"),
-            ("acr_requested", "acr_requested(acr: string) -> bool", "the application asked for this acr"),
+            (
+                "ip_in",
+                "ip_in(cidr: string) -> bool",
+                "the client IP is inside the CIDR range",
+            ),
+            (
+                "acr_requested",
+                "acr_requested(acr: string) -> bool",
+                "the application asked for this acr",
+            ),
         ],
         open: false,
     },
@@ -84,14 +132,34 @@ pub const API: &[ApiRoot] = &[
         doc: "What has happened in this login so far.",
         contexts: &[Flow],
         properties: &[
-            ("steps", "array of maps", "completed steps: #{ state, authenticator, idp, at }"),
-            ("identifier", "string", "what the user typed at identifier_first, or \"\""),
-            ("identifier_domain", "string", "the part of the identifier after @, lowercased, or \"\""),
+            (
+                "steps",
+                "array of maps",
+                "completed steps: #{ state, authenticator, idp, at }",
+            ),
+            (
+                "identifier",
+                "string",
+                "what the user typed at identifier_first, or \"\"",
+            ),
+            (
+                "identifier_domain",
+                "string",
+                "the part of the identifier after @, lowercased, or \"\"",
+            ),
             ("failed_attempts", "int", "failed attempts in this login"),
         ],
         methods: &[
-            ("passed", "passed(authenticator: string) -> bool", "a step passed with this authenticator"),
-            ("passed_idp", "passed_idp(idp: string) -> bool", "a step passed at this identity provider"),
+            (
+                "passed",
+                "passed(authenticator: string) -> bool",
+                "a step passed with this authenticator",
+            ),
+            (
+                "passed_idp",
+                "passed_idp(idp: string) -> bool",
+                "a step passed at this identity provider",
+            ),
         ],
         open: false,
     },
@@ -123,12 +191,14 @@ pub const API: &[ApiRoot] = &[
 
 /// The roots visible in `context`.
 pub fn roots(context: ScriptContext) -> impl Iterator<Item = &'static ApiRoot> {
-    API.iter().filter(move |root| root.contexts.contains(&context))
+    API.iter()
+        .filter(move |root| root.contexts.contains(&context))
 }
 
 /// Renders the API as Markdown, for `idflow flow api`.
 pub fn render_markdown() -> String {
-    let mut out = String::from("# idflow script API\n\nRhai scripts in flows see these variables.\n");
+    let mut out =
+        String::from("# idflow script API\n\nRhai scripts in flows see these variables.\n");
     for root in API {
         let contexts: Vec<&str> = root
             .contexts
@@ -138,7 +208,12 @@ pub fn render_markdown() -> String {
                 Jit => "JIT rules",
             })
             .collect();
-        out.push_str(&format!("\n## `{}`\n\n{} (in {})\n", root.name, root.doc, contexts.join(", ")));
+        out.push_str(&format!(
+            "\n## `{}`\n\n{} (in {})\n",
+            root.name,
+            root.doc,
+            contexts.join(", ")
+        ));
         if root.open {
             out.push_str("\nAny property name may be read; a missing one is `()`.\n");
         }

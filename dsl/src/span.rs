@@ -122,7 +122,11 @@ impl LineIndex {
 
     /// Byte range of the 1-based `line`, without its newline.
     pub fn line_range(&self, text: &str, line: usize) -> (usize, usize) {
-        let start = self.line_starts.get(line.saturating_sub(1)).copied().unwrap_or(text.len());
+        let start = self
+            .line_starts
+            .get(line.saturating_sub(1))
+            .copied()
+            .unwrap_or(text.len());
         let end = self
             .line_starts
             .get(line)

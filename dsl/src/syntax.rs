@@ -74,6 +74,8 @@ fn describe(rule: Rule) -> String {
         Rule::script => "a `script`".into(),
         Rule::duration => "a duration such as 15m".into(),
         Rule::EOI => "end of file".into(),
+        Rule::open => "`{`".into(),
+        Rule::close => "`}`".into(),
         Rule::auth_ref => "an authenticator".into(),
         Rule::label_map | Rule::label_arrow => "`label -> state`".into(),
         _ => format!("`{}`", name.replace('_', " ")),
@@ -95,7 +97,10 @@ fn text(pair: &Pair<Rule>) -> Spanned<String> {
 
 /// The inner pairs that carry meaning (keywords are atomic tokens we skip).
 fn parts<'a>(pair: Pair<'a, Rule>) -> impl Iterator<Item = Pair<'a, Rule>> {
-    pair.into_inner().filter(|p| !format!("{:?}", p.as_rule()).starts_with("kw_"))
+    pair.into_inner().filter(|p| {
+        !matches!(p.as_rule(), Rule::open | Rule::close)
+            && !format!("{:?}", p.as_rule()).starts_with("kw_")
+    })
 }
 
 /// The text of a script or string token, without its delimiters.
@@ -128,6 +133,23 @@ fn unescape(rule: Rule, raw: &str) -> String {
 }
 
 impl Builder {
+    /// Records `item`'s kind in `seen`; a second field of one kind is an error (as a repeated
+    /// key is in YAML) and returns false.
+    fn once(&mut self, seen: &mut Vec<Rule>, item: &Pair<Rule>) -> bool {
+        let rule = item.as_rule();
+        if seen.contains(&rule) {
+            let keyword = item.as_str().split_whitespace().next().unwrap_or_default();
+            self.diagnostics.push(Diagnostic::error(
+                Code::Shape,
+                span_of(item),
+                format!("`{keyword}` is given twice"),
+            ));
+            return false;
+        }
+        seen.push(rule);
+        true
+    }
+
     fn number(&mut self, pair: &Pair<Rule>) -> Spanned<u32> {
         let value = pair.as_str().parse::<u32>().unwrap_or_else(|_| {
             self.diagnostics.push(Diagnostic::error(
@@ -135,14 +157,17 @@ impl Builder {
                 span_of(pair),
                 format!("{} is too large", pair.as_str()),
             ));
-            u32::MAX
+            1
         });
         Spanned::new(value, span_of(pair))
     }
 
     fn flow(&mut self, pair: Pair<Rule>) -> FlowDoc {
         let mut items = parts(pair);
-        let flow = items.next().map(|p| text(&p)).unwrap_or_else(|| Spanned::new(String::new(), Span::default()));
+        let flow = items
+            .next()
+            .map(|p| text(&p))
+            .unwrap_or_else(|| Spanned::new(String::new(), Span::default()));
         let mut doc = FlowDoc {
             flow,
             description: None,
@@ -169,14 +194,18 @@ impl Builder {
                 }
                 Rule::state => {
                     let (id, state) = self.state(item);
-                    doc.states.get_or_insert_with(Entries::default).0.push((id, state));
+                    doc.states
+                        .get_or_insert_with(Entries::default)
+                        .0
+                        .push((id, state));
                 }
                 Rule::on_success => doc.on_success.extend(parts(item).map(|p| self.action(p))),
                 Rule::on_failure => doc.on_failure.extend(parts(item).map(|p| self.action(p))),
                 Rule::require => {
                     let span = span_of(&item);
                     let options = parts(item).map(|p| auth_ref(p)).collect();
-                    doc.require.push(Spanned::new(Invariant::PassesOneOf(options), span));
+                    doc.require
+                        .push(Spanned::new(Invariant::PassesOneOf(options), span));
                 }
                 Rule::jit => doc.jit.push(self.jit(item)),
                 Rule::provisioning => {
@@ -193,14 +222,21 @@ impl Builder {
 
     fn step(&mut self, pair: Pair<Rule>) -> Step {
         let mut items = parts(pair);
-        let id = items.next().map(|p| text(&p)).unwrap_or_else(|| Spanned::new(String::new(), Span::default()));
+        let id = items
+            .next()
+            .map(|p| text(&p))
+            .unwrap_or_else(|| Spanned::new(String::new(), Span::default()));
         let mut step = Step {
             id,
             when: None,
             authenticate: Vec::new(),
             attempts: None,
         };
+        let mut seen = Vec::new();
         for item in items {
+            if !self.once(&mut seen, &item) {
+                continue;
+            }
             match item.as_rule() {
                 Rule::when => step.when = parts(item).next().map(|p| body(&p)),
                 Rule::authenticate => step.authenticate.extend(parts(item).map(auth_ref)),
@@ -213,14 +249,22 @@ impl Builder {
 
     fn state(&mut self, pair: Pair<Rule>) -> (Spanned<String>, StateDef) {
         let mut items = parts(pair);
-        let id = items.next().map(|p| text(&p)).unwrap_or_else(|| Spanned::new(String::new(), Span::default()));
+        let id = items
+            .next()
+            .map(|p| text(&p))
+            .unwrap_or_else(|| Spanned::new(String::new(), Span::default()));
         let mut state = StateDef::default();
+        let mut seen = Vec::new();
         for item in items {
+            if !self.once(&mut seen, &item) {
+                continue;
+            }
             let span = span_of(&item);
             match item.as_rule() {
-                Rule::authenticate => {
-                    state.authenticate.get_or_insert_with(Vec::new).extend(parts(item).map(auth_ref))
-                }
+                Rule::authenticate => state
+                    .authenticate
+                    .get_or_insert_with(Vec::new)
+                    .extend(parts(item).map(auth_ref)),
                 Rule::attempts => state.attempts = parts(item).next().map(|p| self.number(&p)),
                 Rule::decide => state.decide = parts(item).next().map(|p| body(&p)),
                 Rule::do_block => {
@@ -229,7 +273,9 @@ impl Builder {
                 }
                 Rule::deny => state.deny = parts(item).next().map(|p| body(&p)),
                 Rule::next => {
-                    let Some(target) = parts(item).next() else { continue };
+                    let Some(target) = parts(item).next() else {
+                        continue;
+                    };
                     let next = if target.as_rule() == Rule::label_map {
                         let entries = parts(target)
                             .filter_map(|arrow| {
@@ -268,12 +314,21 @@ impl Builder {
             Rule::provision => Action::Provision(name()),
             Rule::jit_action => Action::Jit(name()),
             Rule::set_claim => {
-                let script = items.next().map(|p| body(&p)).unwrap_or_else(|| Spanned::new(String::new(), span));
+                let script = items
+                    .next()
+                    .map(|p| body(&p))
+                    .unwrap_or_else(|| Spanned::new(String::new(), span));
                 Action::SetClaim(Entries(vec![(name(), script)]))
             }
             _ => {
-                let after = first.as_ref().map(|p| self.number(p)).unwrap_or_else(|| Spanned::new(0, span));
-                let duration = items.next().map(|p| text(&p)).unwrap_or_else(|| Spanned::new(String::new(), span));
+                let after = first
+                    .as_ref()
+                    .map(|p| self.number(p))
+                    .unwrap_or_else(|| Spanned::new(0, span));
+                let duration = items
+                    .next()
+                    .map(|p| text(&p))
+                    .unwrap_or_else(|| Spanned::new(String::new(), span));
                 Action::LockUser(LockUser { after, duration })
             }
         };
@@ -282,7 +337,10 @@ impl Builder {
 
     fn jit(&mut self, pair: Pair<Rule>) -> JitRule {
         let mut items = parts(pair);
-        let idp = items.next().map(|p| text(&p)).unwrap_or_else(|| Spanned::new(String::new(), Span::default()));
+        let idp = items
+            .next()
+            .map(|p| text(&p))
+            .unwrap_or_else(|| Spanned::new(String::new(), Span::default()));
         let mut rule = JitRule {
             idp,
             when: None,
@@ -290,7 +348,11 @@ impl Builder {
             create: None,
             prompt: Vec::new(),
         };
+        let mut seen = Vec::new();
         for item in items {
+            if item.as_rule() != Rule::prompt && !self.once(&mut seen, &item) {
+                continue;
+            }
             match item.as_rule() {
                 Rule::when => rule.when = parts(item).next().map(|p| body(&p)),
                 Rule::jit_match => rule.match_on = parts(item).next().map(|p| text(&p)),
@@ -300,8 +362,12 @@ impl Builder {
                         match prompt_kind(p.as_str()) {
                             Some(kind) => rule.prompt.push(Spanned::new(kind, span_of(&p))),
                             None => self.diagnostics.push(
-                                Diagnostic::error(Code::Shape, span_of(&p), format!("unknown prompt `{}`", p.as_str()))
-                                    .with_hint("prompts are consent, username and password"),
+                                Diagnostic::error(
+                                    Code::Shape,
+                                    span_of(&p),
+                                    format!("unknown prompt `{}`", p.as_str()),
+                                )
+                                .with_hint("prompts are consent, username and password"),
                             ),
                         }
                     }
@@ -319,13 +385,15 @@ impl Builder {
             attributes: Entries::default(),
             roles: Vec::new(),
         };
-        let mut has_username = false;
+        let mut seen = Vec::new();
         for item in parts(pair) {
+            if item.as_rule() == Rule::username && !self.once(&mut seen, &item) {
+                continue;
+            }
             match item.as_rule() {
                 Rule::username => {
                     if let Some(p) = parts(item).next() {
                         create.username = body(&p);
-                        has_username = true;
                     }
                 }
                 Rule::attribute => {
@@ -338,9 +406,6 @@ impl Builder {
                 _ => {}
             }
         }
-        if !has_username {
-            self.diagnostics.push(Diagnostic::error(Code::Shape, span, "`create` needs a `username` expression"));
-        }
         create
     }
 }
@@ -350,7 +415,10 @@ fn auth_ref(pair: Pair<Rule>) -> Spanned<AuthRef> {
     let inner = parts(pair).next();
     let value = match inner {
         Some(p) if p.as_rule() == Rule::federated => AuthRef::Federated {
-            federated: parts(p).next().map(|i| i.as_str().to_string()).unwrap_or_default(),
+            federated: parts(p)
+                .next()
+                .map(|i| i.as_str().to_string())
+                .unwrap_or_default(),
         },
         Some(p) => AuthRef::Builtin(p.as_str().to_string()),
         None => AuthRef::Builtin(String::new()),

@@ -30,7 +30,10 @@ pub fn parse(text: &str) -> Result<FlowDoc, Diagnostic> {
                     LineIndex::new(text).offset(text, line, column)
                 }
             };
-            let len = span.byte_len().and_then(|l| usize::try_from(l).ok()).unwrap_or(0);
+            let len = span
+                .byte_len()
+                .and_then(|l| usize::try_from(l).ok())
+                .unwrap_or(0);
             Some(Span::new(start, start + len))
         });
         let message = friendly(plain_message(&error.to_string()));
@@ -57,7 +60,11 @@ fn plain_message(rendered: &str) -> String {
     let first = rendered.lines().next().unwrap_or(rendered).trim();
     let cut = [" at line ", " at ", ", line "]
         .iter()
-        .filter_map(|marker| first.rfind(marker).filter(|&i| first[i..].contains(char::is_numeric)))
+        .filter_map(|marker| {
+            first
+                .rfind(marker)
+                .filter(|&i| first[i..].contains(char::is_numeric))
+        })
         .min()
         .unwrap_or(first.len());
     let message = first[..cut].trim_end_matches([':', ',', ' ']);
@@ -72,12 +79,21 @@ fn plain_message(rendered: &str) -> String {
 /// Rewords the messages of serde-saphyr and serde-derive that speak of Rust types.
 fn friendly(message: String) -> String {
     const REWORDS: &[(&str, &str)] = &[
-        ("untagged enum AuthRef", "expected an authenticator name or { federated: IDP }"),
-        ("untagged enum Next", "expected a state id, or a map from label to state id"),
+        (
+            "untagged enum AuthRef",
+            "expected an authenticator name or { federated: IDP }",
+        ),
+        (
+            "untagged enum Next",
+            "expected a state id, or a map from label to state id",
+        ),
         ("expected sequence start", "expected a list"),
         ("expected mapping start", "expected a mapping"),
         ("expected string scalar", "expected a string"),
-        ("invalid u32", "expected a whole number from 0 to 4294967295"),
+        (
+            "invalid u32",
+            "expected a whole number from 0 to 4294967295",
+        ),
     ];
     REWORDS
         .iter()
@@ -97,6 +113,7 @@ fn is_shape_error(message: &str) -> bool {
         "duplicate field",
         "did not match any variant",
         "invalid value",
+        "invalid boolean",
         "expected",
         "whole number",
         "invalid length",

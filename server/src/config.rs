@@ -44,13 +44,15 @@ impl std::fmt::Display for ConfigError {
 
 /// Reads `path` and returns the names flows may use.
 pub fn load_names(path: &Path) -> Result<Names, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
     parse_names(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))
 }
 
 /// Parses configuration text into the names flows may use.
 pub fn parse_names(text: &str) -> Result<Names, String> {
-    let parsed: FlowNames = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
+    let parsed: FlowNames =
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
     Ok(Names {
         applications: Some(parsed.applications.into_keys().collect()),
         identity_providers: Some(
@@ -74,9 +76,23 @@ mod tests {
             "[applications.payroll]\n[identity_providers.google]\ntype = \"oidc\"\nverified_attributes = [\"email\"]\n[provisioning_targets.hr-scim]\n",
         )
         .expect("valid");
-        assert!(names.applications.as_ref().is_some_and(|a| a.contains("payroll")));
-        assert!(names.verified_attributes("google").is_some_and(|v| v.contains("email")));
-        assert!(names.provisioning_targets.as_ref().is_some_and(|t| t.contains("hr-scim")));
+        assert!(
+            names
+                .applications
+                .as_ref()
+                .is_some_and(|a| a.contains("payroll"))
+        );
+        assert!(
+            names
+                .verified_attributes("google")
+                .is_some_and(|v| v.contains("email"))
+        );
+        assert!(
+            names
+                .provisioning_targets
+                .as_ref()
+                .is_some_and(|t| t.contains("hr-scim"))
+        );
     }
 
     #[test]

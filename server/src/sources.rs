@@ -32,9 +32,11 @@ pub const SCENARIO_SUFFIX: &str = ".test.yaml";
 pub fn collect(paths: &[PathBuf]) -> Result<Collected, String> {
     let mut found = Vec::new();
     for path in paths {
-        let metadata = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let metadata =
+            std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         if metadata.is_dir() {
-            walk(path, &mut found).map_err(|e| format!("cannot read directory {}: {e}", path.display()))?;
+            walk(path, &mut found)
+                .map_err(|e| format!("cannot read directory {}: {e}", path.display()))?;
         } else {
             found.push(path.clone());
         }
@@ -73,7 +75,11 @@ fn walk(dir: &Path, found: &mut Vec<PathBuf>) -> std::io::Result<()> {
 pub fn read(path: &Path) -> Result<SourceFile, Diagnostic> {
     let name = path.display().to_string();
     let Some(syntax) = Syntax::from_path(&name) else {
-        return Err(Diagnostic::error(Code::Unreadable, None, "not a flow file: the name must end in .yaml, .yml or .flow"));
+        return Err(Diagnostic::error(
+            Code::Unreadable,
+            None,
+            "not a flow file: the name must end in .yaml, .yml or .flow",
+        ));
     };
     let unreadable = |message: String| Diagnostic::error(Code::Unreadable, None, message);
     let metadata = std::fs::metadata(path).map_err(|e| unreadable(format!("cannot read: {e}")))?;

@@ -33,8 +33,20 @@ const BAD: &str = "flow: bad\nsteps:\n  - id: first\n    authenticate: [pasword]
 
 #[test]
 fn clean_flows_exit_zero_and_say_so() {
-    let out = idflow(&["flow", "check", "flows", "--config", "examples/quickstart/idflow.toml"]);
-    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    let out = idflow(&[
+        "flow",
+        "check",
+        "flows",
+        "--config",
+        "examples/quickstart/idflow.toml",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
     assert!(stdout(&out).contains("0 errors"), "{}", stdout(&out));
 }
 
@@ -50,9 +62,19 @@ fn a_missing_path_is_a_usage_error() {
 #[test]
 fn a_bad_config_is_a_usage_error_naming_the_line() {
     let dir = scratch("bad-config");
-    std::fs::write(dir.join("idflow.toml"), "[applications]\npayroll = 3\n[identity_providers.x\n").expect("write");
+    std::fs::write(
+        dir.join("idflow.toml"),
+        "[applications]\npayroll = 3\n[identity_providers.x\n",
+    )
+    .expect("write");
     let config = dir.join("idflow.toml");
-    let out = idflow(&["flow", "check", "flows", "--config", config.to_str().expect("utf8")]);
+    let out = idflow(&[
+        "flow",
+        "check",
+        "flows",
+        "--config",
+        config.to_str().expect("utf8"),
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("line"), "{}", stderr(&out));
 }
@@ -62,31 +84,71 @@ fn a_directory_of_mixed_files_reports_every_bad_one_and_exits_one() {
     let dir = scratch("mixed");
     std::fs::write(dir.join("a-good.yaml"), GOOD).expect("write");
     std::fs::write(dir.join("b-bad.yaml"), BAD).expect("write");
-    std::fs::write(dir.join("c-bad.flow"), "flow c { step s { authenticate totpp } }").expect("write");
+    std::fs::write(
+        dir.join("c-bad.flow"),
+        "flow c { step s { authenticate totpp } }",
+    )
+    .expect("write");
     std::fs::write(dir.join("notes.txt"), "not a flow").expect("write");
-    let out = idflow(&["flow", "check", dir.to_str().expect("utf8"), "--format", "json"]);
+    let out = idflow(&[
+        "flow",
+        "check",
+        dir.to_str().expect("utf8"),
+        "--format",
+        "json",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let report: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json output");
     assert_eq!(report["files"], 3);
     assert_eq!(report["errors"], 2);
     let diagnostics = report["diagnostics"].as_array().expect("array");
-    let b = diagnostics.iter().find(|d| d["file"].as_str().is_some_and(|f| f.ends_with("b-bad.yaml"))).expect("b reported");
-    assert_eq!((b["code"].as_str(), b["line"].as_u64(), b["column"].as_u64()), (Some("F010"), Some(4), Some(20)));
+    let b = diagnostics
+        .iter()
+        .find(|d| {
+            d["file"]
+                .as_str()
+                .is_some_and(|f| f.ends_with("b-bad.yaml"))
+        })
+        .expect("b reported");
+    assert_eq!(
+        (b["code"].as_str(), b["line"].as_u64(), b["column"].as_u64()),
+        (Some("F010"), Some(4), Some(20))
+    );
     assert_eq!(b["hint"], "did you mean `password`?");
-    let c = diagnostics.iter().find(|d| d["file"].as_str().is_some_and(|f| f.ends_with("c-bad.flow"))).expect("c reported");
-    assert_eq!((c["code"].as_str(), c["line"].as_u64(), c["column"].as_u64()), (Some("F010"), Some(1), Some(32)));
+    let c = diagnostics
+        .iter()
+        .find(|d| {
+            d["file"]
+                .as_str()
+                .is_some_and(|f| f.ends_with("c-bad.flow"))
+        })
+        .expect("c reported");
+    assert_eq!(
+        (c["code"].as_str(), c["line"].as_u64(), c["column"].as_u64()),
+        (Some("F010"), Some(1), Some(32))
+    );
 }
 
 #[test]
 fn human_output_shows_file_line_col_source_and_caret() {
     let dir = scratch("human");
     std::fs::write(dir.join("bad.yaml"), BAD).expect("write");
-    let out = idflow(&["flow", "check", dir.join("bad.yaml").to_str().expect("utf8")]);
+    let out = idflow(&[
+        "flow",
+        "check",
+        dir.join("bad.yaml").to_str().expect("utf8"),
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let text = stdout(&out);
-    assert!(text.contains("error[F010]: unknown authenticator `pasword`"), "{text}");
+    assert!(
+        text.contains("error[F010]: unknown authenticator `pasword`"),
+        "{text}"
+    );
     assert!(text.contains("bad.yaml:4:20"), "{text}");
-    assert!(text.contains("4 |     authenticate: [pasword]\n  |                    ^^^^^^^"), "{text}");
+    assert!(
+        text.contains("4 |     authenticate: [pasword]\n  |                    ^^^^^^^"),
+        "{text}"
+    );
     assert!(text.contains("1 error, 0 warnings in 1 file"), "{text}");
 }
 
@@ -94,32 +156,64 @@ fn human_output_shows_file_line_col_source_and_caret() {
 fn github_format_prints_workflow_annotations() {
     let dir = scratch("github");
     std::fs::write(dir.join("bad.yaml"), BAD).expect("write");
-    let out = idflow(&["flow", "check", dir.join("bad.yaml").to_str().expect("utf8"), "--format", "github"]);
+    let out = idflow(&[
+        "flow",
+        "check",
+        dir.join("bad.yaml").to_str().expect("utf8"),
+        "--format",
+        "github",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let line = stdout(&out);
     assert!(line.starts_with("::error file="), "{line}");
-    assert!(line.contains(",line=4,col=20,endLine=4,endColumn=27,title=F010::unknown authenticator `pasword`"), "{line}");
+    assert!(
+        line.contains(
+            ",line=4,col=20,endLine=4,endColumn=27,title=F010::unknown authenticator `pasword`"
+        ),
+        "{line}"
+    );
 }
 
 #[test]
 fn invalid_utf8_huge_and_deeply_nested_files_are_diagnostics_not_crashes() {
     let dir = scratch("hostile");
     std::fs::write(dir.join("latin1.yaml"), b"flow: caf\xe9\nsteps: []\n").expect("write");
-    let huge = format!("flow: huge\ndescription: \"{}\"\nsteps: []\n", "x".repeat(10 * 1024 * 1024));
+    let huge = format!(
+        "flow: huge\ndescription: \"{}\"\nsteps: []\n",
+        "x".repeat(10 * 1024 * 1024)
+    );
     std::fs::write(dir.join("huge.yaml"), huge).expect("write");
-    let nested = format!("flow: deep\nsteps: {}{}\n", "[".repeat(5000), "]".repeat(5000));
+    let nested = format!(
+        "flow: deep\nsteps: {}{}\n",
+        "[".repeat(5000),
+        "]".repeat(5000)
+    );
     std::fs::write(dir.join("nested.yaml"), nested).expect("write");
     let mut block = String::from("flow: deep2\nstates:\n");
     for depth in 0..2000 {
         block.push_str(&format!("{}k{depth}:\n", "  ".repeat(depth + 1)));
     }
     std::fs::write(dir.join("nested-block.yaml"), block).expect("write");
-    let nested_script = format!("flow: s\nsteps:\n  - id: a\n    when: '{}true{}'\n    authenticate: [password]\n", "(".repeat(3000), ")".repeat(3000));
+    let nested_script = format!(
+        "flow: s\nsteps:\n  - id: a\n    when: '{}true{}'\n    authenticate: [password]\n",
+        "(".repeat(3000),
+        ")".repeat(3000)
+    );
     std::fs::write(dir.join("nested-script.yaml"), nested_script).expect("write");
-    let dsl_deep = format!("flow d {{ step a when `{}1{}` {{ authenticate password }} }}", "[".repeat(3000), "]".repeat(3000));
+    let dsl_deep = format!(
+        "flow d {{ step a when `{}1{}` {{ authenticate password }} }}",
+        "[".repeat(3000),
+        "]".repeat(3000)
+    );
     std::fs::write(dir.join("nested.flow"), dsl_deep).expect("write");
 
-    let out = idflow(&["flow", "check", dir.to_str().expect("utf8"), "--format", "json"]);
+    let out = idflow(&[
+        "flow",
+        "check",
+        dir.to_str().expect("utf8"),
+        "--format",
+        "json",
+    ]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let report: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json output");
     let diagnostics = report["diagnostics"].as_array().expect("array");
@@ -136,8 +230,20 @@ fn invalid_utf8_huge_and_deeply_nested_files_are_diagnostics_not_crashes() {
     assert!(!code_of("nested-block.yaml").is_empty());
     assert_eq!(code_of("nested-script.yaml"), ["F040"]);
     assert_eq!(code_of("nested.flow"), ["F040"]);
-    let utf8 = diagnostics.iter().find(|d| d["file"].as_str().is_some_and(|f| f.ends_with("latin1.yaml"))).expect("reported");
-    assert!(utf8["message"].as_str().is_some_and(|m| m.contains("UTF-8")), "{utf8}");
+    let utf8 = diagnostics
+        .iter()
+        .find(|d| {
+            d["file"]
+                .as_str()
+                .is_some_and(|f| f.ends_with("latin1.yaml"))
+        })
+        .expect("reported");
+    assert!(
+        utf8["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("UTF-8")),
+        "{utf8}"
+    );
 }
 
 #[test]
@@ -145,41 +251,83 @@ fn compile_emits_canonical_ir_and_version() {
     let out = idflow(&["flow", "compile", "flows/mfa-for-admins.yaml"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let ir: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
-    assert_eq!(ir["states"]["second.when"]["transitions"]["error"], "deny.script_error", "scripts must fail closed");
-    let version = idflow(&["flow", "compile", "flows/mfa-for-admins.flow", "--emit", "version"]);
+    assert_eq!(
+        ir["states"]["second.when"]["transitions"]["error"], "deny.script_error",
+        "scripts must fail closed"
+    );
+    let version = idflow(&[
+        "flow",
+        "compile",
+        "flows/mfa-for-admins.flow",
+        "--emit",
+        "version",
+    ]);
     let version = stdout(&version);
-    assert!(version.starts_with("sha256:") && version.trim().len() == 23, "{version}");
+    assert!(
+        version.starts_with("sha256:") && version.trim().len() == 23,
+        "{version}"
+    );
 }
 
 #[test]
 fn fmt_converts_between_forms_and_check_detects_noncanonical_files() {
     let dir = scratch("fmt");
     let messy = dir.join("messy.yaml");
-    std::fs::write(&messy, "flow: good\nsteps: [ { id: first, authenticate: [password] } ]\n").expect("write");
+    std::fs::write(
+        &messy,
+        "flow: good\nsteps: [ { id: first, authenticate: [password] } ]\n",
+    )
+    .expect("write");
     let out = idflow(&["flow", "fmt", messy.to_str().expect("utf8"), "--check"]);
     assert_eq!(out.status.code(), Some(1));
     let out = idflow(&["flow", "fmt", messy.to_str().expect("utf8"), "--to", "dsl"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert_eq!(stdout(&out), "flow good {\n  step first {\n    authenticate password\n  }\n}\n");
+    assert_eq!(
+        stdout(&out),
+        "flow good {\n  step first {\n    authenticate password\n  }\n}\n"
+    );
     let out = idflow(&["flow", "fmt", "flows/mfa-for-admins.flow", "--check"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
 
 #[test]
 fn graph_draws_the_state_machine() {
-    let out = idflow(&["flow", "graph", "flows/mfa-for-admins.yaml", "--format", "mermaid"]);
+    let out = idflow(&[
+        "flow",
+        "graph",
+        "flows/mfa-for-admins.yaml",
+        "--format",
+        "mermaid",
+    ]);
     assert_eq!(out.status.code(), Some(0));
     let text = stdout(&out);
     assert!(text.starts_with("stateDiagram-v2\n"), "{text}");
-    assert!(text.contains("second_when --> deny_script_error: error"), "{text}");
-    let out = idflow(&["flow", "graph", "flows/mfa-for-admins.yaml", "--format", "dot"]);
-    assert!(stdout(&out).contains("\"first\" -> \"second.when\" [label=\"success\"];"), "{}", stdout(&out));
+    assert!(
+        text.contains("second_when --> deny_script_error: error"),
+        "{text}"
+    );
+    let out = idflow(&[
+        "flow",
+        "graph",
+        "flows/mfa-for-admins.yaml",
+        "--format",
+        "dot",
+    ]);
+    assert!(
+        stdout(&out).contains("\"first\" -> \"second.when\" [label=\"success\"];"),
+        "{}",
+        stdout(&out)
+    );
 }
 
 #[test]
 fn api_and_schema_print() {
     let out = idflow(&["flow", "api"]);
-    assert!(stdout(&out).contains("`user.has_role(role: string) -> bool`"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("`user.has_role(role: string) -> bool`"),
+        "{}",
+        stdout(&out)
+    );
     let out = idflow(&["flow", "schema"]);
     let schema: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("schema is JSON");
     assert_eq!(schema["title"], "idflow flow");

@@ -61,11 +61,21 @@ pub fn run(args: &CheckArgs) -> u8 {
     }
     files.sort_by(|a, b| a.0.cmp(&b.0));
 
-    let count = |severity| files.iter().flat_map(|f| &f.2).filter(|d| d.severity == severity).count();
+    let count = |severity| {
+        files
+            .iter()
+            .flat_map(|f| &f.2)
+            .filter(|d| d.severity == severity)
+            .count()
+    };
     let (errors, warnings) = (count(Severity::Error), count(Severity::Warning));
     let views: Vec<FileDiagnostics> = files
         .iter()
-        .map(|(name, text, diagnostics)| FileDiagnostics { name, text, diagnostics })
+        .map(|(name, text, diagnostics)| FileDiagnostics {
+            name,
+            text,
+            diagnostics,
+        })
         .collect();
 
     match args.format {
@@ -74,11 +84,17 @@ pub fn run(args: &CheckArgs) -> u8 {
                 print!("{}", render::human(view));
             }
             let checked = views.len();
-            let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+            let plural =
+                |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
             if checked == 0 {
                 eprintln!("warning: no flow files (.yaml, .yml, .flow) found");
             }
-            println!("{}, {} in {}", plural(errors, "error"), plural(warnings, "warning"), plural(checked, "file"));
+            println!(
+                "{}, {} in {}",
+                plural(errors, "error"),
+                plural(warnings, "warning"),
+                plural(checked, "file")
+            );
         }
         Format::Json => {
             let diagnostics: Vec<_> = views.iter().flat_map(render::locate).collect();
@@ -88,7 +104,10 @@ pub fn run(args: &CheckArgs) -> u8 {
                 "warnings": warnings,
                 "diagnostics": diagnostics,
             });
-            println!("{}", serde_json::to_string_pretty(&document).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&document).unwrap_or_default()
+            );
         }
         Format::Github => {
             for view in &views {

@@ -36,7 +36,10 @@ pub fn run(args: &CompileArgs) -> u8 {
         Err(code) => return code,
     };
     match args.emit {
-        Emit::Ir => println!("{}", serde_json::to_string_pretty(&compiled.ir).unwrap_or_default()),
+        Emit::Ir => println!(
+            "{}",
+            serde_json::to_string_pretty(&compiled.ir).unwrap_or_default()
+        ),
         Emit::Version => println!("{}", compiled.version),
     }
     EXIT_OK

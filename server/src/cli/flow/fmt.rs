@@ -57,7 +57,10 @@ pub fn run(args: &FmtArgs) -> u8 {
     let names = super::names(args.config.as_deref()).unwrap_or_default();
     let (again, diagnostics) = idflow_dsl::compile(&output, syntax, &names);
     if again.as_ref().map(|c| &c.ir) != Some(&compiled.ir) {
-        eprintln!("error: internal: the formatted output of {} does not compile to the same IR; please report this", file.name);
+        eprintln!(
+            "error: internal: the formatted output of {} does not compile to the same IR; please report this",
+            file.name
+        );
         for d in diagnostics {
             eprintln!("  {}: {}", d.code, d.message);
         }
@@ -67,7 +70,10 @@ pub fn run(args: &FmtArgs) -> u8 {
         if output == file.text {
             return EXIT_OK;
         }
-        eprintln!("{} is not in canonical form; run `idflow flow fmt` on it", file.name);
+        eprintln!(
+            "{} is not in canonical form; run `idflow flow fmt` on it",
+            file.name
+        );
         return EXIT_PROBLEMS;
     }
     print!("{output}");

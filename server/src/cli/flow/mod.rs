@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
-use idflow_dsl::{CompiledFlow, Names};
 use idflow_dsl::render::{self, FileDiagnostics};
+use idflow_dsl::{CompiledFlow, Names};
 
 use super::{EXIT_PROBLEMS, EXIT_USAGE};
 
@@ -58,7 +58,10 @@ pub fn names(config: Option<&Path>) -> Result<Names, u8> {
 
 /// Reads and compiles one flow file for the commands that need a clean flow. On problems it
 /// prints them (human format) and returns `Err(exit code)`.
-pub fn compile_one(path: &PathBuf, config: Option<&Path>) -> Result<(idflow_dsl::SourceFile, CompiledFlow), u8> {
+pub fn compile_one(
+    path: &PathBuf,
+    config: Option<&Path>,
+) -> Result<(idflow_dsl::SourceFile, CompiledFlow), u8> {
     let names = names(config)?;
     let file = match crate::sources::read(path) {
         Ok(file) => file,
@@ -68,13 +71,27 @@ pub fn compile_one(path: &PathBuf, config: Option<&Path>) -> Result<(idflow_dsl:
                 return Err(EXIT_USAGE);
             }
             let diagnostics = [diagnostic];
-            eprint!("{}", render::human(&FileDiagnostics { name: &path.display().to_string(), text: "", diagnostics: &diagnostics }));
+            eprint!(
+                "{}",
+                render::human(&FileDiagnostics {
+                    name: &path.display().to_string(),
+                    text: "",
+                    diagnostics: &diagnostics
+                })
+            );
             return Err(EXIT_PROBLEMS);
         }
     };
     let (compiled, diagnostics) = idflow_dsl::compile(&file.text, file.syntax, &names);
     if !diagnostics.is_empty() {
-        eprint!("{}", render::human(&FileDiagnostics { name: &file.name, text: &file.text, diagnostics: &diagnostics }));
+        eprint!(
+            "{}",
+            render::human(&FileDiagnostics {
+                name: &file.name,
+                text: &file.text,
+                diagnostics: &diagnostics
+            })
+        );
     }
     match compiled {
         Some(compiled) => Ok((file, compiled)),
