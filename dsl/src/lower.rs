@@ -219,18 +219,18 @@ impl Lowerer<'_> {
     fn applications(&mut self, applies_to: &[Spanned<String>]) -> Vec<String> {
         let mut ids = BTreeSet::new();
         for app in applies_to {
-            if let Some(known) = &self.names.applications {
-                if !known.contains(&app.value) {
-                    let mut d = Diagnostic::error(
-                        Code::UnknownApplication,
-                        app.span,
-                        format!("unknown application `{}`", app.value),
-                    );
-                    if let Some(s) = did_you_mean(&app.value, known.iter().map(String::as_str)) {
-                        d = d.with_hint(format!("did you mean `{s}`?"));
-                    }
-                    self.diagnostics.push(d);
+            if let Some(known) = &self.names.applications
+                && !known.contains(&app.value)
+            {
+                let mut d = Diagnostic::error(
+                    Code::UnknownApplication,
+                    app.span,
+                    format!("unknown application `{}`", app.value),
+                );
+                if let Some(s) = did_you_mean(&app.value, known.iter().map(String::as_str)) {
+                    d = d.with_hint(format!("did you mean `{s}`?"));
                 }
+                self.diagnostics.push(d);
             }
             ids.insert(app.value.clone());
         }
@@ -281,36 +281,36 @@ impl Lowerer<'_> {
     }
 
     fn check_idp(&mut self, idp: &str, span: Span) {
-        if let Some(known) = &self.names.identity_providers {
-            if !known.contains_key(idp) {
-                let mut d = Diagnostic::error(
-                    Code::UnknownIdp,
-                    span,
-                    format!("unknown identity provider `{idp}`"),
-                );
-                if let Some(s) = did_you_mean(idp, known.keys().map(String::as_str)) {
-                    d = d.with_hint(format!("did you mean `{s}`?"));
-                } else {
-                    d = d.with_hint("declare it under [identity_providers] in the configuration");
-                }
-                self.diagnostics.push(d);
+        if let Some(known) = &self.names.identity_providers
+            && !known.contains_key(idp)
+        {
+            let mut d = Diagnostic::error(
+                Code::UnknownIdp,
+                span,
+                format!("unknown identity provider `{idp}`"),
+            );
+            if let Some(s) = did_you_mean(idp, known.keys().map(String::as_str)) {
+                d = d.with_hint(format!("did you mean `{s}`?"));
+            } else {
+                d = d.with_hint("declare it under [identity_providers] in the configuration");
             }
+            self.diagnostics.push(d);
         }
     }
 
     fn check_target(&mut self, target: &Spanned<String>) {
-        if let Some(known) = &self.names.provisioning_targets {
-            if !known.contains(&target.value) {
-                let mut d = Diagnostic::error(
-                    Code::UnknownProvisioningTarget,
-                    target.span,
-                    format!("unknown provisioning target `{}`", target.value),
-                );
-                if let Some(s) = did_you_mean(&target.value, known.iter().map(String::as_str)) {
-                    d = d.with_hint(format!("did you mean `{s}`?"));
-                }
-                self.diagnostics.push(d);
+        if let Some(known) = &self.names.provisioning_targets
+            && !known.contains(&target.value)
+        {
+            let mut d = Diagnostic::error(
+                Code::UnknownProvisioningTarget,
+                target.span,
+                format!("unknown provisioning target `{}`", target.value),
+            );
+            if let Some(s) = did_you_mean(&target.value, known.iter().map(String::as_str)) {
+                d = d.with_hint(format!("did you mean `{s}`?"));
             }
+            self.diagnostics.push(d);
         }
     }
 

@@ -12,6 +12,10 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+fn quickstart_names() -> Names {
+    config::load_names(&repo().join("examples/quickstart/idflow.toml")).expect("quickstart config")
+}
+
 fn shipped() -> Vec<idflow_dsl::SourceFile> {
     let collected = sources::collect(&[repo().join("flows")]).expect("flows/ readable");
     assert!(collected.unreadable.is_empty());
@@ -41,7 +45,7 @@ fn shipped_flows_check_clean_against_the_quickstart_config() {
 fn yaml_and_dsl_twins_compile_to_identical_ir() {
     let mut by_id: BTreeMap<String, Vec<(String, String, String)>> = BTreeMap::new();
     for file in shipped() {
-        let (compiled, diagnostics) = compile(&file.text, file.syntax, &Names::default());
+        let (compiled, diagnostics) = compile(&file.text, file.syntax, &quickstart_names());
         let compiled = compiled.unwrap_or_else(|| panic!("{}: {diagnostics:#?}", file.name));
         by_id.entry(compiled.ir.flow.clone()).or_default().push((
             file.name.clone(),
@@ -67,7 +71,7 @@ fn yaml_and_dsl_twins_compile_to_identical_ir() {
 #[test]
 fn shipped_files_are_canonical_and_convert_both_ways() {
     for file in shipped() {
-        let (compiled, _) = compile(&file.text, file.syntax, &Names::default());
+        let (compiled, _) = compile(&file.text, file.syntax, &quickstart_names());
         let compiled = compiled.expect("compiles");
         let yaml = idflow_dsl::yaml::print(&compiled.doc).expect("prints YAML");
         let dsl = idflow_dsl::print::to_dsl(&compiled.doc).expect("prints DSL");
@@ -82,7 +86,7 @@ fn shipped_files_are_canonical_and_convert_both_ways() {
             file.name
         );
         for (text, syntax) in [(&yaml, Syntax::Yaml), (&dsl, Syntax::Flow)] {
-            let (again, diagnostics) = compile(text, syntax, &Names::default());
+            let (again, diagnostics) = compile(text, syntax, &quickstart_names());
             let again = again.unwrap_or_else(|| {
                 panic!(
                     "{} converted to {syntax:?} fails: {diagnostics:#?}\n{text}",

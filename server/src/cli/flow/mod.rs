@@ -1,6 +1,6 @@
 //! `idflow flow ...`: the policy-as-code verbs for flow files.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use clap::Subcommand;
 use idflow_dsl::render::{self, FileDiagnostics};
@@ -59,7 +59,7 @@ pub fn names(config: Option<&Path>) -> Result<Names, u8> {
 /// Reads and compiles one flow file for the commands that need a clean flow. On problems it
 /// prints them (human format) and returns `Err(exit code)`.
 pub fn compile_one(
-    path: &PathBuf,
+    path: &Path,
     config: Option<&Path>,
 ) -> Result<(idflow_dsl::SourceFile, CompiledFlow), u8> {
     let names = names(config)?;
