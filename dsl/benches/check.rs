@@ -62,6 +62,11 @@ fn bench(c: &mut Criterion) {
     group.bench_function("1 dsl file", |b| {
         b.iter(|| check_project(&files[1..2], &names))
     });
+    let checker = idflow_dsl::script::ScriptChecker::shared();
+    let condition = "user.has_role(\"admin\") || request.risk > 50";
+    group.bench_function("1 when condition (compile + name check)", |b| {
+        b.iter(|| checker.check(condition, idflow_dsl::script_api::ScriptContext::Flow))
+    });
     group.finish();
 }
 
