@@ -219,22 +219,38 @@ impl Lowerer<'_> {
     fn applications(&mut self, applies_to: &[Spanned<String>]) -> Vec<String> {
         let mut ids = BTreeSet::new();
         for app in applies_to {
-            if let Some(known) = &self.names.applications
-                && !known.contains(&app.value)
-            {
-                let mut d = Diagnostic::error(
-                    Code::UnknownApplication,
-                    app.span,
-                    format!("unknown application `{}`", app.value),
-                );
-                if let Some(s) = did_you_mean(&app.value, known.iter().map(String::as_str)) {
-                    d = d.with_hint(format!("did you mean `{s}`?"));
-                }
-                self.diagnostics.push(d);
-            }
+            let known = self.names.applications.clone();
+            self.check_declared(
+                known.as_ref(),
+                &app.value,
+                app.span,
+                Code::UnknownApplication,
+                "application",
+            );
             ids.insert(app.value.clone());
         }
         ids.into_iter().collect()
+    }
+
+    /// Reports `name` (code `code`) when a configuration was given and does not declare it.
+    fn check_declared(
+        &mut self,
+        known: Option<&BTreeSet<String>>,
+        name: &str,
+        span: Span,
+        code: Code,
+        what: &str,
+    ) {
+        let Some(known) = known else { return };
+        if known.contains(name) {
+            return;
+        }
+        let mut d = Diagnostic::error(code, span, format!("unknown {what} `{name}`"));
+        d = match did_you_mean(name, known.iter().map(String::as_str)) {
+            Some(s) => d.with_hint(format!("did you mean `{s}`?")),
+            None => d.with_hint(format!("declare the {what} in the configuration")),
+        };
+        self.diagnostics.push(d);
     }
 
     fn options(&mut self, refs: &[Spanned<AuthRef>], at: Span) -> Vec<AuthOption> {
@@ -281,37 +297,29 @@ impl Lowerer<'_> {
     }
 
     fn check_idp(&mut self, idp: &str, span: Span) {
-        if let Some(known) = &self.names.identity_providers
-            && !known.contains_key(idp)
-        {
-            let mut d = Diagnostic::error(
-                Code::UnknownIdp,
-                span,
-                format!("unknown identity provider `{idp}`"),
-            );
-            if let Some(s) = did_you_mean(idp, known.keys().map(String::as_str)) {
-                d = d.with_hint(format!("did you mean `{s}`?"));
-            } else {
-                d = d.with_hint("declare it under [identity_providers] in the configuration");
-            }
-            self.diagnostics.push(d);
-        }
+        let known: Option<BTreeSet<String>> = self
+            .names
+            .identity_providers
+            .as_ref()
+            .map(|idps| idps.keys().cloned().collect());
+        self.check_declared(
+            known.as_ref(),
+            idp,
+            span,
+            Code::UnknownIdp,
+            "identity provider",
+        );
     }
 
     fn check_target(&mut self, target: &Spanned<String>) {
-        if let Some(known) = &self.names.provisioning_targets
-            && !known.contains(&target.value)
-        {
-            let mut d = Diagnostic::error(
-                Code::UnknownProvisioningTarget,
-                target.span,
-                format!("unknown provisioning target `{}`", target.value),
-            );
-            if let Some(s) = did_you_mean(&target.value, known.iter().map(String::as_str)) {
-                d = d.with_hint(format!("did you mean `{s}`?"));
-            }
-            self.diagnostics.push(d);
-        }
+        let known = self.names.provisioning_targets.clone();
+        self.check_declared(
+            known.as_ref(),
+            &target.value,
+            target.span,
+            Code::UnknownProvisioningTarget,
+            "provisioning target",
+        );
     }
 
     fn ranged(

@@ -28,6 +28,18 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// The first diagnostic reported for the file whose name ends in `file`.
+fn diagnostic_for<'a>(diagnostics: &'a [serde_json::Value], file: &str) -> &'a serde_json::Value {
+    diagnostics
+        .iter()
+        .find(|d| d["file"].as_str().is_some_and(|f| f.ends_with(file)))
+        .unwrap_or_else(|| panic!("nothing reported for {file}"))
+}
+
+fn position(d: &serde_json::Value) -> (Option<&str>, Option<u64>, Option<u64>) {
+    (d["code"].as_str(), d["line"].as_u64(), d["column"].as_u64())
+}
+
 const GOOD: &str = "flow: good\nsteps:\n  - id: first\n    authenticate: [password]\n";
 const BAD: &str = "flow: bad\nsteps:\n  - id: first\n    authenticate: [pasword]\n";
 
@@ -102,31 +114,11 @@ fn a_directory_of_mixed_files_reports_every_bad_one_and_exits_one() {
     assert_eq!(report["files"], 3);
     assert_eq!(report["errors"], 2);
     let diagnostics = report["diagnostics"].as_array().expect("array");
-    let b = diagnostics
-        .iter()
-        .find(|d| {
-            d["file"]
-                .as_str()
-                .is_some_and(|f| f.ends_with("b-bad.yaml"))
-        })
-        .expect("b reported");
-    assert_eq!(
-        (b["code"].as_str(), b["line"].as_u64(), b["column"].as_u64()),
-        (Some("F010"), Some(4), Some(20))
-    );
+    let b = diagnostic_for(diagnostics, "b-bad.yaml");
+    assert_eq!(position(b), (Some("F010"), Some(4), Some(20)));
     assert_eq!(b["hint"], "did you mean `password`?");
-    let c = diagnostics
-        .iter()
-        .find(|d| {
-            d["file"]
-                .as_str()
-                .is_some_and(|f| f.ends_with("c-bad.flow"))
-        })
-        .expect("c reported");
-    assert_eq!(
-        (c["code"].as_str(), c["line"].as_u64(), c["column"].as_u64()),
-        (Some("F010"), Some(1), Some(32))
-    );
+    let c = diagnostic_for(diagnostics, "c-bad.flow");
+    assert_eq!(position(c), (Some("F010"), Some(1), Some(32)));
 }
 
 #[test]
