@@ -79,25 +79,47 @@ pub fn analyze(
         }
     }
 
-    for cycle in cycles(ir, &reachable) {
-        if cycle
+    // A cycle is bounded only if it cannot be traversed without entering a state with
+    // `visits`: remove those states and any cycle that remains is unbounded.
+    let unbounded: BTreeSet<String> = reachable
+        .iter()
+        .filter(|id| ir.states.get(*id).is_some_and(|s| s.max_visits.is_none()))
+        .cloned()
+        .collect();
+    for cycle in cycles(ir, &unbounded) {
+        let first = cycle
             .iter()
-            .all(|id| ir.states.get(id).is_some_and(|s| s.max_visits.is_none()))
-        {
-            let first = cycle
-                .iter()
-                .min_by_key(|id| span_of(id))
-                .cloned()
-                .unwrap_or_default();
+            .min_by_key(|id| span_of(id))
+            .cloned()
+            .unwrap_or_default();
+        diagnostics.push(
+            Diagnostic::error(
+                Code::UnboundedCycle,
+                span_of(&first),
+                format!("states {} form a cycle with no bound", quote_all(&cycle)),
+            )
+            .with_hint(format!(
+                "bound `{first}` with `visits` so a login cannot loop forever"
+            )),
+        );
+    }
+
+    for (id, actions) in [
+        (ir::ON_SUCCESS, "on_success"),
+        (ir::ON_FAILURE, "on_failure"),
+    ] {
+        if ir.states.contains_key(id) && !reachable.contains(id) {
             diagnostics.push(
-                Diagnostic::error(
-                    Code::UnboundedCycle,
-                    span_of(&first),
-                    format!("states {} form a cycle with no bound", quote_all(&cycle)),
+                Diagnostic::warning(
+                    Code::Unreachable,
+                    span_of(id),
+                    format!("the `{actions}` actions never run"),
                 )
-                .with_hint(format!(
-                    "bound `{first}` with `visits` so a login cannot loop forever"
-                )),
+                .with_hint(if id == ir::ON_FAILURE {
+                    "no failure leads to `deny`: every `fail` goes elsewhere"
+                } else {
+                    "no path leads to `success`"
+                }),
             );
         }
     }
@@ -248,7 +270,7 @@ fn cycles(ir: &FlowIr, within: &BTreeSet<String>) -> Vec<Vec<String>> {
 fn check_invariant(
     ir: &FlowIr,
     invariant: &InvariantIr,
-    flow_span: Span,
+    span: Span,
     diagnostics: &mut Vec<Diagnostic>,
 ) {
     let InvariantIr::PassesOneOf { options } = invariant;
@@ -262,46 +284,60 @@ fn check_invariant(
         })
         .map(|(id, _)| id.clone())
         .collect();
-    if let Some(path) = path_to_success(ir, &satisfying) {
+    if let Some(path) = path_to_success_without(ir, &satisfying) {
         let names: Vec<String> = options.iter().map(|o| o.to_string()).collect();
         diagnostics.push(
             Diagnostic::error(
                 Code::InvariantViolated,
-                flow_span,
+                span,
                 format!("a path to success passes none of [{}]", names.join(", ")),
             )
             .with_note(format!("path: {}", describe_path(ir, &path)))
             .with_hint(
-                "a step passes the invariant only when every option it offers is in the list",
+                "a step counts only when it is passed and every option it offers is in the list",
             ),
         );
     }
 }
 
-/// A shortest path from the start to a success state that enters none of `avoid`.
-fn path_to_success(ir: &FlowIr, avoid: &BTreeSet<String>) -> Option<Vec<(String, Option<String>)>> {
-    if avoid.contains(&ir.start) {
-        return None;
-    }
-    let mut parent: BTreeMap<String, (String, String)> = BTreeMap::new();
-    let mut seen = BTreeSet::from([ir.start.clone()]);
-    let mut queue = VecDeque::from([ir.start.clone()]);
-    while let Some(id) = queue.pop_front() {
-        let state = ir.states.get(&id)?;
+/// A shortest path from the start to a success state on which no state of `satisfying` is
+/// *passed* (left by its `success` transition). Entering a satisfying state and leaving it by
+/// `failure` does not count, so the search runs over (state, passed-yet) pairs.
+fn path_to_success_without(
+    ir: &FlowIr,
+    satisfying: &BTreeSet<String>,
+) -> Option<Vec<(String, Option<String>)>> {
+    type Node = (String, bool);
+    let start: Node = (ir.start.clone(), false);
+    let mut parent: BTreeMap<Node, (Node, String)> = BTreeMap::new();
+    let mut seen = BTreeSet::from([start.clone()]);
+    let mut queue = VecDeque::from([start]);
+    while let Some(node) = queue.pop_front() {
+        let (id, passed) = &node;
+        let state = ir.states.get(id)?;
         if matches!(state.kind, StateKind::Success) {
+            if *passed {
+                continue;
+            }
             let mut path = vec![(id.clone(), None)];
-            let mut at = id;
+            let mut at = node.clone();
             while let Some((from, label)) = parent.get(&at) {
-                path.push((from.clone(), Some(label.clone())));
+                path.push((from.0.clone(), Some(label.clone())));
                 at = from.clone();
             }
             path.reverse();
             return Some(path);
         }
         for (label, to) in &state.transitions {
-            if !avoid.contains(to) && seen.insert(to.clone()) {
-                parent.insert(to.clone(), (id.clone(), label.clone()));
-                queue.push_back(to.clone());
+            let passes_here = satisfying.contains(id) && label == ir::LABEL_SUCCESS;
+            let next: Node = (to.clone(), *passed || passes_here);
+            if next.1 {
+                // Every path on from here satisfies the invariant.
+                continue;
+            }
+            if seen.insert(next.clone()) {
+                parent.insert(next.clone(), (node.clone(), label.clone()));
+                queue.push_back(next);
             }
         }
     }

@@ -52,7 +52,7 @@ codes! {
     UnknownProvisioningTarget = "F013", "a provisioning target that the configuration does not declare";
     UnknownEvent = "F014", "a provisioning trigger on an event that does not exist";
     DuplicateFlow = "F020", "two files declare the same flow id with different content";
-    DuplicateState = "F021", "two steps or states share an id";
+    DuplicateId = "F021", "two steps, states, labels or attributes share an id";
     ApplicationClaimedTwice = "F022", "two flows claim the same application";
     DuplicateDefault = "F023", "more than one flow is marked as the default";
     ReservedId = "F024", "a step or state uses a reserved id (success, deny)";
@@ -152,8 +152,13 @@ pub fn did_you_mean<'a>(
     name: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<&'a str> {
+    // Long names are never typos of short ones; skip the quadratic distance for them.
+    if name.len() > 64 {
+        return None;
+    }
     candidates
         .into_iter()
+        .filter(|c| c.len().abs_diff(name.len()) <= 3)
         .map(|c| (edit_distance(name, c), c))
         .filter(|(d, c)| *d <= (c.len() / 4).clamp(1, 3) && *d < name.len().max(1))
         .min_by_key(|(d, _)| *d)

@@ -16,7 +16,7 @@ fn label(kind: &StateKind) -> String {
     match kind {
         StateKind::Authenticate { options, attempts } => {
             let options: Vec<String> = options.iter().map(|o| o.to_string()).collect();
-            format!("authenticate {} (x{attempts})", options.join(" | "))
+            format!("authenticate {}, {attempts} attempts", options.join(" | "))
         }
         StateKind::Decide { .. } => "decide".into(),
         StateKind::Action { actions } => format!("{} action(s)", actions.len()),
@@ -25,10 +25,13 @@ fn label(kind: &StateKind) -> String {
     }
 }
 
-/// Mermaid ids may not contain `.` or `-`.
-fn node_id(id: &str) -> String {
-    id.chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+/// Mermaid node ids may not contain `.` or `-`, and mapping those to `_` could merge states
+/// (`a-b`, `a_b`); nodes are numbered in id order instead and show the real id as their label.
+fn node_ids(ir: &FlowIr) -> std::collections::BTreeMap<&str, String> {
+    ir.states
+        .keys()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), format!("s{i}")))
         .collect()
 }
 
@@ -37,6 +40,12 @@ pub fn render(ir: &FlowIr, format: GraphFormat) -> String {
     let mut out = String::new();
     match format {
         GraphFormat::Mermaid => {
+            let ids = node_ids(ir);
+            let node_id = |id: &str| {
+                ids.get(id)
+                    .cloned()
+                    .unwrap_or_else(|| "unknown".to_string())
+            };
             out.push_str("stateDiagram-v2\n");
             for (id, state) in &ir.states {
                 out.push_str(&format!(

@@ -4,8 +4,9 @@
 //! and every collection has a canonical order, so the YAML and `.flow` forms of one flow yield
 //! byte-identical JSON and therefore the same version (the SHA-256 of that JSON).
 //!
-//! Fail-closed by construction: every `Decide` state has an `error` transition to a `Deny`
-//! state, so a script that errors or exceeds a limit at run time can only deny.
+//! Fail-closed by construction: every state that runs a script (`Decide`, and `Action` states
+//! with `set_claim` or `jit`) has an `error` transition to the `Deny` state `deny.script_error`,
+//! so a script that errors or exceeds a limit at run time can only deny.
 
 use std::collections::BTreeMap;
 
@@ -59,7 +60,8 @@ impl FlowIr {
         serde_json::to_string(self).unwrap_or_default()
     }
 
-    /// The version: `sha256:` and the first 16 hex digits of the canonical JSON's SHA-256.
+    /// The version: `sha256:` and the first 16 hex digits (64 bits) of the canonical JSON's
+    /// SHA-256 — enough to tell versions of one flow apart, short enough to read in logs.
     pub fn version(&self) -> String {
         let digest = Sha256::digest(self.canonical_json().as_bytes());
         let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();

@@ -100,16 +100,55 @@ pub fn parse(text: &str, syntax: Syntax) -> (Option<FlowDoc>, Vec<Diagnostic>) {
     }
 }
 
+/// What a flow file says about itself that other files can conflict with: its id, the
+/// applications it claims and whether it is the default. Kept even when the file has errors, so
+/// the cross-file checks still run.
+#[derive(Debug, Clone)]
+pub struct FlowHeader {
+    /// The flow id.
+    pub flow: span::Spanned<String>,
+    /// The applications it claims.
+    pub applies_to: Vec<span::Spanned<String>>,
+    /// Whether it is the default flow.
+    pub default: bool,
+}
+
+/// Everything compiling one file produced.
+#[derive(Debug, Clone)]
+pub struct Compilation {
+    /// The header, when the file parsed.
+    pub header: Option<FlowHeader>,
+    /// The flow, when there are no errors.
+    pub compiled: Option<CompiledFlow>,
+    /// Every diagnostic, sorted by position.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
 /// Parses, lowers and analyzes one file. The flow is returned only when there are no errors.
 pub fn compile(
     text: &str,
     syntax: Syntax,
     names: &Names,
 ) -> (Option<CompiledFlow>, Vec<Diagnostic>) {
+    let compilation = compile_file(text, syntax, names);
+    (compilation.compiled, compilation.diagnostics)
+}
+
+/// Like [`compile`], also returning the file's header for cross-file checks.
+pub fn compile_file(text: &str, syntax: Syntax, names: &Names) -> Compilation {
     let (doc, mut diagnostics) = parse(text, syntax);
     let Some(doc) = doc else {
-        return (None, diagnostics);
+        return Compilation {
+            header: None,
+            compiled: None,
+            diagnostics,
+        };
     };
+    let header = Some(FlowHeader {
+        flow: doc.flow.clone(),
+        applies_to: doc.applies_to.clone(),
+        default: doc.default,
+    });
     let lowered = lower::lower(&doc, text, names, &mut diagnostics);
     let Some(lower::Lowered {
         mut ir,
@@ -117,7 +156,12 @@ pub fn compile(
         broken_structure,
     }) = lowered
     else {
-        return (None, diagnostics);
+        sort(&mut diagnostics);
+        return Compilation {
+            header,
+            compiled: None,
+            diagnostics,
+        };
     };
     // Graph checks still run after name or script errors, so one run shows everything; only a
     // broken structure (a missing target, a state of no kind) would make them report noise.
@@ -126,18 +170,24 @@ pub fn compile(
     }
     sort(&mut diagnostics);
     if diagnostics.iter().any(Diagnostic::is_error) {
-        return (None, diagnostics);
+        return Compilation {
+            header,
+            compiled: None,
+            diagnostics,
+        };
     }
     let version = ir.version();
-    (
-        Some(CompiledFlow {
-            ir,
-            version,
-            spans,
-            doc,
-        }),
+    let compiled = CompiledFlow {
+        ir,
+        version,
+        spans,
+        doc,
+    };
+    Compilation {
+        header,
+        compiled: Some(compiled),
         diagnostics,
-    )
+    }
 }
 
 /// Orders diagnostics by position, then code, so output is deterministic.

@@ -44,6 +44,7 @@ pub fn lower(
         spans: BTreeMap::new(),
         federated_used: BTreeSet::new(),
         broken: false,
+        lines: std::cell::OnceCell::new(),
     };
     lowerer.check_id(&doc.flow);
     let applies_to = lowerer.applications(&doc.applies_to);
@@ -59,6 +60,13 @@ pub fn lower(
     };
     let ends = Ends { success, deny };
 
+    if let (Some(_), Some(start)) = (&doc.steps, &doc.start) {
+        lowerer.error(
+            Code::MisplacedField,
+            start.span,
+            "`start` belongs to the state form; steps begin with the first step",
+        );
+    }
     let start = match (&doc.steps, &doc.states) {
         (Some(steps), None) if !steps.is_empty() => lowerer.steps(steps, &ends),
         (None, Some(states)) if !states.is_empty() => {
@@ -85,7 +93,7 @@ pub fn lower(
         }
     }?;
 
-    lowerer.terminals(doc, &ends);
+    lowerer.terminals(doc);
     let jit = doc.jit.iter().map(|rule| lowerer.jit_rule(rule)).collect();
     let provisioning = lowerer.provisioning(doc);
     let require = doc
@@ -145,6 +153,8 @@ struct Lowerer<'a> {
     spans: SpanTable,
     federated_used: BTreeSet<String>,
     broken: bool,
+    /// Built on first use: only duplicate-id diagnostics need line numbers here.
+    lines: std::cell::OnceCell<crate::span::LineIndex>,
 }
 
 const RESERVED: &[&str] = &[
@@ -194,13 +204,16 @@ impl Lowerer<'_> {
         if self.states.contains_key(&id.value) {
             let first = self.spans.get(&id.value).copied();
             let mut diagnostic = Diagnostic::error(
-                Code::DuplicateState,
+                Code::DuplicateId,
                 id.span,
                 format!("`{}` is declared twice", id.value),
             );
             if let Some(first) = first {
-                let (line, col) =
-                    crate::span::LineIndex::new(self.text).line_col(self.text, first.start);
+                let text = self.text;
+                let (line, col) = self
+                    .lines
+                    .get_or_init(|| crate::span::LineIndex::new(text))
+                    .line_col(text, first.start);
                 diagnostic = diagnostic.with_note(format!("first declared at {line}:{col}"));
             }
             self.structural(diagnostic);
@@ -403,7 +416,7 @@ impl Lowerer<'_> {
                 };
                 if self.states.contains_key(&guard_id.value) {
                     self.error(
-                        Code::DuplicateState,
+                        Code::DuplicateId,
                         step.id.span,
                         format!("`{}` is declared twice", guard_id.value),
                     );
@@ -577,7 +590,7 @@ impl Lowerer<'_> {
                         let to = resolve(self, target, label_span);
                         if transitions.insert(label.value.clone(), to).is_some() {
                             self.error(
-                                Code::DuplicateState,
+                                Code::DuplicateId,
                                 label_span,
                                 format!("label `{}` is mapped twice", label.value),
                             );
@@ -620,9 +633,9 @@ impl Lowerer<'_> {
                 "do",
             );
             misplaced(self, def.fail.as_ref().map(|f| f.span), "fail", "do");
-            let actions = actions.iter().filter_map(|a| self.action(a)).collect();
+            let actions: Vec<ActionIr> = actions.iter().filter_map(|a| self.action(a)).collect();
             if let Some(next) = next_one(self, "do") {
-                transitions.insert(ir::LABEL_NEXT.to_string(), next);
+                transitions = action_transitions(&actions, next);
             }
             StateKind::Action { actions }
         } else {
@@ -656,6 +669,19 @@ impl Lowerer<'_> {
     ) {
         let boolean = transitions.keys().all(|l| l == "true" || l == "false");
         if facts.labels.is_empty() && boolean {
+            // A condition: both outcomes must lead somewhere.
+            for outcome in ["true", "false"] {
+                if !transitions.contains_key(outcome) {
+                    self.diagnostics.push(
+                        Diagnostic::error(
+                            Code::LabelWithoutNext,
+                            script.span,
+                            format!("the condition can be {outcome} but `next` does not map \"{outcome}\""),
+                        )
+                        .with_hint("map both \"true\" and \"false\"; an unmapped outcome denies at run time"),
+                    );
+                }
+            }
             return;
         }
         for label in &facts.labels {
@@ -745,34 +771,13 @@ impl Lowerer<'_> {
         })
     }
 
-    fn terminals(&mut self, doc: &FlowDoc, ends: &Ends) {
+    fn terminals(&mut self, doc: &FlowDoc) {
         let span = doc.flow.span;
         let terminal = |kind| State {
             kind,
             max_visits: None,
             transitions: BTreeMap::new(),
         };
-        self.insert_generated(ir::SUCCESS, span, terminal(StateKind::Success));
-        self.insert_generated(
-            ir::DENY,
-            span,
-            terminal(StateKind::Deny {
-                reason: "authentication failed".into(),
-            }),
-        );
-        let has_decide = self
-            .states
-            .values()
-            .any(|s| matches!(s.kind, StateKind::Decide { .. }));
-        if has_decide {
-            self.insert_generated(
-                ir::SCRIPT_ERROR,
-                span,
-                terminal(StateKind::Deny {
-                    reason: "script error".into(),
-                }),
-            );
-        }
         for (id, actions, then) in [
             (ir::ON_SUCCESS, &doc.on_success, ir::SUCCESS),
             (ir::ON_FAILURE, &doc.on_failure, ir::DENY),
@@ -781,15 +786,35 @@ impl Lowerer<'_> {
                 continue;
             }
             let span = actions.first().map(|a| a.span).unwrap_or(span);
-            let actions = actions.iter().filter_map(|a| self.action(a)).collect();
+            let actions: Vec<ActionIr> = actions.iter().filter_map(|a| self.action(a)).collect();
             let state = State {
+                transitions: action_transitions(&actions, then.to_string()),
                 kind: StateKind::Action { actions },
                 max_visits: None,
-                transitions: BTreeMap::from([(ir::LABEL_NEXT.to_string(), then.to_string())]),
             };
             self.insert_generated(id, span, state);
         }
-        let _ = ends;
+        self.insert_generated(ir::SUCCESS, span, terminal(StateKind::Success));
+        self.insert_generated(
+            ir::DENY,
+            span,
+            terminal(StateKind::Deny {
+                reason: "authentication failed".into(),
+            }),
+        );
+        let runs_scripts = self
+            .states
+            .values()
+            .any(|s| s.transitions.values().any(|to| to == ir::SCRIPT_ERROR));
+        if runs_scripts {
+            self.insert_generated(
+                ir::SCRIPT_ERROR,
+                span,
+                terminal(StateKind::Deny {
+                    reason: "script error".into(),
+                }),
+            );
+        }
     }
 
     fn jit_rule(&mut self, rule: &JitRule) -> JitRuleIr {
@@ -857,7 +882,7 @@ impl Lowerer<'_> {
                     .is_some()
                 {
                     self.error(
-                        Code::DuplicateState,
+                        Code::DuplicateId,
                         name.span,
                         format!("attribute `{}` is mapped twice", name.value),
                     );
@@ -947,6 +972,19 @@ impl Lowerer<'_> {
     }
 }
 
+/// The transitions of an action state: `next`, and `error` (fail closed) when an action runs a
+/// script (`set_claim`, or `jit`, whose rules hold scripts).
+fn action_transitions(actions: &[ActionIr], next: String) -> BTreeMap<String, String> {
+    let mut transitions = BTreeMap::from([(ir::LABEL_NEXT.to_string(), next)]);
+    if actions
+        .iter()
+        .any(|a| matches!(a, ActionIr::SetClaim { .. } | ActionIr::Jit { .. }))
+    {
+        transitions.insert(ir::LABEL_ERROR.to_string(), ir::SCRIPT_ERROR.to_string());
+    }
+    transitions
+}
+
 /// The span-table key of the `i`th `require` entry (`#` cannot occur in state ids).
 pub fn invariant_key(i: usize) -> String {
     format!("require#{i}")
@@ -989,11 +1027,29 @@ fn locate_in_script(
     };
     let from = script.span.start.min(text.len());
     let to = script.span.end.clamp(from, text.len());
-    let found = if line_text.trim().is_empty() {
-        None
+    let region = text.get(from..to).unwrap_or("");
+    if line_text.trim().is_empty() {
+        return script.span;
+    }
+    // The script's lines keep their line breaks in the file (a block scalar, a backtick
+    // script), so line N is found at or below the file line N-1 lines after the first one.
+    let first = script.value.lines().next().unwrap_or("").trim();
+    let mut at = if first.is_empty() {
+        0
     } else {
-        text.get(from..to).and_then(|within| within.find(line_text))
+        region.find(first).unwrap_or(0)
     };
+    for _ in 1..line {
+        match region.get(at..).and_then(|rest| rest.find('\n')) {
+            Some(i) => at += i + 1,
+            None => break,
+        }
+    }
+    let found = region
+        .get(at..)
+        .and_then(|rest| rest.find(line_text))
+        .map(|i| at + i)
+        .or_else(|| region.find(line_text));
     let Some(found) = found else {
         return script.span;
     };
@@ -1018,8 +1074,14 @@ fn locate_word(text: &str, span: Span, word: &str) -> Span {
     let from = span.start.min(text.len());
     let rest = text.get(from..).unwrap_or("");
     let line = &rest[..rest.find('\n').unwrap_or(rest.len())];
-    match line.find(word) {
-        Some(i) if !word.is_empty() => Span::new(from + i, from + i + word.len()),
+    let is_id_char = |c: char| c.is_alphanumeric() || matches!(c, '_' | '-' | '.');
+    let whole_word = line.match_indices(word).find(|(i, _)| {
+        let before = line[..*i].chars().next_back();
+        let after = line[i + word.len()..].chars().next();
+        !before.is_some_and(is_id_char) && !after.is_some_and(is_id_char)
+    });
+    match whole_word {
+        Some((i, _)) if !word.is_empty() => Span::new(from + i, from + i + word.len()),
         _ => span,
     }
 }

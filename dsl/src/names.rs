@@ -49,7 +49,8 @@ impl Names {
         BUILTIN_AUTHENTICATORS.iter().any(|(n, _)| *n == name)
     }
 
-    /// Attributes the IdP marks verified; empty when unknown or no configuration was given.
+    /// Attributes the IdP asserts as verified; `None` when the IdP is unknown or no configuration
+    /// was given (then no attribute counts as verified).
     pub fn verified_attributes(&self, idp: &str) -> Option<&BTreeSet<String>> {
         self.identity_providers
             .as_ref()

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use crate::diagnostic::{Code, Diagnostic};
 use crate::names::Names;
 use crate::span::LineIndex;
-use crate::{CompiledFlow, Syntax, compile};
+use crate::{CompiledFlow, FlowHeader, Syntax, compile_file};
 
 /// A file handed to the checker: its display name and its text.
 #[derive(Debug, Clone)]
@@ -28,6 +28,8 @@ pub struct FileReport {
     pub diagnostics: Vec<Diagnostic>,
     /// The compiled flow, when the file has no errors.
     pub compiled: Option<CompiledFlow>,
+    /// The flow's id, applications and default flag, when the file parsed.
+    pub header: Option<FlowHeader>,
 }
 
 impl FileReport {
@@ -42,11 +44,12 @@ pub fn check_project(files: &[SourceFile], names: &Names) -> Vec<FileReport> {
     let mut reports: Vec<FileReport> = files
         .iter()
         .map(|file| {
-            let (compiled, diagnostics) = compile(&file.text, file.syntax, names);
+            let compilation = compile_file(&file.text, file.syntax, names);
             FileReport {
                 name: file.name.clone(),
-                diagnostics,
-                compiled,
+                diagnostics: compilation.diagnostics,
+                compiled: compilation.compiled,
+                header: compilation.header,
             }
         })
         .collect();
@@ -63,32 +66,34 @@ pub fn check_project(files: &[SourceFile], names: &Names) -> Vec<FileReport> {
     let mut default: Option<(usize, String)> = None;
     let mut found: Vec<(usize, Diagnostic)> = Vec::new();
     for (i, report) in reports.iter().enumerate() {
-        let Some(compiled) = &report.compiled else {
+        let Some(doc) = &report.header else {
             continue;
         };
-        let doc = &compiled.doc;
         let id = doc.flow.value.clone();
-        match flow_ids.get(&id) {
-            Some((other, offset, version)) if *version != compiled.version => found.push((
-                i,
-                Diagnostic::error(
-                    Code::DuplicateFlow,
-                    doc.flow.span,
-                    format!("flow `{id}` is also declared elsewhere, differently"),
-                )
-                .with_note(format!(
-                    "first declared at {} (version {version}, this one {})",
-                    position(*other, *offset),
-                    compiled.version
-                ))
-                .with_hint("rename one, or make both forms compile to the same IR"),
-            )),
-            Some(_) => {}
-            None => {
-                flow_ids.insert(
-                    id.clone(),
-                    (i, doc.flow.span.start, compiled.version.clone()),
-                );
+        // Versions exist only for files that compiled; the other checks need only the header.
+        if let Some(compiled) = &report.compiled {
+            match flow_ids.get(&id) {
+                Some((other, offset, version)) if *version != compiled.version => found.push((
+                    i,
+                    Diagnostic::error(
+                        Code::DuplicateFlow,
+                        doc.flow.span,
+                        format!("flow `{id}` is also declared elsewhere, differently"),
+                    )
+                    .with_note(format!(
+                        "first declared at {} (version {version}, this one {})",
+                        position(*other, *offset),
+                        compiled.version
+                    ))
+                    .with_hint("rename one, or make both forms compile to the same IR"),
+                )),
+                Some(_) => {}
+                None => {
+                    flow_ids.insert(
+                        id.clone(),
+                        (i, doc.flow.span.start, compiled.version.clone()),
+                    );
+                }
             }
         }
         for app in &doc.applies_to {

@@ -44,6 +44,43 @@ pub struct ScriptProblem {
     pub position: Option<(usize, usize)>,
 }
 
+/// Builds the Rhai engine flow scripts run in, for the checker and (next) the engine alike, so a
+/// script that checks is a script that runs. Only pure packages are loaded: arithmetic, logic,
+/// strings, arrays, maps, math and iteration. There is no clock (`timestamp`), no `sleep`, no
+/// `eval`, no modules, no I/O; the script API is the only window on the world. Limits bound
+/// operations, call depth, nesting and the size of strings, arrays and maps.
+pub fn sandbox_engine() -> Engine {
+    use rhai::packages::{
+        ArithmeticPackage, BasicArrayPackage, BasicIteratorPackage, BasicMapPackage,
+        BasicMathPackage, BasicStringPackage, LogicPackage, MoreStringPackage, Package,
+    };
+    let mut engine = Engine::new_raw();
+    for module in [
+        ArithmeticPackage::new().as_shared_module(),
+        LogicPackage::new().as_shared_module(),
+        BasicStringPackage::new().as_shared_module(),
+        MoreStringPackage::new().as_shared_module(),
+        BasicArrayPackage::new().as_shared_module(),
+        BasicMapPackage::new().as_shared_module(),
+        BasicMathPackage::new().as_shared_module(),
+        BasicIteratorPackage::new().as_shared_module(),
+    ] {
+        engine.register_global_module(module);
+    }
+    engine
+        .set_max_operations(SCRIPT_MAX_OPERATIONS)
+        .set_max_call_levels(16)
+        .set_max_expr_depths(64, 32)
+        .set_max_string_size(MAX_SCRIPT_BYTES)
+        .set_max_array_size(1024)
+        .set_max_map_size(1024)
+        .disable_symbol("eval");
+    engine
+}
+
+/// Operations one script run may take before it is stopped (and the login denied).
+pub const SCRIPT_MAX_OPERATIONS: u64 = 100_000;
+
 /// Checks scripts; build once (building a Rhai engine costs about 0.2 ms) and share.
 pub struct ScriptChecker {
     engine: Engine,
@@ -58,31 +95,17 @@ impl ScriptChecker {
     }
 
     fn new() -> Self {
-        let mut engine = Engine::new();
+        let mut engine = sandbox_engine();
         engine
             .set_strict_variables(true)
-            .set_optimization_level(OptimizationLevel::None)
-            .set_max_expr_depths(64, 32)
-            .set_max_string_size(MAX_SCRIPT_BYTES)
-            .disable_symbol("eval");
-        let mut functions: HashSet<String> = engine
+            .set_optimization_level(OptimizationLevel::None);
+        let functions: HashSet<String> = engine
             .gen_fn_signatures(true)
             .iter()
             .filter_map(|signature| signature.split('(').next())
             .map(|name| name.rsplit(' ').next().unwrap_or(name).to_string())
+            .filter(|name| !name.starts_with("get$") && !name.starts_with("set$"))
             .collect();
-        for intrinsic in [
-            "type_of",
-            "is_def_var",
-            "is_def_fn",
-            "Fn",
-            "call",
-            "curry",
-            "print",
-            "debug",
-        ] {
-            functions.insert(intrinsic.to_string());
-        }
         ScriptChecker { engine, functions }
     }
 
@@ -159,6 +182,23 @@ impl ScriptChecker {
                                 problems.push(problem);
                             }
                         }
+                    }
+                }
+                Expr::MethodCall(call, pos) => {
+                    let name = call.name.as_str();
+                    let on_root = path.len() >= 2
+                        && matches!(path[path.len() - 2], ASTNode::Expr(Expr::Dot(parent, _, _)) if matches!(parent.lhs, Expr::Variable(..)));
+                    let api_method = script_api::API
+                        .iter()
+                        .any(|root| root.methods.iter().any(|(m, _, _)| *m == name));
+                    if !on_root && !api_method && !self.functions.contains(name) {
+                        problems.push(ScriptProblem {
+                            code: Code::ScriptUnknownName,
+                            message: format!("unknown method `{name}`"),
+                            hint: did_you_mean(name, self.functions.iter().map(String::as_str))
+                                .map(|s| format!("did you mean `{s}`?")),
+                            position: position(*pos),
+                        });
                     }
                 }
                 Expr::FnCall(call, pos) => {
@@ -348,6 +388,26 @@ mod tests {
         assert_eq!(problems[0].position, Some((1, 9)));
         let problems = check("now() > 3").unwrap_err();
         assert!(problems[0].message.contains("now"), "{problems:?}");
+    }
+
+    #[test]
+    fn the_sandbox_has_no_clock_sleep_or_eval_and_checks_methods() {
+        for script in [
+            "timestamp() > 1",
+            "sleep(1); true",
+            "eval(\"1\") == 1",
+            "user.roles.frobnicate()",
+        ] {
+            let problems = check(script).expect_err(script);
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| matches!(p.code, Code::ScriptUnknownName | Code::ScriptSyntax)),
+                "{script}: {problems:?}"
+            );
+        }
+        check("user.roles.contains(\"admin\") && \"x\".len() == 1 && request.acr_values.len() > 0")
+            .expect("standard methods and API members pass");
     }
 
     #[test]

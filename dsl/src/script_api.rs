@@ -1,7 +1,8 @@
 //! The script API: every name a Rhai `when`, `decide`, `set_claim` or JIT expression may use.
 //!
-//! This is the one place the API is declared. `flow check` rejects names not listed here, the
-//! engine registers exactly these (its tests walk this table), and `idflow flow api` prints it.
+//! This is the one place the API is declared. `flow check` rejects names not listed here,
+//! `idflow flow api` prints it, and the engine (next issue) is to register exactly these, with a
+//! test that walks this table.
 
 /// A root variable of the script API.
 #[derive(Debug, Clone, Copy)]

@@ -182,7 +182,15 @@ impl Builder {
             jit: Vec::new(),
             provisioning: Vec::new(),
         };
+        let mut seen = Vec::new();
         for item in items {
+            let single = matches!(
+                item.as_rule(),
+                Rule::applies_to | Rule::default_flag | Rule::start
+            );
+            if single && !self.once(&mut seen, &item) {
+                continue;
+            }
             match item.as_rule() {
                 Rule::string => doc.description = Some(body(&item).value),
                 Rule::applies_to => doc.applies_to.extend(parts(item).map(|p| text(&p))),

@@ -1,4 +1,5 @@
-//! Property tests: no input makes either front end or the checker panic. Inputs are random
+//! Property tests: no input makes a front end, the checker, the renderers, the printers or the
+//! graph panic, with or without a configuration. Inputs are random
 //! text, random token soup in each syntax, and the shipped flows with random edits applied.
 
 use std::path::Path;
@@ -85,9 +86,52 @@ fn seeds() -> Vec<(String, Syntax)> {
     seeds
 }
 
+/// Names as a configuration would declare them, so the name checks run too.
+fn configured() -> Names {
+    let set = |names: &[&str]| Some(names.iter().map(|n| n.to_string()).collect());
+    Names {
+        applications: set(&["payroll", "wiki", "crm", "console", "partner-portal"]),
+        identity_providers: Some(
+            [
+                ("google", vec![]),
+                ("acme-saml", vec!["email"]),
+                ("github", vec![]),
+            ]
+            .into_iter()
+            .map(|(n, v)| (n.to_string(), v.into_iter().map(String::from).collect()))
+            .collect(),
+        ),
+        provisioning_targets: set(&["hr-scim"]),
+    }
+}
+
+/// Everything a user can do with a file: compile it with and without a configuration, render
+/// its diagnostics in every format, and for a clean flow print both syntaxes and draw it.
+fn exercise(text: &str, syntax: Syntax) {
+    use idflow_dsl::render::{self, FileDiagnostics};
+    for names in [Names::default(), configured()] {
+        let (compiled, diagnostics) = compile(text, syntax, &names);
+        let view = FileDiagnostics {
+            name: "fuzz",
+            text,
+            diagnostics: &diagnostics,
+        };
+        let _ = render::human(&view);
+        let _ = render::github(&view);
+        let _ = serde_json::to_string(&render::locate(&view));
+        if let Some(compiled) = compiled {
+            let _ = idflow_dsl::yaml::print(&compiled.doc);
+            let _ = idflow_dsl::print::to_dsl(&compiled.doc);
+            let _ =
+                idflow_dsl::graph::render(&compiled.ir, idflow_dsl::graph::GraphFormat::Mermaid);
+            let _ = idflow_dsl::graph::render(&compiled.ir, idflow_dsl::graph::GraphFormat::Dot);
+        }
+    }
+}
+
 fn check_both(text: &str) {
     for syntax in [Syntax::Yaml, Syntax::Flow] {
-        let _ = compile(text, syntax, &Names::default());
+        exercise(text, syntax);
     }
 }
 
@@ -115,7 +159,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
     #[test]
-    fn random_text_never_panics(text in "\\PC{0,400}") {
+    fn random_text_never_panics(text in "\\PC{0,2000}") {
         check_both(&text);
     }
 
@@ -135,6 +179,6 @@ proptest! {
         for (op, at, len, token) in edits {
             text = mutate(&text, op, at, len, token);
         }
-        let _ = compile(&text, syntax, &Names::default());
+        exercise(&text, syntax);
     }
 }

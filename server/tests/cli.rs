@@ -247,6 +247,12 @@ fn compile_emits_canonical_ir_and_version() {
         ir["states"]["second.when"]["transitions"]["error"], "deny.script_error",
         "scripts must fail closed"
     );
+    let out = idflow(&["flow", "compile", "flows/risk-adaptive.flow"]);
+    let ir: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    assert_eq!(
+        ir["states"]["claims-mfa"]["transitions"]["error"], "deny.script_error",
+        "actions that run scripts must fail closed too"
+    );
     let version = idflow(&[
         "flow",
         "compile",
@@ -294,9 +300,10 @@ fn graph_draws_the_state_machine() {
     assert_eq!(out.status.code(), Some(0));
     let text = stdout(&out);
     assert!(text.starts_with("stateDiagram-v2\n"), "{text}");
+    assert!(text.contains("    s6: second.when — decide\n"), "{text}");
     assert!(
-        text.contains("second_when --> deny_script_error: error"),
-        "{text}"
+        text.contains("s6 --> s1: error"),
+        "the fail-closed edge is drawn: {text}"
     );
     let out = idflow(&[
         "flow",
@@ -310,6 +317,28 @@ fn graph_draws_the_state_machine() {
         "{}",
         stdout(&out)
     );
+}
+
+#[test]
+fn a_closed_output_pipe_is_not_a_crash() {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_idflow"))
+        .args(["flow", "schema"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("idflow runs");
+    drop(child.stdout.take());
+    let status = child.wait().expect("exits");
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("read");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(status.code(), Some(0));
 }
 
 #[test]

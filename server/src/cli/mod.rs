@@ -33,6 +33,20 @@ pub const EXIT_PROBLEMS: u8 = 1;
 /// Exit code: usage or I/O error.
 pub const EXIT_USAGE: u8 = 2;
 
+/// Writes to standard output. A closed pipe (`idflow flow check | head -1`) is not an error:
+/// the reader has what it wanted, so the rest is dropped instead of panicking as `print!` does.
+pub fn out(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        && error.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        eprintln!("error: cannot write output: {error}");
+    }
+}
+
 /// Runs the command line; returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {

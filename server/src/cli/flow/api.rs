@@ -4,6 +4,6 @@ use crate::cli::EXIT_OK;
 
 /// Runs `flow api`.
 pub fn run() -> u8 {
-    print!("{}", idflow_dsl::script_api::render_markdown());
+    crate::cli::out(&idflow_dsl::script_api::render_markdown());
     EXIT_OK
 }

@@ -81,7 +81,7 @@ pub fn run(args: &CheckArgs) -> u8 {
     match args.format {
         Format::Human => {
             for view in &views {
-                print!("{}", render::human(view));
+                crate::cli::out(&render::human(view));
             }
             let checked = views.len();
             let plural =
@@ -89,12 +89,12 @@ pub fn run(args: &CheckArgs) -> u8 {
             if checked == 0 {
                 eprintln!("warning: no flow files (.yaml, .yml, .flow) found");
             }
-            println!(
-                "{}, {} in {}",
+            crate::cli::out(&format!(
+                "{}, {} in {}\n",
                 plural(errors, "error"),
                 plural(warnings, "warning"),
                 plural(checked, "file")
-            );
+            ));
         }
         Format::Json => {
             let diagnostics: Vec<_> = views.iter().flat_map(render::locate).collect();
@@ -104,14 +104,14 @@ pub fn run(args: &CheckArgs) -> u8 {
                 "warnings": warnings,
                 "diagnostics": diagnostics,
             });
-            println!(
-                "{}",
+            crate::cli::out(&format!(
+                "{}\n",
                 serde_json::to_string_pretty(&document).unwrap_or_default()
-            );
+            ));
         }
         Format::Github => {
             for view in &views {
-                print!("{}", render::github(view));
+                crate::cli::out(&render::github(view));
             }
         }
     }

@@ -36,11 +36,11 @@ pub fn run(args: &CompileArgs) -> u8 {
         Err(code) => return code,
     };
     match args.emit {
-        Emit::Ir => println!(
-            "{}",
+        Emit::Ir => crate::cli::out(&format!(
+            "{}\n",
             serde_json::to_string_pretty(&compiled.ir).unwrap_or_default()
-        ),
-        Emit::Version => println!("{}", compiled.version),
+        )),
+        Emit::Version => crate::cli::out(&format!("{}\n", compiled.version)),
     }
     EXIT_OK
 }

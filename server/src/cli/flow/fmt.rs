@@ -76,6 +76,6 @@ pub fn run(args: &FmtArgs) -> u8 {
         );
         return EXIT_PROBLEMS;
     }
-    print!("{output}");
+    crate::cli::out(&output);
     EXIT_OK
 }

@@ -39,6 +39,6 @@ pub fn run(args: &GraphArgs) -> u8 {
         Format::Mermaid => GraphFormat::Mermaid,
         Format::Dot => GraphFormat::Dot,
     };
-    print!("{}", render(&compiled.ir, format));
+    crate::cli::out(&render(&compiled.ir, format));
     EXIT_OK
 }

@@ -19,7 +19,7 @@ pub struct SchemaArgs {
 pub fn run(args: &SchemaArgs) -> u8 {
     let schema = idflow_dsl::schema::json_schema();
     match &args.output {
-        None => print!("{schema}"),
+        None => crate::cli::out(&schema),
         Some(path) => {
             if let Err(e) = std::fs::write(path, schema) {
                 eprintln!("error: cannot write {}: {e}", path.display());
