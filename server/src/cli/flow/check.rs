@@ -89,6 +89,11 @@ pub fn run(args: &CheckArgs) -> u8 {
             if checked == 0 {
                 eprintln!("warning: no flow files (.yaml, .yml, .flow) found");
             }
+            if args.config.is_none() && checked > 0 {
+                eprintln!(
+                    "note: without --config, names of applications, identity providers and provisioning targets are not checked"
+                );
+            }
             crate::cli::out(&format!(
                 "{}, {} in {}\n",
                 plural(errors, "error"),

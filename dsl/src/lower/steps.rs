@@ -1,0 +1,74 @@
+//! The step form: each step becomes an `authenticate` state, preceded by a `decide` guard
+//! (`STEP.when`, labels true/false) when it has a `when`.
+
+use std::collections::BTreeMap;
+
+use crate::ast::Step;
+use crate::diagnostic::Code;
+use crate::ir::{self, State, StateKind};
+use crate::script_api::ScriptContext;
+use crate::span::Spanned;
+
+use super::{DEFAULT_ATTEMPTS, Ends, Lowerer, MAX_ATTEMPTS};
+
+impl Lowerer<'_> {
+    pub(super) fn steps(&mut self, steps: &[Step], ends: &Ends) -> Option<String> {
+        let entry = |step: &Step| match step.when {
+            Some(_) => format!("{}.when", step.id.value),
+            None => step.id.value.clone(),
+        };
+        for (i, step) in steps.iter().enumerate() {
+            let next = steps
+                .get(i + 1)
+                .map(entry)
+                .unwrap_or_else(|| ends.success.to_string());
+            let options = self.options(&step.authenticate, step.id.span);
+            let attempts = self.ranged(
+                step.attempts.as_ref(),
+                Some(DEFAULT_ATTEMPTS),
+                MAX_ATTEMPTS,
+                "attempts",
+            );
+            let transitions = BTreeMap::from([
+                (ir::LABEL_SUCCESS.to_string(), next.clone()),
+                (ir::LABEL_FAILURE.to_string(), ends.deny.to_string()),
+            ]);
+            let state = State {
+                kind: StateKind::Authenticate {
+                    options,
+                    attempts: attempts.unwrap_or(DEFAULT_ATTEMPTS),
+                },
+                max_visits: None,
+                transitions,
+            };
+            self.declare(&step.id, state);
+            if let Some(when) = &step.when {
+                self.script(when, ScriptContext::Flow);
+                let guard_id = Spanned::new(format!("{}.when", step.id.value), step.id.span);
+                let transitions = BTreeMap::from([
+                    ("true".to_string(), step.id.value.clone()),
+                    ("false".to_string(), next),
+                    (ir::LABEL_ERROR.to_string(), ir::SCRIPT_ERROR.to_string()),
+                ]);
+                let guard = State {
+                    kind: StateKind::Decide {
+                        script: when.value.clone(),
+                    },
+                    max_visits: None,
+                    transitions,
+                };
+                if self.states.contains_key(&guard_id.value) {
+                    self.error(
+                        Code::DuplicateId,
+                        step.id.span,
+                        format!("`{}` is declared twice", guard_id.value),
+                    );
+                } else {
+                    self.spans.insert(guard_id.value.clone(), when.span);
+                    self.states.insert(guard_id.value, guard);
+                }
+            }
+        }
+        steps.first().map(entry)
+    }
+}
