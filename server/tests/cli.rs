@@ -121,15 +121,18 @@ fn a_directory_of_mixed_files_reports_every_bad_one_and_exits_one() {
     assert_eq!(position(c), (Some("F010"), Some(1), Some(32)));
 }
 
+/// Writes `BAD` to a fresh directory and runs `idflow flow check` on it with `extra` flags.
+fn check_bad_file(case: &str, extra: &[&str]) -> Output {
+    let file = scratch(case).join("bad.yaml");
+    std::fs::write(&file, BAD).expect("write");
+    let mut args = vec!["flow", "check", file.to_str().expect("utf8")];
+    args.extend_from_slice(extra);
+    idflow(&args)
+}
+
 #[test]
 fn human_output_shows_file_line_col_source_and_caret() {
-    let dir = scratch("human");
-    std::fs::write(dir.join("bad.yaml"), BAD).expect("write");
-    let out = idflow(&[
-        "flow",
-        "check",
-        dir.join("bad.yaml").to_str().expect("utf8"),
-    ]);
+    let out = check_bad_file("human", &[]);
     assert_eq!(out.status.code(), Some(1));
     let text = stdout(&out);
     assert!(
@@ -146,15 +149,7 @@ fn human_output_shows_file_line_col_source_and_caret() {
 
 #[test]
 fn github_format_prints_workflow_annotations() {
-    let dir = scratch("github");
-    std::fs::write(dir.join("bad.yaml"), BAD).expect("write");
-    let out = idflow(&[
-        "flow",
-        "check",
-        dir.join("bad.yaml").to_str().expect("utf8"),
-        "--format",
-        "github",
-    ]);
+    let out = check_bad_file("github", &["--format", "github"]);
     assert_eq!(out.status.code(), Some(1));
     let line = stdout(&out);
     assert!(line.starts_with("::error file="), "{line}");
