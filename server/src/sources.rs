@@ -99,3 +99,45 @@ pub fn read(path: &Path) -> Result<SourceFile, Diagnostic> {
     })?;
     Ok(SourceFile { name, text, syntax })
 }
+
+/// Scenario files (`*.test.yaml`) under `paths`, as (display name, text), in sorted order.
+pub fn collect_scenarios(paths: &[PathBuf]) -> Result<Vec<(String, String)>, String> {
+    let mut found = Vec::new();
+    for path in paths {
+        let metadata = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        if metadata.is_dir() {
+            walk_scenarios(path, &mut found).map_err(|e| format!("cannot read directory {}: {e}", path.display()))?;
+        } else if path.to_string_lossy().ends_with(SCENARIO_SUFFIX) {
+            found.push(path.clone());
+        }
+    }
+    found
+        .into_iter()
+        .map(|path| {
+            let name = path.display().to_string();
+            let metadata = std::fs::metadata(&path).map_err(|e| format!("cannot read {name}: {e}"))?;
+            if metadata.len() > MAX_SOURCE_BYTES as u64 {
+                return Err(format!("{name}: scenario files are limited to {MAX_SOURCE_BYTES} bytes"));
+            }
+            let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {name}: {e}"))?;
+            Ok((name, text))
+        })
+        .collect()
+}
+
+fn walk_scenarios(dir: &Path, found: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.starts_with('.') {
+            continue;
+        }
+        if entry.file_type()?.is_dir() {
+            walk_scenarios(&entry.path(), found)?;
+        } else if name.ends_with(SCENARIO_SUFFIX) {
+            found.push(entry.path());
+        }
+    }
+    Ok(())
+}

@@ -11,9 +11,12 @@ use super::{EXIT_PROBLEMS, EXIT_USAGE};
 pub mod api;
 pub mod check;
 pub mod compile;
+pub mod diff;
+pub mod explain;
 pub mod fmt;
 pub mod graph;
 pub mod schema;
+pub mod test;
 
 /// Subcommands of `idflow flow`.
 #[derive(Debug, Subcommand)]
@@ -30,6 +33,12 @@ pub enum FlowCommand {
     Schema(schema::SchemaArgs),
     /// Print the script API available to Rhai conditions and decisions.
     Api,
+    /// Run the scenario files (`*.test.yaml`) beside flows.
+    Test(test::TestArgs),
+    /// Dry-run one scenario and print its trace.
+    Explain(explain::ExplainArgs),
+    /// Show what changed in the state machine between two flow files.
+    Diff(diff::DiffArgs),
 }
 
 /// Runs a flow subcommand.
@@ -41,6 +50,9 @@ pub fn run(command: FlowCommand) -> u8 {
         FlowCommand::Graph(args) => graph::run(&args),
         FlowCommand::Schema(args) => schema::run(&args),
         FlowCommand::Api => api::run(),
+        FlowCommand::Test(args) => test::run(&args),
+        FlowCommand::Explain(args) => explain::run(&args),
+        FlowCommand::Diff(args) => diff::run(&args),
     }
 }
 

@@ -1,0 +1,169 @@
+//! Just-in-time provisioning at run time: the flow's `jit` rules for one identity provider,
+//! tried in order. The first rule whose `when` holds decides: link to a user matched by a
+//! verified attribute, else create one (after asking, when the rule says to), else the next rule.
+
+use std::collections::BTreeMap;
+
+use idflow_dsl::ir::JitRuleIr;
+use sha2::{Digest, Sha256};
+
+use crate::directory::Directory;
+use crate::flow::LoadedFlow;
+use crate::model::{Effect, UserView, Value};
+use crate::run::{PendingJit, Run};
+use crate::sandbox::{JitScope, Sandbox, to_value};
+
+/// What the JIT rules decided.
+pub enum JitOutcome {
+    /// The upstream account maps to this user; apply these effects.
+    User(UserView, Vec<Effect>),
+    /// Ask the user first.
+    Confirm(PendingJit),
+    /// No rule admits the account.
+    NoRule,
+}
+
+/// The user's answers to a JIT confirmation.
+pub struct Answers {
+    /// Consent given.
+    pub consent: bool,
+    /// A chosen username.
+    pub username: Option<String>,
+    /// Whether a local password was set.
+    pub password_set: bool,
+}
+
+/// The id a JIT-created user gets: stable for one upstream account, so a retried login after a
+/// crash creates the same user rather than a second one.
+pub fn user_id(idp: &str, subject: &str) -> String {
+    let digest = Sha256::digest(format!("{idp}\u{0}{subject}").as_bytes());
+    let hex: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
+    format!("u-{hex}")
+}
+
+fn eval(flow: &LoadedFlow, sandbox: &Sandbox, run: &Run, idp: &str, script: &str) -> Result<rhai::Dynamic, String> {
+    let ast = flow.script(script).ok_or_else(|| format!("script `{script}` is not compiled"))?;
+    sandbox.eval_jit(ast, JitScope { claims: &run.upstream_claims, request: &run.request, idp })
+}
+
+fn claim_text(claims: &BTreeMap<String, Value>, name: &str) -> Option<String> {
+    match claims.get(name)? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Tries the rules for `idp` against the run's upstream claims.
+pub fn resolve(
+    flow: &LoadedFlow,
+    sandbox: &Sandbox,
+    directory: &dyn Directory,
+    run: &mut Run,
+    idp: &str,
+    subject: &str,
+) -> Result<JitOutcome, String> {
+    let state = run.state.clone();
+    for (index, rule) in flow.ir.jit.iter().enumerate().filter(|(_, r)| r.idp == idp) {
+        if let Some(when) = &rule.when {
+            let holds = eval(flow, sandbox, run, idp, when)?.as_bool().unwrap_or(false);
+            run.note(&state, format!("JIT rule {index} `when` = {holds}"));
+            if !holds {
+                continue;
+            }
+        }
+        if let Some(attribute) = &rule.match_on {
+            let found = claim_text(&run.upstream_claims, attribute).and_then(|value| directory.find_user(attribute, &value));
+            if let Some(user) = found {
+                run.note(&state, format!("JIT rule {index} links to {} by {attribute}", user.id));
+                let effects = vec![Effect::LinkIdentity { user: user.id.clone(), idp: idp.to_string(), subject: subject.to_string() }];
+                return Ok(JitOutcome::User(user, effects));
+            }
+        }
+        if rule.create.is_none() {
+            run.note(&state, format!("JIT rule {index}: no user matches and the rule does not create"));
+            continue;
+        }
+        if !rule.prompt.is_empty() {
+            run.note(&state, format!("JIT rule {index} asks: {}", rule.prompt.join(", ")));
+            return Ok(JitOutcome::Confirm(PendingJit {
+                rule: index,
+                idp: idp.to_string(),
+                subject: subject.to_string(),
+                ask: rule.prompt.clone(),
+            }));
+        }
+        return create(flow, sandbox, run, rule, idp, subject, None).map(|(user, effects)| JitOutcome::User(user, effects));
+    }
+    Ok(JitOutcome::NoRule)
+}
+
+/// Finishes a confirmation: checks the answers and creates the user.
+pub fn confirm(
+    flow: &LoadedFlow,
+    sandbox: &Sandbox,
+    run: &mut Run,
+    pending: &PendingJit,
+    answers: &Answers,
+) -> Result<(UserView, Vec<Effect>), String> {
+    let rule = flow.ir.jit.get(pending.rule).ok_or("the JIT rule no longer exists")?;
+    if pending.ask.iter().any(|a| a == "consent") && !answers.consent {
+        return Err("the user did not consent to the account".into());
+    }
+    let chosen = answers.username.as_deref().map(str::trim).filter(|u| !u.is_empty());
+    if pending.ask.iter().any(|a| a == "username") && chosen.is_none() {
+        return Err("no username was chosen".into());
+    }
+    if pending.ask.iter().any(|a| a == "password") && !answers.password_set {
+        return Err("no password was set".into());
+    }
+    create(flow, sandbox, run, rule, &pending.idp, &pending.subject, chosen.map(String::from))
+}
+
+fn create(
+    flow: &LoadedFlow,
+    sandbox: &Sandbox,
+    run: &mut Run,
+    rule: &JitRuleIr,
+    idp: &str,
+    subject: &str,
+    chosen_username: Option<String>,
+) -> Result<(UserView, Vec<Effect>), String> {
+    let create = rule.create.as_ref().ok_or("the rule does not create users")?;
+    let username = match chosen_username {
+        Some(username) => username,
+        None => match to_value(&eval(flow, sandbox, run, idp, &create.username)?) {
+            Value::String(s) if !s.trim().is_empty() => s,
+            other => return Err(format!("the username expression gave {other}, not a name")),
+        },
+    };
+    let mut attributes = BTreeMap::new();
+    for (name, script) in &create.attributes {
+        attributes.insert(name.clone(), to_value(&eval(flow, sandbox, run, idp, script)?));
+    }
+    let id = user_id(idp, subject);
+    let email = attributes.get("email").and_then(Value::as_str).map(String::from).or_else(|| claim_text(&run.upstream_claims, "email"));
+    let user = UserView {
+        id: id.clone(),
+        username: username.clone(),
+        email: email.unwrap_or_default(),
+        roles: create.roles.clone(),
+        attributes: attributes.clone(),
+        ..UserView::default()
+    };
+    let mut effects = vec![
+        Effect::CreateUser { id: id.clone(), username, attributes, roles: create.roles.clone() },
+        Effect::LinkIdentity { user: id.clone(), idp: idp.to_string(), subject: subject.to_string() },
+    ];
+    effects.extend(create.roles.iter().map(|role| Effect::AssignRole { user: id.clone(), role: role.clone() }));
+    for trigger in &flow.ir.provisioning {
+        for event in ["user.created", "role.assigned"] {
+            let fires = trigger.on.iter().any(|e| e == event) && (event == "user.created" || !create.roles.is_empty());
+            if fires {
+                effects.push(Effect::Provision { target: trigger.to.clone(), event: event.into(), user: id.clone() });
+            }
+        }
+    }
+    run.note(&run.state.clone(), format!("JIT creates {id} ({})", user.username));
+    Ok((user, effects))
+}
