@@ -37,6 +37,19 @@ fn node_ids(ir: &FlowIr) -> std::collections::BTreeMap<&str, String> {
 
 /// Draws `ir` in `format`.
 pub fn render(ir: &FlowIr, format: GraphFormat) -> String {
+    render_covered(ir, format, None)
+}
+
+/// Draws `ir`, marking the transitions not in `covered` (a `flow test --coverage` report) as
+/// not covered: labelled so in Mermaid, dashed red in dot.
+pub fn render_covered(
+    ir: &FlowIr,
+    format: GraphFormat,
+    covered: Option<&std::collections::BTreeSet<(String, String)>>,
+) -> String {
+    let uncovered = |id: &str, outcome: &str| {
+        covered.is_some_and(|c| !c.contains(&(id.to_string(), outcome.to_string())))
+    };
     let mut out = String::new();
     match format {
         GraphFormat::Mermaid => {
@@ -57,8 +70,13 @@ pub fn render(ir: &FlowIr, format: GraphFormat) -> String {
             out.push_str(&format!("    [*] --> {}\n", node_id(&ir.start)));
             for (id, state) in &ir.states {
                 for (outcome, to) in &state.transitions {
+                    let note = if uncovered(id, outcome) {
+                        " (not covered)"
+                    } else {
+                        ""
+                    };
                     out.push_str(&format!(
-                        "    {} --> {}: {outcome}\n",
+                        "    {} --> {}: {outcome}{note}\n",
                         node_id(id),
                         node_id(to)
                     ));
@@ -85,8 +103,13 @@ pub fn render(ir: &FlowIr, format: GraphFormat) -> String {
             out.push_str(&format!("    \"[start]\" -> \"{}\";\n", ir.start));
             for (id, state) in &ir.states {
                 for (outcome, to) in &state.transitions {
+                    let style = if uncovered(id, outcome) {
+                        ", style=dashed, color=red, fontcolor=red"
+                    } else {
+                        ""
+                    };
                     out.push_str(&format!(
-                        "    \"{id}\" -> \"{to}\" [label=\"{outcome}\"];\n"
+                        "    \"{id}\" -> \"{to}\" [label=\"{outcome}\"{style}];\n"
                     ));
                 }
             }

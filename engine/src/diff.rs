@@ -14,7 +14,11 @@ pub fn diff(old: &FlowIr, new: &FlowIr) -> Vec<String> {
         lines.push(format!("~ start {} -> {}", old.start, new.start));
     }
     if old.applies_to != new.applies_to {
-        lines.push(format!("~ applies_to [{}] -> [{}]", old.applies_to.join(", "), new.applies_to.join(", ")));
+        lines.push(format!(
+            "~ applies_to [{}] -> [{}]",
+            old.applies_to.join(", "),
+            new.applies_to.join(", ")
+        ));
     }
     if old.default != new.default {
         lines.push(format!("~ default {} -> {}", old.default, new.default));
@@ -35,7 +39,12 @@ pub fn diff(old: &FlowIr, new: &FlowIr) -> Vec<String> {
     }
     list_changes("require", &old.require, &new.require, &mut lines);
     list_changes("jit rule", &old.jit, &new.jit, &mut lines);
-    list_changes("provisioning", &old.provisioning, &new.provisioning, &mut lines);
+    list_changes(
+        "provisioning",
+        &old.provisioning,
+        &new.provisioning,
+        &mut lines,
+    );
     lines
 }
 
@@ -45,15 +54,24 @@ fn describe(state: &State) -> String {
 
 fn state_changes(id: &str, before: &State, after: &State, lines: &mut Vec<String>) {
     if before.kind != after.kind {
-        lines.push(format!("~ state {id}: {} -> {}", describe(before), describe(after)));
+        lines.push(format!(
+            "~ state {id}: {} -> {}",
+            describe(before),
+            describe(after)
+        ));
     }
     if before.max_visits != after.max_visits {
-        lines.push(format!("~ state {id}: visits {:?} -> {:?}", before.max_visits, after.max_visits));
+        lines.push(format!(
+            "~ state {id}: visits {:?} -> {:?}",
+            before.max_visits, after.max_visits
+        ));
     }
     for (label, to) in &before.transitions {
         match after.transitions.get(label) {
             None => lines.push(format!("- {id} --{label}--> {to}")),
-            Some(new_to) if new_to != to => lines.push(format!("~ {id} --{label}--> {to} -> {new_to}")),
+            Some(new_to) if new_to != to => {
+                lines.push(format!("~ {id} --{label}--> {to} -> {new_to}"))
+            }
             Some(_) => {}
         }
     }
@@ -64,11 +82,22 @@ fn state_changes(id: &str, before: &State, after: &State, lines: &mut Vec<String
     }
 }
 
-fn list_changes<T: PartialEq + serde::Serialize>(what: &str, old: &[T], new: &[T], lines: &mut Vec<String>) {
+fn list_changes<T: PartialEq + serde::Serialize>(
+    what: &str,
+    old: &[T],
+    new: &[T],
+    lines: &mut Vec<String>,
+) {
     for item in old.iter().filter(|i| !new.contains(i)) {
-        lines.push(format!("- {what} {}", serde_json::to_string(item).unwrap_or_default()));
+        lines.push(format!(
+            "- {what} {}",
+            serde_json::to_string(item).unwrap_or_default()
+        ));
     }
     for item in new.iter().filter(|i| !old.contains(i)) {
-        lines.push(format!("+ {what} {}", serde_json::to_string(item).unwrap_or_default()));
+        lines.push(format!(
+            "+ {what} {}",
+            serde_json::to_string(item).unwrap_or_default()
+        ));
     }
 }

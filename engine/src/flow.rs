@@ -19,7 +19,10 @@ pub struct LoadedFlow {
 
 impl std::fmt::Debug for LoadedFlow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoadedFlow").field("flow", &self.ir.flow).field("version", &self.version).finish()
+        f.debug_struct("LoadedFlow")
+            .field("flow", &self.ir.flow)
+            .field("version", &self.version)
+            .finish()
     }
 }
 
@@ -51,11 +54,17 @@ impl LoadedFlow {
         let mut scripts = HashMap::new();
         for source in sources {
             if !scripts.contains_key(source) {
-                let ast = sandbox.compile(source).map_err(|e| format!("script `{source}`: {e}"))?;
+                let ast = sandbox
+                    .compile(source)
+                    .map_err(|e| format!("script `{source}`: {e}"))?;
                 scripts.insert(source.to_string(), ast);
             }
         }
-        Ok(LoadedFlow { ir, version, scripts })
+        Ok(LoadedFlow {
+            ir,
+            version,
+            scripts,
+        })
     }
 
     /// The compiled form of a script of this flow.

@@ -41,9 +41,24 @@ pub fn user_id(idp: &str, subject: &str) -> String {
     format!("u-{hex}")
 }
 
-fn eval(flow: &LoadedFlow, sandbox: &Sandbox, run: &Run, idp: &str, script: &str) -> Result<rhai::Dynamic, String> {
-    let ast = flow.script(script).ok_or_else(|| format!("script `{script}` is not compiled"))?;
-    sandbox.eval_jit(ast, JitScope { claims: &run.upstream_claims, request: &run.request, idp })
+fn eval(
+    flow: &LoadedFlow,
+    sandbox: &Sandbox,
+    run: &Run,
+    idp: &str,
+    script: &str,
+) -> Result<rhai::Dynamic, String> {
+    let ast = flow
+        .script(script)
+        .ok_or_else(|| format!("script `{script}` is not compiled"))?;
+    sandbox.eval_jit(
+        ast,
+        JitScope {
+            claims: &run.upstream_claims,
+            request: &run.request,
+            idp,
+        },
+    )
 }
 
 fn claim_text(claims: &BTreeMap<String, Value>, name: &str) -> Option<String> {
@@ -66,26 +81,53 @@ pub fn resolve(
     let state = run.state.clone();
     for (index, rule) in flow.ir.jit.iter().enumerate().filter(|(_, r)| r.idp == idp) {
         if let Some(when) = &rule.when {
-            let holds = eval(flow, sandbox, run, idp, when)?.as_bool().unwrap_or(false);
+            let holds = eval(flow, sandbox, run, idp, when)?
+                .as_bool()
+                .unwrap_or(false);
             run.note(&state, format!("JIT rule {index} `when` = {holds}"));
             if !holds {
                 continue;
             }
         }
         if let Some(attribute) = &rule.match_on {
-            let found = claim_text(&run.upstream_claims, attribute).and_then(|value| directory.find_user(attribute, &value));
+            let found = claim_text(&run.upstream_claims, attribute)
+                .and_then(|value| directory.find_user(attribute, &value));
             if let Some(user) = found {
-                run.note(&state, format!("JIT rule {index} links to {} by {attribute}", user.id));
-                let effects = vec![Effect::LinkIdentity { user: user.id.clone(), idp: idp.to_string(), subject: subject.to_string() }];
+                if user.disabled {
+                    // Never link an upstream account to a disabled user; the login then denies.
+                    run.note(
+                        &state,
+                        format!(
+                            "JIT rule {index} matches {} by {attribute}, who is disabled",
+                            user.id
+                        ),
+                    );
+                    return Ok(JitOutcome::User(user, Vec::new()));
+                }
+                run.note(
+                    &state,
+                    format!("JIT rule {index} links to {} by {attribute}", user.id),
+                );
+                let effects = vec![Effect::LinkIdentity {
+                    user: user.id.clone(),
+                    idp: idp.to_string(),
+                    subject: subject.to_string(),
+                }];
                 return Ok(JitOutcome::User(user, effects));
             }
         }
         if rule.create.is_none() {
-            run.note(&state, format!("JIT rule {index}: no user matches and the rule does not create"));
+            run.note(
+                &state,
+                format!("JIT rule {index}: no user matches and the rule does not create"),
+            );
             continue;
         }
         if !rule.prompt.is_empty() {
-            run.note(&state, format!("JIT rule {index} asks: {}", rule.prompt.join(", ")));
+            run.note(
+                &state,
+                format!("JIT rule {index} asks: {}", rule.prompt.join(", ")),
+            );
             return Ok(JitOutcome::Confirm(PendingJit {
                 rule: index,
                 idp: idp.to_string(),
@@ -93,7 +135,8 @@ pub fn resolve(
                 ask: rule.prompt.clone(),
             }));
         }
-        return create(flow, sandbox, run, rule, idp, subject, None).map(|(user, effects)| JitOutcome::User(user, effects));
+        return create(flow, sandbox, run, rule, idp, subject, None)
+            .map(|(user, effects)| JitOutcome::User(user, effects));
     }
     Ok(JitOutcome::NoRule)
 }
@@ -106,18 +149,37 @@ pub fn confirm(
     pending: &PendingJit,
     answers: &Answers,
 ) -> Result<(UserView, Vec<Effect>), String> {
-    let rule = flow.ir.jit.get(pending.rule).ok_or("the JIT rule no longer exists")?;
+    let rule = flow
+        .ir
+        .jit
+        .get(pending.rule)
+        .ok_or("the JIT rule no longer exists")?;
     if pending.ask.iter().any(|a| a == "consent") && !answers.consent {
         return Err("the user did not consent to the account".into());
     }
-    let chosen = answers.username.as_deref().map(str::trim).filter(|u| !u.is_empty());
-    if pending.ask.iter().any(|a| a == "username") && chosen.is_none() {
+    // A username the rule did not ask for is ignored: otherwise anyone could name themselves
+    // `admin` by adding a form field.
+    let asks_username = pending.ask.iter().any(|a| a == "username");
+    let chosen = answers
+        .username
+        .as_deref()
+        .map(str::trim)
+        .filter(|u| asks_username && !u.is_empty());
+    if asks_username && chosen.is_none() {
         return Err("no username was chosen".into());
     }
     if pending.ask.iter().any(|a| a == "password") && !answers.password_set {
         return Err("no password was set".into());
     }
-    create(flow, sandbox, run, rule, &pending.idp, &pending.subject, chosen.map(String::from))
+    create(
+        flow,
+        sandbox,
+        run,
+        rule,
+        &pending.idp,
+        &pending.subject,
+        chosen.map(String::from),
+    )
 }
 
 fn create(
@@ -129,7 +191,10 @@ fn create(
     subject: &str,
     chosen_username: Option<String>,
 ) -> Result<(UserView, Vec<Effect>), String> {
-    let create = rule.create.as_ref().ok_or("the rule does not create users")?;
+    let create = rule
+        .create
+        .as_ref()
+        .ok_or("the rule does not create users")?;
     let username = match chosen_username {
         Some(username) => username,
         None => match to_value(&eval(flow, sandbox, run, idp, &create.username)?) {
@@ -139,10 +204,17 @@ fn create(
     };
     let mut attributes = BTreeMap::new();
     for (name, script) in &create.attributes {
-        attributes.insert(name.clone(), to_value(&eval(flow, sandbox, run, idp, script)?));
+        attributes.insert(
+            name.clone(),
+            to_value(&eval(flow, sandbox, run, idp, script)?),
+        );
     }
     let id = user_id(idp, subject);
-    let email = attributes.get("email").and_then(Value::as_str).map(String::from).or_else(|| claim_text(&run.upstream_claims, "email"));
+    let email = attributes
+        .get("email")
+        .and_then(Value::as_str)
+        .map(String::from)
+        .or_else(|| claim_text(&run.upstream_claims, "email"));
     let user = UserView {
         id: id.clone(),
         username: username.clone(),
@@ -152,18 +224,38 @@ fn create(
         ..UserView::default()
     };
     let mut effects = vec![
-        Effect::CreateUser { id: id.clone(), username, attributes, roles: create.roles.clone() },
-        Effect::LinkIdentity { user: id.clone(), idp: idp.to_string(), subject: subject.to_string() },
+        Effect::CreateUser {
+            id: id.clone(),
+            username,
+            attributes,
+            roles: create.roles.clone(),
+        },
+        Effect::LinkIdentity {
+            user: id.clone(),
+            idp: idp.to_string(),
+            subject: subject.to_string(),
+        },
     ];
-    effects.extend(create.roles.iter().map(|role| Effect::AssignRole { user: id.clone(), role: role.clone() }));
+    effects.extend(create.roles.iter().map(|role| Effect::AssignRole {
+        user: id.clone(),
+        role: role.clone(),
+    }));
     for trigger in &flow.ir.provisioning {
         for event in ["user.created", "role.assigned"] {
-            let fires = trigger.on.iter().any(|e| e == event) && (event == "user.created" || !create.roles.is_empty());
+            let fires = trigger.on.iter().any(|e| e == event)
+                && (event == "user.created" || !create.roles.is_empty());
             if fires {
-                effects.push(Effect::Provision { target: trigger.to.clone(), event: event.into(), user: id.clone() });
+                effects.push(Effect::Provision {
+                    target: trigger.to.clone(),
+                    event: event.into(),
+                    user: id.clone(),
+                });
             }
         }
     }
-    run.note(&run.state.clone(), format!("JIT creates {id} ({})", user.username));
+    run.note(
+        &run.state.clone(),
+        format!("JIT creates {id} ({})", user.username),
+    );
     Ok((user, effects))
 }

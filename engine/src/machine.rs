@@ -14,7 +14,9 @@ use idflow_dsl::ir::{self, ActionIr, AuthOption, StateKind};
 use crate::directory::Directory;
 use crate::flow::LoadedFlow;
 use crate::jit::{self, JitOutcome};
-use crate::model::{Effect, Input, Output, PromptOption, Request, StepRecord, UiHint, UserView, Value};
+use crate::model::{
+    Effect, Input, Output, PromptOption, Request, StepRecord, UiHint, UserView, Value,
+};
 use crate::run::{Run, Status};
 use crate::sandbox::{ContextView, FlowScope, Sandbox, to_value};
 
@@ -60,7 +62,9 @@ enum Flowing {
 impl Engine {
     /// An engine with a fresh sandbox.
     pub fn new() -> Self {
-        Engine { sandbox: std::sync::Arc::new(Sandbox::new()) }
+        Engine {
+            sandbox: std::sync::Arc::new(Sandbox::new()),
+        }
     }
 
     /// The sandbox, shared with a [`crate::Registry`] that loads flows for this engine.
@@ -74,20 +78,52 @@ impl Engine {
     }
 
     /// Starts a login on `flow` and runs it to the first thing it needs.
-    pub fn start(&self, flow: &LoadedFlow, request: Request, now: u64, directory: &dyn Directory) -> Step {
+    pub fn start(
+        &self,
+        flow: &LoadedFlow,
+        request: Request,
+        now: u64,
+        directory: &dyn Directory,
+    ) -> Step {
         let mut run = Run::new(&flow.ir.flow, &flow.version, &flow.ir.start, request);
-        let mut ctx = Ctx { flow, sandbox: &self.sandbox, directory, now, effects: Vec::new() };
+        let mut ctx = Ctx {
+            flow,
+            sandbox: &self.sandbox,
+            directory,
+            now,
+            effects: Vec::new(),
+        };
         let start = flow.ir.start.clone();
         let output = enter(&mut ctx, &mut run, &start);
-        Step { run, output, effects: ctx.effects }
+        Step {
+            run,
+            output,
+            effects: ctx.effects,
+        }
     }
 
     /// Advances `run` with `input`. The run must be on `flow`'s version (the registry resolves
     /// a run's version; a mismatch denies rather than run a run on the wrong machine).
-    pub fn advance(&self, flow: &LoadedFlow, mut run: Run, input: Input, now: u64, directory: &dyn Directory) -> Step {
-        let mut ctx = Ctx { flow, sandbox: &self.sandbox, directory, now, effects: Vec::new() };
+    pub fn advance(
+        &self,
+        flow: &LoadedFlow,
+        mut run: Run,
+        input: Input,
+        now: u64,
+        directory: &dyn Directory,
+    ) -> Step {
+        let mut ctx = Ctx {
+            flow,
+            sandbox: &self.sandbox,
+            directory,
+            now,
+            effects: Vec::new(),
+        };
         let output = if run.version != flow.version || run.flow != flow.ir.flow {
-            let reason = format!("run is on {} {}, not {} {}", run.flow, run.version, flow.ir.flow, flow.version);
+            let reason = format!(
+                "run is on {} {}, not {} {}",
+                run.flow, run.version, flow.ir.flow, flow.version
+            );
             deny(&mut run, &reason)
         } else {
             match run.status {
@@ -105,21 +141,31 @@ impl Engine {
                 },
             }
         };
-        Step { run, output, effects: ctx.effects }
+        Step {
+            run,
+            output,
+            effects: ctx.effects,
+        }
     }
 }
 
 fn finished(run: &Run) -> Output {
     match run.status {
-        Status::Denied => Output::Denied { reason: run.reason.clone().unwrap_or_default() },
-        _ => Output::Denied { reason: "the login has already finished".into() },
+        Status::Denied => Output::Denied {
+            reason: run.reason.clone().unwrap_or_default(),
+        },
+        _ => Output::Denied {
+            reason: "the login has already finished".into(),
+        },
     }
 }
 
 fn deny(run: &mut Run, reason: &str) -> Output {
     run.status = Status::Denied;
     run.reason = Some(reason.to_string());
-    Output::Denied { reason: reason.to_string() }
+    Output::Denied {
+        reason: reason.to_string(),
+    }
 }
 
 /// Applies a `Flowing` decision: either answers, or takes transitions until something does.
@@ -138,7 +184,10 @@ fn follow(ctx: &mut Ctx, run: &mut Run, mut flowing: Flowing) -> Output {
             Some(target) => target.clone(),
             None => match state.transitions.get(ir::LABEL_ERROR) {
                 Some(error) => {
-                    run.note(&from, format!("label `{label}` has no transition: failing closed"));
+                    run.note(
+                        &from,
+                        format!("label `{label}` has no transition: failing closed"),
+                    );
                     run.taken.push((from.clone(), ir::LABEL_ERROR.to_string()));
                     let error = error.clone();
                     flowing = step_into(ctx, run, &error);
@@ -169,11 +218,22 @@ fn step_into(ctx: &mut Ctx, run: &mut Run, id: &str) -> Flowing {
     let Some(state) = ctx.flow.ir.states.get(id) else {
         return Flowing::Stop(deny(run, &format!("state `{id}` does not exist")));
     };
-    if let Some(max) = state.max_visits {
-        if visits > max {
-            run.note(id, format!("entered {visits} times; `visits` allows {max}: denied"));
-            return Flowing::Stop(deny(run, "too many retries"));
-        }
+    if let Some(max) = state.max_visits
+        && visits > max
+    {
+        run.note(
+            id,
+            format!("entered {visits} times; `visits` allows {max}: denied"),
+        );
+        // Exhausted retries are a failed login: leave through `on_failure` like any other.
+        run.reason = Some("too many retries".into());
+        let failure = [ir::ON_FAILURE, ir::DENY]
+            .into_iter()
+            .find(|s| ctx.flow.ir.states.contains_key(*s));
+        return match failure {
+            Some(failure) => step_into(ctx, run, failure),
+            None => Flowing::Stop(deny(run, "too many retries")),
+        };
     }
     match &state.kind {
         StateKind::Authenticate { .. } => Flowing::Stop(prompt(ctx, run, None)),
@@ -182,12 +242,9 @@ fn step_into(ctx: &mut Ctx, run: &mut Run, id: &str) -> Flowing {
         StateKind::Success => Flowing::Stop(complete(ctx, run)),
         StateKind::Deny { reason } => {
             run.note(id, format!("denied: {reason}"));
-            if id == ir::DENY {
-                if let Some(user) = run.user.as_ref().or(run.attempted_user.as_ref()) {
-                    ctx.effects.push(Effect::FailedLogin { user: user.id.clone() });
-                }
-            }
-            Flowing::Stop(deny(run, reason))
+            // A reason set on the way here (e.g. "too many retries") says more than the state's.
+            let reason = run.reason.clone().unwrap_or_else(|| reason.clone());
+            Flowing::Stop(deny(run, &reason))
         }
     }
 }
@@ -214,12 +271,18 @@ fn decide(ctx: &mut Ctx, run: &mut Run, id: &str, script: &str) -> Flowing {
     let result = ctx.sandbox.eval_flow(ast, scope(run, &empty));
     match result {
         Ok(value) => {
-            let label = if let Some(b) = value.as_bool().ok() {
+            let label = if let Ok(b) = value.as_bool() {
                 b.to_string()
             } else if value.is_string() {
                 value.into_string().unwrap_or_default()
             } else {
-                run.note(id, format!("script returned {} (not a label): failing closed", value.type_name()));
+                run.note(
+                    id,
+                    format!(
+                        "script returned {} (not a label): failing closed",
+                        value.type_name()
+                    ),
+                );
                 return Flowing::Take(ir::LABEL_ERROR);
             };
             run.note(id, format!("`{script}` = {label}"));
@@ -237,19 +300,19 @@ fn act(ctx: &mut Ctx, run: &mut Run, id: &str, actions: &[ActionIr]) -> Flowing 
         match action {
             ActionIr::Provision { target } => match run.user.as_ref() {
                 Some(user) => {
-                    ctx.effects.push(Effect::Provision { target: target.clone(), event: "flow.provision".into(), user: user.id.clone() });
+                    ctx.effects.push(Effect::Provision {
+                        target: target.clone(),
+                        event: "flow.provision".into(),
+                        user: user.id.clone(),
+                    });
                     run.note(id, format!("provision to {target}"));
                 }
-                None => run.note(id, format!("provision to {target} skipped: no user identified")),
+                None => run.note(
+                    id,
+                    format!("provision to {target} skipped: no user identified"),
+                ),
             },
-            ActionIr::LockUser { after, seconds } => {
-                if let Some(user) = run.user.as_ref().or(run.attempted_user.as_ref()) {
-                    if user.failed_attempts + 1 >= i64::from(*after) {
-                        ctx.effects.push(Effect::LockUser { user: user.id.clone(), seconds: *seconds });
-                        run.note(id, format!("lock {} for {seconds}s after {} failed logins", user.id, user.failed_attempts + 1));
-                    }
-                }
-            }
+            ActionIr::LockUser { after, seconds } => lock_if_due(ctx, run, *after, *seconds),
             ActionIr::SetClaim { claim, script } => {
                 let Some(ast) = ctx.flow.script(script) else {
                     return Flowing::Take(ir::LABEL_ERROR);
@@ -260,10 +323,16 @@ fn act(ctx: &mut Ctx, run: &mut Run, id: &str, actions: &[ActionIr]) -> Flowing 
                         let value = to_value(&value);
                         run.note(id, format!("claim {claim} = {value}"));
                         run.claims.insert(claim.clone(), value.clone());
-                        ctx.effects.push(Effect::SetClaim { claim: claim.clone(), value });
+                        ctx.effects.push(Effect::SetClaim {
+                            claim: claim.clone(),
+                            value,
+                        });
                     }
                     Err(error) => {
-                        run.note(id, format!("script error in set_claim {claim}: {error}: failing closed"));
+                        run.note(
+                            id,
+                            format!("script error in set_claim {claim}: {error}: failing closed"),
+                        );
                         return Flowing::Take(ir::LABEL_ERROR);
                     }
                 }
@@ -297,7 +366,10 @@ pub fn ui_hint(option: &AuthOption) -> UiHint {
             other => (other.to_string(), &[]),
         },
     };
-    UiHint { label, fields: fields.iter().map(|f| f.to_string()).collect() }
+    UiHint {
+        label,
+        fields: fields.iter().map(|f| f.to_string()).collect(),
+    }
 }
 
 fn prompt(ctx: &Ctx, run: &mut Run, error: Option<String>) -> Output {
@@ -310,7 +382,13 @@ fn prompt(ctx: &Ctx, run: &mut Run, error: Option<String>) -> Output {
     }
     Output::Prompt {
         state: run.state.clone(),
-        options: options.iter().map(|o| PromptOption { option: o.clone(), hint: ui_hint(o) }).collect(),
+        options: options
+            .iter()
+            .map(|o| PromptOption {
+                option: o.clone(),
+                hint: ui_hint(o),
+            })
+            .collect(),
         attempts_left: attempts.saturating_sub(run.attempts),
         error,
     }
@@ -321,9 +399,17 @@ fn on_input(ctx: &mut Ctx, run: &mut Run, input: Input) -> Flowing {
     let state = run.state.clone();
     if let Some(pending) = run.pending_jit.clone() {
         return match input {
-            Input::Answer { consent, username, password_set } => {
+            Input::Answer {
+                consent,
+                username,
+                password_set,
+            } => {
                 run.pending_jit = None;
-                let answers = jit::Answers { consent, username, password_set };
+                let answers = jit::Answers {
+                    consent,
+                    username,
+                    password_set,
+                };
                 match jit::confirm(ctx.flow, ctx.sandbox, run, &pending, &answers) {
                     Ok((user, effects)) => {
                         ctx.effects.extend(effects);
@@ -335,7 +421,10 @@ fn on_input(ctx: &mut Ctx, run: &mut Run, input: Input) -> Flowing {
                     }
                 }
             }
-            _ => Flowing::Stop(Output::Confirm { idp: pending.idp, ask: pending.ask }),
+            _ => Flowing::Stop(Output::Confirm {
+                idp: pending.idp,
+                ask: pending.ask,
+            }),
         };
     }
     let Some((offered, attempts)) = options(ctx, run) else {
@@ -343,7 +432,11 @@ fn on_input(ctx: &mut Ctx, run: &mut Run, input: Input) -> Flowing {
     };
     let not_offered = |run: &mut Run, option: &AuthOption| {
         run.note(&state, format!("{option} is not offered here"));
-        Flowing::Stop(prompt(ctx, run, Some(format!("{option} is not offered here"))))
+        Flowing::Stop(prompt(
+            ctx,
+            run,
+            Some(format!("{option} is not offered here")),
+        ))
     };
     match input {
         Input::Choose(option) => {
@@ -364,8 +457,24 @@ fn on_input(ctx: &mut Ctx, run: &mut Run, input: Input) -> Flowing {
                 return not_offered(run, &option);
             }
             run.identifier = identifier.trim().to_string();
-            run.note(&state, format!("identified as `{}`{}", run.identifier, if user.is_some() { "" } else { " (no such user)" }));
-            run.steps.push(StepRecord { state: state.clone(), authenticator: "identifier_first".into(), idp: None, at: ctx.now });
+            run.note(
+                &state,
+                format!(
+                    "identified as `{}`{}",
+                    run.identifier,
+                    if user.is_some() {
+                        ""
+                    } else {
+                        " (no such user)"
+                    }
+                ),
+            );
+            run.steps.push(StepRecord {
+                state: state.clone(),
+                authenticator: "identifier_first".into(),
+                idp: None,
+                at: ctx.now,
+            });
             if let Some(user) = user {
                 run.user = Some(user);
             }
@@ -386,7 +495,14 @@ fn on_input(ctx: &mut Ctx, run: &mut Run, input: Input) -> Flowing {
             }
             run.attempts += 1;
             run.failed_attempts += 1;
-            run.note(&state, format!("{option} failed (attempt {} of {attempts})", run.attempts));
+            // Lockout protects local credentials; an upstream failure is not a guess at them.
+            if !matches!(option, AuthOption::Federated(_)) {
+                count_failure(ctx, run);
+            }
+            run.note(
+                &state,
+                format!("{option} failed (attempt {} of {attempts})", run.attempts),
+            );
             if run.attempts >= attempts {
                 run.note(&state, "attempts used up");
                 let attempts_used = run.attempts;
@@ -394,17 +510,28 @@ fn on_input(ctx: &mut Ctx, run: &mut Run, input: Input) -> Flowing {
                 run.attempts = attempts_used;
                 flowing
             } else {
-                Flowing::Stop(prompt(ctx, run, Some("that did not work; try again".into())))
+                Flowing::Stop(prompt(
+                    ctx,
+                    run,
+                    Some("that did not work; try again".into()),
+                ))
             }
         }
-        Input::Federated { idp, subject, claims } => {
+        Input::Federated {
+            idp,
+            subject,
+            claims,
+        } => {
             let option = AuthOption::Federated(idp.clone());
             if !offered.contains(&option) {
                 return not_offered(run, &option);
             }
             run.upstream_claims = claims;
             if let Some(user) = ctx.directory.linked_user(&idp, &subject) {
-                run.note(&state, format!("{idp} account {subject} is linked to {}", user.id));
+                run.note(
+                    &state,
+                    format!("{idp} account {subject} is linked to {}", user.id),
+                );
                 return identified(ctx, run, user, option);
             }
             match jit::resolve(ctx.flow, ctx.sandbox, ctx.directory, run, &idp, &subject) {
@@ -413,12 +540,18 @@ fn on_input(ctx: &mut Ctx, run: &mut Run, input: Input) -> Flowing {
                     identified(ctx, run, user, option)
                 }
                 Ok(JitOutcome::Confirm(pending)) => {
-                    let output = Output::Confirm { idp: pending.idp.clone(), ask: pending.ask.clone() };
+                    let output = Output::Confirm {
+                        idp: pending.idp.clone(),
+                        ask: pending.ask.clone(),
+                    };
                     run.pending_jit = Some(pending);
                     Flowing::Stop(output)
                 }
                 Ok(JitOutcome::NoRule) => {
-                    run.note(&state, format!("no JIT rule admits {idp} account {subject}"));
+                    run.note(
+                        &state,
+                        format!("no JIT rule admits {idp} account {subject}"),
+                    );
                     Flowing::Stop(deny(run, "no account for this upstream identity"))
                 }
                 Err(error) => {
@@ -436,11 +569,18 @@ fn on_input(ctx: &mut Ctx, run: &mut Run, input: Input) -> Flowing {
 /// identified earlier denies: every factor of one login must belong to one user.
 fn identified(ctx: &mut Ctx, run: &mut Run, user: UserView, option: AuthOption) -> Flowing {
     let state = run.state.clone();
-    if let Some(known) = run.user.as_ref() {
-        if !known.id.is_empty() && known.id != user.id {
-            run.note(&state, format!("{option} verified {} but this login is for {}", user.id, known.id));
-            return Flowing::Stop(deny(run, "a step verified a different user"));
-        }
+    if let Some(known) = run.user.as_ref()
+        && !known.id.is_empty()
+        && known.id != user.id
+    {
+        run.note(
+            &state,
+            format!(
+                "{option} verified {} but this login is for {}",
+                user.id, known.id
+            ),
+        );
+        return Flowing::Stop(deny(run, "a step verified a different user"));
     }
     if user.disabled {
         run.note(&state, format!("{} is disabled", user.id));
@@ -451,9 +591,64 @@ fn identified(ctx: &mut Ctx, run: &mut Run, user: UserView, option: AuthOption) 
         AuthOption::Federated(idp) => ("federated".to_string(), Some(idp.clone())),
     };
     run.note(&state, format!("{option} passed for {}", user.id));
-    run.steps.push(StepRecord { state, authenticator, idp, at: ctx.now });
+    run.steps.push(StepRecord {
+        state,
+        authenticator,
+        idp,
+        at: ctx.now,
+    });
     run.user = Some(user);
     Flowing::Take(ir::LABEL_SUCCESS)
+}
+
+/// Counts a failed attempt against the user it was for, and locks the user at once when the
+/// flow's `lock_user` threshold is reached — at the attempt, so abandoning a login after a few
+/// tries does not escape the lock.
+fn count_failure(ctx: &mut Ctx, run: &mut Run) {
+    let Some(user) = run.user.as_ref().or(run.attempted_user.as_ref()) else {
+        return;
+    };
+    ctx.effects.push(Effect::FailedAttempt {
+        user: user.id.clone(),
+    });
+    let policy = ctx
+        .flow
+        .ir
+        .states
+        .get(ir::ON_FAILURE)
+        .and_then(|s| match &s.kind {
+            StateKind::Action { actions } => actions.iter().find_map(|a| match a {
+                ActionIr::LockUser { after, seconds } => Some((*after, *seconds)),
+                _ => None,
+            }),
+            _ => None,
+        });
+    if let Some((after, seconds)) = policy {
+        lock_if_due(ctx, run, after, seconds);
+    }
+}
+
+/// Locks the user when their failures (before this login, plus this login's) reach `after`.
+fn lock_if_due(ctx: &mut Ctx, run: &mut Run, after: u32, seconds: u64) {
+    if run.locked {
+        return;
+    }
+    let Some(user) = run.user.as_ref().or(run.attempted_user.as_ref()) else {
+        return;
+    };
+    let failures = user.failed_attempts + i64::from(run.failed_attempts);
+    if failures >= i64::from(after) {
+        let (id, state) = (user.id.clone(), run.state.clone());
+        ctx.effects.push(Effect::LockUser {
+            user: id.clone(),
+            seconds,
+        });
+        run.locked = true;
+        run.note(
+            &state,
+            format!("lock {id} for {seconds}s after {failures} failed attempts"),
+        );
+    }
 }
 
 /// RFC 8176 method for an authenticator.
@@ -469,7 +664,10 @@ fn amr_of(step: &StepRecord) -> Option<&'static str> {
 
 fn complete(ctx: &mut Ctx, run: &mut Run) -> Output {
     let Some(user) = run.user.clone().filter(|u| !u.id.is_empty()) else {
-        run.note(&run.state.clone(), "reached success without identifying a user: denied");
+        run.note(
+            &run.state.clone(),
+            "reached success without identifying a user: denied",
+        );
         return deny(run, "no user was identified");
     };
     let mut amr: Vec<String> = Vec::new();
@@ -489,11 +687,23 @@ fn complete(ctx: &mut Ctx, run: &mut Run) -> Output {
     };
     for trigger in &ctx.flow.ir.provisioning {
         if trigger.on.iter().any(|e| e == "login.succeeded") {
-            ctx.effects.push(Effect::Provision { target: trigger.to.clone(), event: "login.succeeded".into(), user: user.id.clone() });
+            ctx.effects.push(Effect::Provision {
+                target: trigger.to.clone(),
+                event: "login.succeeded".into(),
+                user: user.id.clone(),
+            });
         }
     }
     run.status = Status::Completed;
-    run.note(&run.state.clone(), format!("complete for {} (acr {acr})", user.id));
+    run.note(
+        &run.state.clone(),
+        format!("complete for {} (acr {acr})", user.id),
+    );
     let claims: BTreeMap<String, Value> = run.claims.clone();
-    Output::Complete { subject: user.id, claims, amr, acr }
+    Output::Complete {
+        subject: user.id,
+        claims,
+        amr,
+        acr,
+    }
 }

@@ -220,8 +220,9 @@ pub enum Effect {
         /// The user concerned.
         user: String,
     },
-    /// Count a failed login against a user.
-    FailedLogin {
+    /// Count a failed attempt against a user, at the attempt itself: counting only at the end
+    /// of a login would let an attacker try twice, abandon the login, and never be locked.
+    FailedAttempt {
         /// The user.
         user: String,
     },

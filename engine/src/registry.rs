@@ -30,7 +30,10 @@ pub struct Snapshot {
 impl Snapshot {
     /// The flow that runs logins for `application`: the one claiming it, else the default.
     pub fn flow_for(&self, application: &str) -> Option<Arc<LoadedFlow>> {
-        let id = self.applications.get(application).or(self.default.as_ref())?;
+        let id = self
+            .applications
+            .get(application)
+            .or(self.default.as_ref())?;
         self.flows.get(id).cloned()
     }
 
@@ -73,7 +76,11 @@ pub struct Registry {
 impl Registry {
     /// An empty registry whose flows run in `sandbox`.
     pub fn new(sandbox: Arc<Sandbox>) -> Self {
-        Registry { sandbox, current: ArcSwap::from_pointee(Snapshot::default()), writer: std::sync::Mutex::new(()) }
+        Registry {
+            sandbox,
+            current: ArcSwap::from_pointee(Snapshot::default()),
+            writer: std::sync::Mutex::new(()),
+        }
     }
 
     /// The live snapshot; cheap, and stable for as long as the caller holds it.
@@ -82,9 +89,16 @@ impl Registry {
     }
 
     /// Checks `files` together and, if all are clean, makes them the live flows.
-    pub fn reload(&self, files: &[SourceFile], names: &Names) -> Result<ReloadSummary, ReloadError> {
+    pub fn reload(
+        &self,
+        files: &[SourceFile],
+        names: &Names,
+    ) -> Result<ReloadSummary, ReloadError> {
         let reports = check_project(files, names);
-        let _writer = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if reports.iter().any(FileReport::has_errors) {
             return Err(ReloadError::Check(reports));
         }
@@ -94,14 +108,18 @@ impl Registry {
         let mut applications = BTreeMap::new();
         let mut default = None;
         for report in reports {
-            let Some(compiled) = report.compiled else { continue };
+            let Some(compiled) = report.compiled else {
+                continue;
+            };
             let id = compiled.ir.flow.clone();
             if flows.contains_key(&id) {
                 continue; // a YAML/.flow twin: same id, same version
             }
             let loaded = match versions.get(&compiled.version) {
                 Some(loaded) => Arc::clone(loaded),
-                None => Arc::new(LoadedFlow::load(&self.sandbox, compiled.ir).map_err(ReloadError::Load)?),
+                None => Arc::new(
+                    LoadedFlow::load(&self.sandbox, compiled.ir).map_err(ReloadError::Load)?,
+                ),
             };
             for application in &loaded.ir.applies_to {
                 applications.insert(application.clone(), id.clone());
@@ -114,17 +132,33 @@ impl Registry {
         }
         let summary = ReloadSummary {
             generation: old.generation + 1,
-            added: flows.keys().filter(|id| !old.flows.contains_key(*id)).cloned().collect(),
+            added: flows
+                .keys()
+                .filter(|id| !old.flows.contains_key(*id))
+                .cloned()
+                .collect(),
             changed: flows
                 .iter()
                 .filter_map(|(id, flow)| {
                     let before = old.flows.get(id)?;
-                    (before.version != flow.version).then(|| (id.clone(), before.version.clone(), flow.version.clone()))
+                    (before.version != flow.version)
+                        .then(|| (id.clone(), before.version.clone(), flow.version.clone()))
                 })
                 .collect(),
-            removed: old.flows.keys().filter(|id| !flows.contains_key(*id)).cloned().collect(),
+            removed: old
+                .flows
+                .keys()
+                .filter(|id| !flows.contains_key(*id))
+                .cloned()
+                .collect(),
         };
-        self.install(Snapshot { flows, versions, applications, default, generation: summary.generation });
+        self.install(Snapshot {
+            flows,
+            versions,
+            applications,
+            default,
+            generation: summary.generation,
+        });
         Ok(summary)
     }
 
@@ -136,7 +170,10 @@ impl Registry {
     /// Drops retained versions that are neither current nor in `in_use` (the versions of runs
     /// still stored).
     pub fn retire_versions(&self, in_use: &HashSet<String>) {
-        let _writer = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let old = self.snapshot();
         let current: HashSet<&String> = old.flows.values().map(|f| &f.version).collect();
         let versions = old

@@ -83,6 +83,9 @@ pub struct Run {
     pub trace: Vec<TraceEntry>,
     /// The denial reason, once denied.
     pub reason: Option<String>,
+    /// Whether this run already locked its user.
+    #[serde(default)]
+    pub locked: bool,
 }
 
 /// Why a stored run cannot be resumed.
@@ -98,7 +101,10 @@ impl std::fmt::Display for RunError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             RunError::Malformed(why) => write!(f, "malformed run: {why}"),
-            RunError::Format(format) => write!(f, "run format {format} is not supported (expected {RUN_FORMAT})"),
+            RunError::Format(format) => write!(
+                f,
+                "run format {format} is not supported (expected {RUN_FORMAT})"
+            ),
         }
     }
 }
@@ -127,6 +133,7 @@ impl Run {
             taken: Vec::new(),
             trace: Vec::new(),
             reason: None,
+            locked: false,
         }
     }
 
@@ -141,7 +148,8 @@ impl Run {
         struct Header {
             format: u32,
         }
-        let header: Header = serde_json::from_str(text).map_err(|e| RunError::Malformed(e.to_string()))?;
+        let header: Header =
+            serde_json::from_str(text).map_err(|e| RunError::Malformed(e.to_string()))?;
         if header.format != RUN_FORMAT {
             return Err(RunError::Format(header.format));
         }
@@ -153,6 +161,9 @@ impl Run {
         if self.trace.len() >= MAX_TRACE {
             self.trace.remove(0);
         }
-        self.trace.push(TraceEntry { state: state.to_string(), event: event.into() });
+        self.trace.push(TraceEntry {
+            state: state.to_string(),
+            event: event.into(),
+        });
     }
 }

@@ -61,7 +61,12 @@ fn strings(items: &[String]) -> Array {
 fn to_map(values: &BTreeMap<String, Value>) -> Map {
     values
         .iter()
-        .map(|(k, v)| (k.as_str().into(), rhai::serde::to_dynamic(v).unwrap_or(Dynamic::UNIT)))
+        .map(|(k, v)| {
+            (
+                k.as_str().into(),
+                rhai::serde::to_dynamic(v).unwrap_or(Dynamic::UNIT),
+            )
+        })
         .collect()
 }
 
@@ -91,12 +96,20 @@ impl Sandbox {
             .register_get("failed_attempts", |u: &mut UserView| u.failed_attempts)
             .register_get("disabled", |u: &mut UserView| u.disabled)
             .register_get("identified", |u: &mut UserView| !u.id.is_empty())
-            .register_fn("has_role", |u: &mut UserView, role: &str| u.roles.iter().any(|r| r == role))
-            .register_fn("has_any_role", |u: &mut UserView, roles: Array| {
-                roles.iter().any(|r| r.clone().into_string().is_ok_and(|r| u.roles.contains(&r)))
+            .register_fn("has_role", |u: &mut UserView, role: &str| {
+                u.roles.iter().any(|r| r == role)
             })
-            .register_fn("in_group", |u: &mut UserView, group: &str| u.groups.iter().any(|g| g == group))
-            .register_fn("has_factor", |u: &mut UserView, factor: &str| u.factors.iter().any(|f| f == factor))
+            .register_fn("has_any_role", |u: &mut UserView, roles: Array| {
+                roles
+                    .iter()
+                    .any(|r| r.clone().into_string().is_ok_and(|r| u.roles.contains(&r)))
+            })
+            .register_fn("in_group", |u: &mut UserView, group: &str| {
+                u.groups.iter().any(|g| g == group)
+            })
+            .register_fn("has_factor", |u: &mut UserView, factor: &str| {
+                u.factors.iter().any(|f| f == factor)
+            })
             .register_fn("attr", |u: &mut UserView, name: &str| {
                 match u.attributes.get(name) {
                     Some(Value::String(s)) => s.clone(),
@@ -117,7 +130,9 @@ impl Sandbox {
             .register_get("hour", |r: &mut Request| r.hour)
             .register_get("weekday", |r: &mut Request| r.weekday)
             .register_fn("ip_in", |r: &mut Request, cidr: &str| ip_in(&r.ip, cidr))
-            .register_fn("acr_requested", |r: &mut Request, acr: &str| r.acr_values.iter().any(|a| a == acr));
+            .register_fn("acr_requested", |r: &mut Request, acr: &str| {
+                r.acr_values.iter().any(|a| a == acr)
+            });
 
         engine
             .register_type_with_name::<ContextView>("Context")
@@ -128,7 +143,9 @@ impl Sandbox {
                     .collect::<Array>()
             })
             .register_get("identifier", |c: &mut ContextView| c.identifier.clone())
-            .register_get("identifier_domain", |c: &mut ContextView| identifier_domain(&c.identifier))
+            .register_get("identifier_domain", |c: &mut ContextView| {
+                identifier_domain(&c.identifier)
+            })
             .register_get("failed_attempts", |c: &mut ContextView| c.failed_attempts)
             .register_fn("passed", |c: &mut ContextView, authenticator: &str| {
                 c.steps.iter().any(|s| s.authenticator == authenticator)
@@ -205,14 +222,32 @@ mod tests {
 
     fn eval(sandbox: &Sandbox, script: &str) -> Result<Dynamic, String> {
         let ast = sandbox.compile(script)?;
-        let request = Request { ip: "10.1.2.3".into(), risk: 60, acr_values: vec!["mfa".into()], ..Request::default() };
+        let request = Request {
+            ip: "10.1.2.3".into(),
+            risk: 60,
+            acr_values: vec!["mfa".into()],
+            ..Request::default()
+        };
         let claims = BTreeMap::from([("email_verified".into(), Value::Bool(true))]);
         let context = ContextView {
             identifier: "Alice@ACME.example".into(),
-            steps: vec![StepRecord { state: "first".into(), authenticator: "password".into(), idp: None, at: 1 }],
+            steps: vec![StepRecord {
+                state: "first".into(),
+                authenticator: "password".into(),
+                idp: None,
+                at: 1,
+            }],
             failed_attempts: 1,
         };
-        sandbox.eval_flow(&ast, FlowScope { user: &user(), request: &request, context, claims: &claims })
+        sandbox.eval_flow(
+            &ast,
+            FlowScope {
+                user: &user(),
+                request: &request,
+                context,
+                claims: &claims,
+            },
+        )
     }
 
     /// Every property and method the checker accepts exists at run time: the API table and
@@ -220,15 +255,26 @@ mod tests {
     #[test]
     fn every_declared_api_name_is_registered() {
         let sandbox = Sandbox::new();
-        for root in API.iter().filter(|r| r.contexts.contains(&ScriptContext::Flow) && !r.open) {
+        for root in API
+            .iter()
+            .filter(|r| r.contexts.contains(&ScriptContext::Flow) && !r.open)
+        {
             for (property, _, _) in root.properties {
                 let script = format!("{}.{property}", root.name);
-                eval(&sandbox, &script).unwrap_or_else(|e| panic!("{script}: {e}"));
+                if let Err(e) = eval(&sandbox, &script) {
+                    panic!("{script}: {e}");
+                }
             }
             for (method, signature, _) in root.methods {
-                let argument = if signature.contains("array") { "[\"admin\"]" } else { "\"x\"" };
+                let argument = if signature.contains("array") {
+                    "[\"admin\"]"
+                } else {
+                    "\"x\""
+                };
                 let script = format!("{}.{method}({argument})", root.name);
-                eval(&sandbox, &script).unwrap_or_else(|e| panic!("{script}: {e}"));
+                if let Err(e) = eval(&sandbox, &script) {
+                    panic!("{script}: {e}");
+                }
             }
         }
     }

@@ -153,7 +153,10 @@ pub fn parse(text: &str) -> Result<ScenarioFile, String> {
 /// Reads an option as written in scenarios and the `.flow` syntax: `password`, `federated(x)`.
 pub fn option(text: &str) -> AuthOption {
     let text = text.trim();
-    match text.strip_prefix("federated(").and_then(|rest| rest.strip_suffix(')')) {
+    match text
+        .strip_prefix("federated(")
+        .and_then(|rest| rest.strip_suffix(')'))
+    {
         Some(idp) => AuthOption::Federated(idp.trim().to_string()),
         None => AuthOption::Authenticator(text.to_string()),
     }
@@ -172,7 +175,9 @@ fn output_kind(output: &Output) -> &'static str {
 /// Whether every field of `expected` is in `actual` (recursively for objects).
 fn subset(expected: &Value, actual: &Value) -> bool {
     match (expected, actual) {
-        (Value::Object(e), Value::Object(a)) => e.iter().all(|(k, v)| a.get(k).is_some_and(|av| subset(v, av))),
+        (Value::Object(e), Value::Object(a)) => e
+            .iter()
+            .all(|(k, v)| a.get(k).is_some_and(|av| subset(v, av))),
         _ => expected == actual,
     }
 }
@@ -203,12 +208,20 @@ pub fn run(engine: &Engine, flow: &LoadedFlow, scenario: &Scenario) -> Outcome {
             Output::Prompt { state, .. } => format!(" at `{state}`"),
             _ => String::new(),
         };
-        failures.push(format!("outcome is {}{detail}, expected {}", output_kind(&output), expect.outcome));
+        failures.push(format!(
+            "outcome is {}{detail}, expected {}",
+            output_kind(&output),
+            expect.outcome
+        ));
     }
-    if let Some(path) = &expect.path {
-        if path != &run.path {
-            failures.push(format!("path is [{}], expected [{}]", run.path.join(", "), path.join(", ")));
-        }
+    if let Some(path) = &expect.path
+        && path != &run.path
+    {
+        failures.push(format!(
+            "path is [{}], expected [{}]",
+            run.path.join(", "),
+            path.join(", ")
+        ));
     }
     match &output {
         Output::Prompt { state, .. } => {
@@ -218,10 +231,17 @@ pub fn run(engine: &Engine, flow: &LoadedFlow, scenario: &Scenario) -> Outcome {
         }
         Output::Denied { reason } => {
             if let Some(expected) = expect.reason.as_ref().filter(|e| *e != reason) {
-                failures.push(format!("denied because \"{reason}\", expected \"{expected}\""));
+                failures.push(format!(
+                    "denied because \"{reason}\", expected \"{expected}\""
+                ));
             }
         }
-        Output::Complete { subject, claims, amr, acr } => {
+        Output::Complete {
+            subject,
+            claims,
+            amr,
+            acr,
+        } => {
             if let Some(expected) = expect.subject.as_ref().filter(|e| *e != subject) {
                 failures.push(format!("subject is {subject}, expected {expected}"));
             }
@@ -233,13 +253,19 @@ pub fn run(engine: &Engine, flow: &LoadedFlow, scenario: &Scenario) -> Outcome {
             }
             for (claim, value) in &expect.claims {
                 if claims.get(claim) != Some(value) {
-                    failures.push(format!("claim {claim} is {:?}, expected {value}", claims.get(claim)));
+                    failures.push(format!(
+                        "claim {claim} is {:?}, expected {value}",
+                        claims.get(claim)
+                    ));
                 }
             }
         }
         _ => {}
     }
-    let actual: Vec<Value> = effects.iter().map(|e| serde_json::to_value(e).unwrap_or(Value::Null)).collect();
+    let actual: Vec<Value> = effects
+        .iter()
+        .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
+        .collect();
     for expected in &expect.effects {
         if !actual.iter().any(|a| subset(expected, a)) {
             failures.push(format!("no effect matches {expected}"));
@@ -264,26 +290,58 @@ pub fn run(engine: &Engine, flow: &LoadedFlow, scenario: &Scenario) -> Outcome {
 }
 
 fn to_input(spec: &StepSpec, scenario: &Scenario, directory: &Fixtures) -> Result<Input, String> {
-    let user = || scenario.user.clone().ok_or_else(|| "`pass` needs the scenario's `user`".to_string());
+    let user = || {
+        scenario
+            .user
+            .clone()
+            .ok_or_else(|| "`pass` needs the scenario's `user`".to_string())
+    };
     Ok(match spec {
-        StepSpec::Pass(o) => Input::Passed { option: option(o), user: user()? },
-        StepSpec::Fail(o) => Input::Failed { option: option(o), user: scenario.user.clone() },
+        StepSpec::Pass(o) => Input::Passed {
+            option: option(o),
+            user: user()?,
+        },
+        StepSpec::Fail(o) => {
+            let option = option(o);
+            // The server knows the local user a credential attempt was for, never an upstream one.
+            let user = match option {
+                AuthOption::Federated(_) => None,
+                _ => scenario.user.clone(),
+            };
+            Input::Failed { option, user }
+        }
         StepSpec::Choose(o) => Input::Choose(option(o)),
         StepSpec::Identify(identifier) => {
-            let own = scenario.user.clone().filter(|u| {
-                u.username == *identifier || u.email.eq_ignore_ascii_case(identifier)
-            });
+            let own = scenario
+                .user
+                .clone()
+                .filter(|u| u.username == *identifier || u.email.eq_ignore_ascii_case(identifier));
             let user = own
                 .or_else(|| directory.find_user("email", identifier))
                 .or_else(|| directory.find_user("username", identifier));
-            Input::Identify { identifier: identifier.clone(), user }
+            Input::Identify {
+                identifier: identifier.clone(),
+                user,
+            }
         }
-        StepSpec::Federated { idp, subject, claims } => {
-            Input::Federated { idp: idp.clone(), subject: subject.clone(), claims: claims.clone() }
-        }
-        StepSpec::Answer { consent, username, password_set } => {
-            Input::Answer { consent: *consent, username: username.clone(), password_set: *password_set }
-        }
+        StepSpec::Federated {
+            idp,
+            subject,
+            claims,
+        } => Input::Federated {
+            idp: idp.clone(),
+            subject: subject.clone(),
+            claims: claims.clone(),
+        },
+        StepSpec::Answer {
+            consent,
+            username,
+            password_set,
+        } => Input::Answer {
+            consent: *consent,
+            username: username.clone(),
+            password_set: *password_set,
+        },
         StepSpec::Cancel(_) => Input::Cancel,
     })
 }
@@ -316,7 +374,10 @@ impl Coverage {
 /// Coverage of `flow` by `outcomes`.
 pub fn coverage(flow: &LoadedFlow, outcomes: &[Outcome]) -> Coverage {
     let entered: BTreeSet<&String> = outcomes.iter().flat_map(|o| &o.path).collect();
-    let taken: BTreeSet<(String, String)> = outcomes.iter().flat_map(|o| o.taken.iter().cloned()).collect();
+    let taken: BTreeSet<(String, String)> = outcomes
+        .iter()
+        .flat_map(|o| o.taken.iter().cloned())
+        .collect();
     // The compiler's fail-closed edges (`error` -> `deny.script_error`) are not required: a
     // checked script errors only at run time (a limit, a bad value), and the engine's own tests
     // prove those edges deny.
@@ -324,19 +385,37 @@ pub fn coverage(flow: &LoadedFlow, outcomes: &[Outcome]) -> Coverage {
         .ir
         .states
         .iter()
-        .flat_map(|(id, s)| s.transitions.keys().map(move |label| (id.clone(), label.clone())))
+        .flat_map(|(id, s)| {
+            s.transitions
+                .keys()
+                .map(move |label| (id.clone(), label.clone()))
+        })
         .filter(|(_, label)| label != idflow_dsl::ir::LABEL_ERROR)
         .collect();
-    let required_states = flow.ir.states.keys().filter(|id| id.as_str() != idflow_dsl::ir::SCRIPT_ERROR);
-    let missing_states: Vec<String> = required_states.clone().filter(|id| !entered.contains(id)).cloned().collect();
-    let missing_transitions: Vec<(String, String)> = all.iter().filter(|t| !taken.contains(*t)).cloned().collect();
+    let required_states = flow
+        .ir
+        .states
+        .keys()
+        .filter(|id| id.as_str() != idflow_dsl::ir::SCRIPT_ERROR);
+    let missing_states: Vec<String> = required_states
+        .clone()
+        .filter(|id| !entered.contains(id))
+        .cloned()
+        .collect();
+    let missing_transitions: Vec<(String, String)> = all
+        .iter()
+        .filter(|t| !taken.contains(*t))
+        .cloned()
+        .collect();
     Coverage {
         flow: flow.ir.flow.clone(),
-        states: (required_states.clone().count() - missing_states.len(), required_states.count()),
+        states: (
+            required_states.clone().count() - missing_states.len(),
+            required_states.count(),
+        ),
         transitions: (all.len() - missing_transitions.len(), all.len()),
         missing_states,
         missing_transitions,
         covered_transitions: taken.into_iter().collect(),
     }
 }
-

@@ -104,9 +104,11 @@ pub fn read(path: &Path) -> Result<SourceFile, Diagnostic> {
 pub fn collect_scenarios(paths: &[PathBuf]) -> Result<Vec<(String, String)>, String> {
     let mut found = Vec::new();
     for path in paths {
-        let metadata = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let metadata =
+            std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         if metadata.is_dir() {
-            walk_scenarios(path, &mut found).map_err(|e| format!("cannot read directory {}: {e}", path.display()))?;
+            walk_scenarios(path, &mut found)
+                .map_err(|e| format!("cannot read directory {}: {e}", path.display()))?;
         } else if path.to_string_lossy().ends_with(SCENARIO_SUFFIX) {
             found.push(path.clone());
         }
@@ -115,11 +117,15 @@ pub fn collect_scenarios(paths: &[PathBuf]) -> Result<Vec<(String, String)>, Str
         .into_iter()
         .map(|path| {
             let name = path.display().to_string();
-            let metadata = std::fs::metadata(&path).map_err(|e| format!("cannot read {name}: {e}"))?;
+            let metadata =
+                std::fs::metadata(&path).map_err(|e| format!("cannot read {name}: {e}"))?;
             if metadata.len() > MAX_SOURCE_BYTES as u64 {
-                return Err(format!("{name}: scenario files are limited to {MAX_SOURCE_BYTES} bytes"));
+                return Err(format!(
+                    "{name}: scenario files are limited to {MAX_SOURCE_BYTES} bytes"
+                ));
             }
-            let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {name}: {e}"))?;
+            let text =
+                std::fs::read_to_string(&path).map_err(|e| format!("cannot read {name}: {e}"))?;
             Ok((name, text))
         })
         .collect()

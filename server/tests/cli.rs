@@ -348,3 +348,138 @@ fn api_and_schema_print() {
     let schema: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("schema is JSON");
     assert_eq!(schema["title"], "idflow flow");
 }
+
+#[test]
+fn flow_test_passes_the_shipped_scenarios_with_full_coverage() {
+    let out = idflow(&[
+        "flow",
+        "test",
+        "flows",
+        "--config",
+        "examples/quickstart/idflow.toml",
+        "--coverage",
+    ]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
+    assert!(text.contains(", 0 failed"), "{text}");
+    let coverage_lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("coverage "))
+        .collect();
+    assert!(
+        coverage_lines.len() >= 6,
+        "every shipped flow has scenarios: {coverage_lines:?}"
+    );
+}
+
+#[test]
+fn flow_test_fails_on_a_wrong_expectation_and_reports_junit() {
+    let dir = scratch("scenario-fail");
+    std::fs::write(dir.join("f.yaml"), GOOD).expect("write");
+    std::fs::write(
+        dir.join("f.test.yaml"),
+        "flow: good\nscenarios:\n  - name: expects the wrong path\n    user: { id: u1 }\n    steps: [ { pass: password } ]\n    expect: { outcome: complete, path: [first, nowhere] }\n",
+    )
+    .expect("write");
+    let path = dir.to_str().expect("utf8");
+    let out = idflow(&["flow", "test", path]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("FAIL good: expects the wrong path"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stdout(&out).contains("path is [first, success], expected [first, nowhere]"),
+        "{}",
+        stdout(&out)
+    );
+    let out = idflow(&["flow", "test", path, "--format", "junit"]);
+    let xml = stdout(&out);
+    assert!(
+        xml.contains("<testsuite name=\"idflow flow test\" tests=\"1\" failures=\"1\""),
+        "{xml}"
+    );
+}
+
+#[test]
+fn graph_overlays_a_coverage_report() {
+    let dir = scratch("coverage");
+    std::fs::write(dir.join("f.yaml"), GOOD).expect("write");
+    std::fs::write(
+        dir.join("f.test.yaml"),
+        "flow: good\nscenarios:\n  - name: passes\n    user: { id: u1 }\n    steps: [ { pass: password } ]\n    expect: { outcome: complete }\n",
+    )
+    .expect("write");
+    let path = dir.to_str().expect("utf8");
+    let out = idflow(&["flow", "test", path, "--coverage", "--format", "json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the failure transition is not covered"
+    );
+    let report = dir.join("report.json");
+    std::fs::write(&report, stdout(&out)).expect("write");
+    let flow = dir.join("f.yaml");
+    let out = idflow(&[
+        "flow",
+        "graph",
+        flow.to_str().expect("utf8"),
+        "--format",
+        "dot",
+        "--coverage",
+        report.to_str().expect("utf8"),
+    ]);
+    let dot = stdout(&out);
+    assert!(
+        dot.contains("\"first\" -> \"deny\" [label=\"failure\", style=dashed, color=red"),
+        "{dot}"
+    );
+    assert!(
+        dot.contains("\"first\" -> \"success\" [label=\"success\"];"),
+        "{dot}"
+    );
+}
+
+#[test]
+fn explain_prints_the_trace_and_diff_the_changes() {
+    let out = idflow(&[
+        "flow",
+        "explain",
+        "flows/mfa-for-admins.yaml",
+        "--scenario",
+        "an admin must add a second factor",
+        "--config",
+        "examples/quickstart/idflow.toml",
+    ]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
+    assert!(
+        text.contains("second.when: `user.has_role(\"admin\") || request.risk > 50` = true"),
+        "{text}"
+    );
+    assert!(
+        text.contains("path: first -> second.when -> second -> on_success -> success"),
+        "{text}"
+    );
+
+    let dir = scratch("diff");
+    std::fs::write(dir.join("old.yaml"), GOOD).expect("write");
+    std::fs::write(dir.join("new.yaml"), "flow: good\nsteps:\n  - id: first\n    authenticate: [password]\n    attempts: 5\n  - id: second\n    authenticate: [totp]\n").expect("write");
+    let out = idflow(&[
+        "flow",
+        "diff",
+        dir.join("old.yaml").to_str().expect("utf8"),
+        dir.join("new.yaml").to_str().expect("utf8"),
+    ]);
+    let text = stdout(&out);
+    assert!(
+        text.contains("~ first --success--> success -> second"),
+        "{text}"
+    );
+    assert!(text.contains("+ state second"), "{text}");
+    assert!(
+        text.contains("\"attempts\":3") && text.contains("\"attempts\":5"),
+        "{text}"
+    );
+}

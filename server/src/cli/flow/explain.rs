@@ -38,29 +38,53 @@ pub fn run(args: &ExplainArgs) -> u8 {
             return EXIT_PROBLEMS;
         }
     };
-    let dir = args.file.parent().map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
-    let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
+    let dir = args
+        .file
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let dir = if dir.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        dir
+    };
     let files = sources::collect_scenarios(&[dir]).unwrap_or_default();
     for (name, text) in files {
-        let Ok(file) = scenario::parse(&text) else { continue };
+        let Ok(file) = scenario::parse(&text) else {
+            continue;
+        };
         if file.flow != id {
             continue;
         }
         if let Some(s) = file.scenarios.iter().find(|s| s.name == args.scenario) {
             let outcome = scenario::run(&engine, &flow, s);
-            let mut text = format!("scenario \"{}\" ({name}) on {id} {}\n\npath: {}\n\ntrace:\n", s.name, flow.version, outcome.path.join(" -> "));
+            let mut text = format!(
+                "scenario \"{}\" ({name}) on {id} {}\n\npath: {}\n\ntrace:\n",
+                s.name,
+                flow.version,
+                outcome.path.join(" -> ")
+            );
             for entry in &outcome.trace {
                 text.push_str(&format!("  {entry}\n"));
             }
-            text.push_str(&format!("\noutput: {}\n", serde_json::to_string(&outcome.output).unwrap_or_default()));
+            text.push_str(&format!(
+                "\noutput: {}\n",
+                serde_json::to_string(&outcome.output).unwrap_or_default()
+            ));
             text.push_str("\neffects (not applied):\n");
             for effect in &outcome.effects {
-                text.push_str(&format!("  {}\n", serde_json::to_string(effect).unwrap_or_default()));
+                text.push_str(&format!(
+                    "  {}\n",
+                    serde_json::to_string(effect).unwrap_or_default()
+                ));
             }
             out(&text);
             return EXIT_OK;
         }
     }
-    eprintln!("error: no scenario named \"{}\" for flow `{id}` in the flow's directory", args.scenario);
+    eprintln!(
+        "error: no scenario named \"{}\" for flow `{id}` in the flow's directory",
+        args.scenario
+    );
     EXIT_PROBLEMS
 }

@@ -53,8 +53,15 @@ pub struct TestRun {
     pub coverage: Vec<Coverage>,
 }
 
-/// Loads the clean flows under `paths` by id.
-pub fn load_flows(engine: &Engine, paths: &[PathBuf], config: Option<&std::path::Path>) -> Result<(BTreeMap<String, Arc<LoadedFlow>>, Vec<String>), u8> {
+/// Loaded flows by flow id.
+pub type FlowsById = BTreeMap<String, Arc<LoadedFlow>>;
+
+/// Loads the clean flows under `paths` by id, with the problems of the others.
+pub fn load_flows(
+    engine: &Engine,
+    paths: &[PathBuf],
+    config: Option<&std::path::Path>,
+) -> Result<(FlowsById, Vec<String>), u8> {
     let names = super::names(config)?;
     let collected = sources::collect(paths).map_err(|e| {
         eprintln!("error: {e}");
@@ -62,16 +69,31 @@ pub fn load_flows(engine: &Engine, paths: &[PathBuf], config: Option<&std::path:
     })?;
     let mut errors = Vec::new();
     for unreadable in collected.unreadable {
-        errors.push(format!("{}: {}", unreadable.name, unreadable.diagnostic.message));
+        errors.push(format!(
+            "{}: {}",
+            unreadable.name, unreadable.diagnostic.message
+        ));
     }
     let mut flows = BTreeMap::new();
-    for (report, file) in check_project(&collected.files, &names).into_iter().zip(&collected.files) {
+    for (report, file) in check_project(&collected.files, &names)
+        .into_iter()
+        .zip(&collected.files)
+    {
         if report.has_errors() {
-            eprint!("{}", render::human(&FileDiagnostics { name: &file.name, text: &file.text, diagnostics: &report.diagnostics }));
+            eprint!(
+                "{}",
+                render::human(&FileDiagnostics {
+                    name: &file.name,
+                    text: &file.text,
+                    diagnostics: &report.diagnostics
+                })
+            );
             errors.push(format!("{}: the flow has errors", file.name));
             continue;
         }
-        let Some(compiled) = report.compiled else { continue };
+        let Some(compiled) = report.compiled else {
+            continue;
+        };
         let id = compiled.ir.flow.clone();
         match engine.load(compiled.ir) {
             Ok(loaded) => {
@@ -101,12 +123,18 @@ pub fn run_all(engine: &Engine, args: &TestArgs) -> Result<TestRun, u8> {
             }
         };
         let Some(flow) = flows.get(&file.flow) else {
-            errors.push(format!("{name}: no flow `{}` under the given paths", file.flow));
+            errors.push(format!(
+                "{name}: no flow `{}` under the given paths",
+                file.flow
+            ));
             continue;
         };
         for s in &file.scenarios {
             let outcome = scenario::run(engine, flow, s);
-            by_flow.entry(file.flow.clone()).or_default().push(outcome.clone());
+            by_flow
+                .entry(file.flow.clone())
+                .or_default()
+                .push(outcome.clone());
             results.push((name.clone(), file.flow.clone(), outcome));
         }
     }
@@ -114,7 +142,11 @@ pub fn run_all(engine: &Engine, args: &TestArgs) -> Result<TestRun, u8> {
         .iter()
         .filter_map(|(id, outcomes)| flows.get(id).map(|flow| scenario::coverage(flow, outcomes)))
         .collect();
-    Ok(TestRun { results, errors, coverage })
+    Ok(TestRun {
+        results,
+        errors,
+        coverage,
+    })
 }
 
 /// Runs `flow test`.
@@ -124,7 +156,11 @@ pub fn run(args: &TestArgs) -> u8 {
         Ok(test_run) => test_run,
         Err(code) => return code,
     };
-    let failed = test_run.results.iter().filter(|(_, _, o)| !o.failures.is_empty()).count();
+    let failed = test_run
+        .results
+        .iter()
+        .filter(|(_, _, o)| !o.failures.is_empty())
+        .count();
     let incomplete = args.coverage && test_run.coverage.iter().any(|c| !c.is_full());
     match args.format {
         Format::Human => human(&test_run, args.coverage),
@@ -138,17 +174,28 @@ pub fn run(args: &TestArgs) -> u8 {
                 })).collect::<Vec<_>>(),
                 "coverage": test_run.coverage,
             });
-            out(&format!("{}\n", serde_json::to_string_pretty(&document).unwrap_or_default()));
+            out(&format!(
+                "{}\n",
+                serde_json::to_string_pretty(&document).unwrap_or_default()
+            ));
         }
         Format::Junit => out(&junit(&test_run)),
     }
-    if failed > 0 || !test_run.errors.is_empty() || incomplete { EXIT_PROBLEMS } else { EXIT_OK }
+    if failed > 0 || !test_run.errors.is_empty() || incomplete {
+        EXIT_PROBLEMS
+    } else {
+        EXIT_OK
+    }
 }
 
 fn human(test_run: &TestRun, coverage: bool) {
     let mut text = String::new();
     for (file, flow, outcome) in &test_run.results {
-        let mark = if outcome.failures.is_empty() { "ok  " } else { "FAIL" };
+        let mark = if outcome.failures.is_empty() {
+            "ok  "
+        } else {
+            "FAIL"
+        };
         text.push_str(&format!("{mark} {flow}: {} ({file})\n", outcome.name));
         for failure in &outcome.failures {
             text.push_str(&format!("       {failure}\n"));
@@ -174,32 +221,58 @@ fn human(test_run: &TestRun, coverage: bool) {
             }
         }
     }
-    let failed = test_run.results.iter().filter(|(_, _, o)| !o.failures.is_empty()).count();
-    text.push_str(&format!("scenarios: {} passed, {failed} failed\n", test_run.results.len() - failed));
+    let failed = test_run
+        .results
+        .iter()
+        .filter(|(_, _, o)| !o.failures.is_empty())
+        .count();
+    text.push_str(&format!(
+        "scenarios: {} passed, {failed} failed\n",
+        test_run.results.len() - failed
+    ));
     out(&text);
 }
 
 fn xml(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 fn junit(test_run: &TestRun) -> String {
-    let failed = test_run.results.iter().filter(|(_, _, o)| !o.failures.is_empty()).count();
+    let failed = test_run
+        .results
+        .iter()
+        .filter(|(_, _, o)| !o.failures.is_empty())
+        .count();
     let mut text = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuite name=\"idflow flow test\" tests=\"{}\" failures=\"{failed}\" errors=\"{}\">\n",
         test_run.results.len(),
         test_run.errors.len()
     );
     for (file, flow, outcome) in &test_run.results {
-        text.push_str(&format!("  <testcase classname=\"{}\" name=\"{}\" file=\"{}\"", xml(flow), xml(&outcome.name), xml(file)));
+        text.push_str(&format!(
+            "  <testcase classname=\"{}\" name=\"{}\" file=\"{}\"",
+            xml(flow),
+            xml(&outcome.name),
+            xml(file)
+        ));
         if outcome.failures.is_empty() {
             text.push_str("/>\n");
         } else {
-            text.push_str(&format!(">\n    <failure message=\"{}\">{}</failure>\n  </testcase>\n", xml(&outcome.failures[0]), xml(&outcome.failures.join("\n"))));
+            text.push_str(&format!(
+                ">\n    <failure message=\"{}\">{}</failure>\n  </testcase>\n",
+                xml(&outcome.failures[0]),
+                xml(&outcome.failures.join("\n"))
+            ));
         }
     }
     for error in &test_run.errors {
-        text.push_str(&format!("  <testcase classname=\"idflow\" name=\"load\"><error message=\"{}\"/></testcase>\n", xml(error)));
+        text.push_str(&format!(
+            "  <testcase classname=\"idflow\" name=\"load\"><error message=\"{}\"/></testcase>\n",
+            xml(error)
+        ));
     }
     text.push_str("</testsuite>\n");
     text

@@ -1,0 +1,469 @@
+//! The engine against real flows: the shipped ones, and small ones written here for the edge
+//! cases (attempt exhaustion, script limits, version swaps).
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use idflow_dsl::ir::AuthOption;
+use idflow_dsl::{Names, SourceFile, Syntax, compile};
+use idflow_engine::model::{Input, Output, Request, UserView};
+use idflow_engine::run::{Run, Status};
+use idflow_engine::{Engine, Fixtures, LoadedFlow, Registry};
+use proptest::prelude::*;
+
+fn load(engine: &Engine, yaml: &str) -> LoadedFlow {
+    let (compiled, diagnostics) = compile(yaml, Syntax::Yaml, &Names::default());
+    let compiled = compiled.unwrap_or_else(|| panic!("{diagnostics:#?}"));
+    engine.load(compiled.ir).expect("loads")
+}
+
+fn user(id: &str) -> UserView {
+    UserView {
+        id: id.into(),
+        username: id.into(),
+        ..UserView::default()
+    }
+}
+
+fn password() -> AuthOption {
+    AuthOption::Authenticator("password".into())
+}
+
+#[test]
+fn an_exhausted_attempt_counter_denies() {
+    let engine = Engine::new();
+    let flow = load(
+        &engine,
+        "flow: f\nsteps:\n  - id: first\n    authenticate: [password]\n    attempts: 2\n",
+    );
+    let directory = Fixtures::default();
+    let step = engine.start(&flow, Request::default(), 0, &directory);
+    assert!(
+        matches!(
+            step.output,
+            Output::Prompt {
+                attempts_left: 2,
+                ..
+            }
+        ),
+        "{:?}",
+        step.output
+    );
+    let step = engine.advance(
+        &flow,
+        step.run,
+        Input::Failed {
+            option: password(),
+            user: None,
+        },
+        1,
+        &directory,
+    );
+    assert!(
+        matches!(
+            step.output,
+            Output::Prompt {
+                attempts_left: 1,
+                ..
+            }
+        ),
+        "{:?}",
+        step.output
+    );
+    let step = engine.advance(
+        &flow,
+        step.run,
+        Input::Failed {
+            option: password(),
+            user: None,
+        },
+        2,
+        &directory,
+    );
+    assert_eq!(
+        step.output,
+        Output::Denied {
+            reason: "authentication failed".into()
+        }
+    );
+    assert_eq!(step.run.status, Status::Denied);
+    // A finished run stays finished whatever comes next.
+    let step = engine.advance(
+        &flow,
+        step.run,
+        Input::Passed {
+            option: password(),
+            user: user("u1"),
+        },
+        3,
+        &directory,
+    );
+    assert!(matches!(step.output, Output::Denied { .. }));
+}
+
+#[test]
+fn a_script_over_its_operation_limit_denies_and_says_why() {
+    let engine = Engine::new();
+    let flow = load(
+        &engine,
+        "flow: f\nsteps:\n  - id: first\n    authenticate: [password]\n  - id: second\n    when: 'let n = 0; while true { n += 1; } n > 0'\n    authenticate: [totp]\n",
+    );
+    let directory = Fixtures::default();
+    let step = engine.start(&flow, Request::default(), 0, &directory);
+    let step = engine.advance(
+        &flow,
+        step.run,
+        Input::Passed {
+            option: password(),
+            user: user("u1"),
+        },
+        1,
+        &directory,
+    );
+    assert_eq!(
+        step.output,
+        Output::Denied {
+            reason: "script error".into()
+        }
+    );
+    assert_eq!(step.run.path, ["first", "second.when", "deny.script_error"]);
+    assert!(
+        step.run
+            .trace
+            .iter()
+            .any(|t| t.event.contains("script error")
+                && t.event.to_lowercase().contains("operations")),
+        "{:#?}",
+        step.run.trace
+    );
+}
+
+#[test]
+fn a_second_factor_for_another_user_denies() {
+    let engine = Engine::new();
+    let flow = load(
+        &engine,
+        "flow: f\nsteps:\n  - id: a\n    authenticate: [password]\n  - id: b\n    authenticate: [totp]\n",
+    );
+    let directory = Fixtures::default();
+    let step = engine.start(&flow, Request::default(), 0, &directory);
+    let step = engine.advance(
+        &flow,
+        step.run,
+        Input::Passed {
+            option: password(),
+            user: user("alice"),
+        },
+        1,
+        &directory,
+    );
+    let totp = AuthOption::Authenticator("totp".into());
+    let step = engine.advance(
+        &flow,
+        step.run,
+        Input::Passed {
+            option: totp,
+            user: user("mallory"),
+        },
+        2,
+        &directory,
+    );
+    assert_eq!(
+        step.output,
+        Output::Denied {
+            reason: "a step verified a different user".into()
+        }
+    );
+}
+
+#[test]
+fn an_option_the_state_does_not_offer_is_refused_without_progress() {
+    let engine = Engine::new();
+    let flow = load(
+        &engine,
+        "flow: f\nsteps:\n  - id: a\n    authenticate: [password]\n  - id: b\n    authenticate: [totp]\n",
+    );
+    let directory = Fixtures::default();
+    let step = engine.start(&flow, Request::default(), 0, &directory);
+    let totp = AuthOption::Authenticator("totp".into());
+    let step = engine.advance(
+        &flow,
+        step.run,
+        Input::Passed {
+            option: totp,
+            user: user("u1"),
+        },
+        1,
+        &directory,
+    );
+    assert!(
+        matches!(&step.output, Output::Prompt { state, error: Some(_), .. } if state == "a"),
+        "{:?}",
+        step.output
+    );
+    assert!(step.run.user.is_none());
+}
+
+#[test]
+fn a_run_started_on_version_1_completes_after_a_swap_to_version_2() {
+    let engine = Engine::new();
+    let registry = Registry::new(engine.sandbox());
+    let file = |text: &str| SourceFile {
+        name: "f.yaml".into(),
+        text: text.into(),
+        syntax: Syntax::Yaml,
+    };
+    let v1 = "flow: f\napplies_to: [app]\nsteps:\n  - id: a\n    authenticate: [password]\n  - id: b\n    authenticate: [totp]\n";
+    let v2 = "flow: f\napplies_to: [app]\nsteps:\n  - id: a\n    authenticate: [passkey]\n";
+    registry
+        .reload(&[file(v1)], &Names::default())
+        .expect("v1 loads");
+    let directory = Fixtures::default();
+    let flow = registry.snapshot().flow_for("app").expect("flow");
+    let step = engine.start(&flow, Request::default(), 0, &directory);
+    let step = engine.advance(
+        &flow,
+        step.run,
+        Input::Passed {
+            option: password(),
+            user: user("u1"),
+        },
+        1,
+        &directory,
+    );
+    let stored = step.run.encode();
+
+    let summary = registry
+        .reload(&[file(v2)], &Names::default())
+        .expect("v2 loads");
+    assert_eq!(summary.changed.len(), 1);
+    let snapshot = registry.snapshot();
+    assert_ne!(
+        snapshot.flow_for("app").expect("flow").version,
+        flow.version,
+        "new runs get version 2"
+    );
+
+    let run = Run::decode(&stored).expect("decodes");
+    let old = snapshot
+        .version(&run.version)
+        .expect("version 1 stays resolvable");
+    let totp = AuthOption::Authenticator("totp".into());
+    let step = engine.advance(
+        &old,
+        run,
+        Input::Passed {
+            option: totp,
+            user: user("u1"),
+        },
+        2,
+        &directory,
+    );
+    assert!(
+        matches!(step.output, Output::Complete { .. }),
+        "{:?}",
+        step.output
+    );
+
+    registry.retire_versions(&HashSet::new());
+    assert!(
+        registry.snapshot().version(&flow.version).is_none(),
+        "retired once no run uses it"
+    );
+}
+
+#[test]
+fn a_reload_with_an_error_keeps_the_live_flows() {
+    let engine = Engine::new();
+    let registry = Registry::new(engine.sandbox());
+    let file = |text: &str| SourceFile {
+        name: "f.yaml".into(),
+        text: text.into(),
+        syntax: Syntax::Yaml,
+    };
+    registry
+        .reload(
+            &[file(
+                "flow: f\ndefault: true\nsteps:\n  - id: a\n    authenticate: [password]\n",
+            )],
+            &Names::default(),
+        )
+        .expect("loads");
+    let before = registry.snapshot();
+    let result = registry.reload(
+        &[file(
+            "flow: f\nsteps:\n  - id: a\n    authenticate: [pasword]\n",
+        )],
+        &Names::default(),
+    );
+    assert!(matches!(
+        result,
+        Err(idflow_engine::registry::ReloadError::Check(_))
+    ));
+    let after = registry.snapshot();
+    assert!(
+        Arc::ptr_eq(&before, &after),
+        "the old snapshot is still the live one"
+    );
+}
+
+#[test]
+fn runs_refuse_unknown_encodings() {
+    let run = Run::new("f", "sha256:1", "a", Request::default());
+    let mut text = run.encode();
+    assert_eq!(Run::decode(&text).expect("decodes"), run);
+    text = text.replace("\"format\":1", "\"format\":99");
+    assert!(Run::decode(&text).is_err());
+    assert!(Run::decode("not json").is_err());
+}
+
+fn shipped() -> Vec<LoadedFlow> {
+    let engine = Engine::new();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../flows");
+    let config =
+        std::fs::read_to_string(dir.join("../examples/quickstart/idflow.toml")).expect("config");
+    let names = quickstart_names(&config);
+    let mut flows = Vec::new();
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)
+        .expect("flows")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
+    entries.sort();
+    for path in entries {
+        let name = path.to_string_lossy().to_string();
+        if !name.ends_with(".yaml") || name.ends_with(".test.yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("read");
+        let (compiled, diagnostics) = compile(&text, Syntax::Yaml, &names);
+        let compiled = compiled.unwrap_or_else(|| panic!("{name}: {diagnostics:#?}"));
+        flows.push(engine.load(compiled.ir).expect("loads"));
+    }
+    assert!(flows.len() >= 6);
+    flows
+}
+
+/// The names of the quickstart configuration (parsed minimally: this crate has no TOML parser).
+fn quickstart_names(config: &str) -> Names {
+    let section = |prefix: &str| {
+        Some(
+            config
+                .lines()
+                .filter_map(|l| {
+                    l.strip_prefix(prefix)
+                        .and_then(|rest| rest.strip_suffix(']'))
+                })
+                .map(String::from)
+                .collect(),
+        )
+    };
+    let idps: Option<std::collections::BTreeSet<String>> = section("[identity_providers.");
+    Names {
+        applications: section("[applications."),
+        identity_providers: idps.map(|set| {
+            set.into_iter()
+                .map(|idp| {
+                    let verified = if idp == "acme-saml" {
+                        ["email".to_string()].into()
+                    } else {
+                        Default::default()
+                    };
+                    (idp, verified)
+                })
+                .collect()
+        }),
+        provisioning_targets: section("[provisioning_targets."),
+    }
+}
+
+fn arbitrary_input() -> impl Strategy<Value = Input> {
+    let options = prop::sample::select(vec![
+        AuthOption::Authenticator("identifier_first".into()),
+        AuthOption::Authenticator("password".into()),
+        AuthOption::Authenticator("totp".into()),
+        AuthOption::Authenticator("passkey".into()),
+        AuthOption::Authenticator("email_otp".into()),
+        AuthOption::Authenticator("recovery_code".into()),
+        AuthOption::Federated("google".into()),
+        AuthOption::Federated("acme-saml".into()),
+    ]);
+    let users = prop::sample::select(vec![
+        user("alice"),
+        UserView {
+            roles: vec!["admin".into()],
+            factors: vec!["totp".into()],
+            ..user("admin")
+        },
+        UserView {
+            disabled: true,
+            ..user("disabled")
+        },
+    ]);
+    prop_oneof![
+        options.clone().prop_map(Input::Choose),
+        (options.clone(), users.clone()).prop_map(|(option, user)| Input::Passed { option, user }),
+        options
+            .clone()
+            .prop_map(|option| Input::Failed { option, user: None }),
+        prop::sample::select(vec!["a@acme.example", "b@other.example", ""]).prop_map(|i| {
+            Input::Identify {
+                identifier: i.into(),
+                user: Some(user("alice")),
+            }
+        }),
+        (
+            prop::sample::select(vec!["google", "acme-saml"]),
+            any::<bool>()
+        )
+            .prop_map(|(idp, verified)| Input::Federated {
+                idp: idp.into(),
+                subject: "s1".into(),
+                claims: BTreeMap::from([
+                    ("email".into(), serde_json::json!("new@acme.example")),
+                    ("email_verified".into(), serde_json::json!(verified)),
+                ]),
+            }),
+        any::<bool>().prop_map(|consent| Input::Answer {
+            consent,
+            username: Some("n".into()),
+            password_set: true
+        }),
+        Just(Input::Cancel),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Any sequence of inputs on any shipped flow keeps the run in a well-formed state: the
+    /// output is one of the five kinds, a finished run stays finished, and nothing panics.
+    #[test]
+    fn any_inputs_on_any_shipped_flow_end_well(
+        flow in any::<prop::sample::Index>(),
+        risk in 0i64..100,
+        inputs in prop::collection::vec(arbitrary_input(), 0..12),
+    ) {
+        let engine = Engine::new();
+        let flows = shipped();
+        let flow = &flows[flow.index(flows.len())];
+        let directory = Fixtures::default();
+        let request = Request { risk, ip: "10.0.0.1".into(), ..Request::default() };
+        let mut step = engine.start(flow, request, 0, &directory);
+        for (i, input) in inputs.into_iter().enumerate() {
+            let was_finished = step.run.status != Status::Active;
+            step = engine.advance(flow, step.run, input, i as u64 + 1, &directory);
+            if was_finished {
+                prop_assert!(step.run.status != Status::Active);
+            }
+            match (&step.output, step.run.status) {
+                (Output::Complete { .. }, Status::Completed) | (Output::Denied { .. }, Status::Denied) => {}
+                (Output::Prompt { .. } | Output::Redirect { .. } | Output::Confirm { .. }, Status::Active) => {}
+                (Output::Denied { .. }, Status::Completed) => {}
+                (output, status) => prop_assert!(false, "{output:?} with status {status:?}"),
+            }
+            prop_assert!(step.run.path.len() < 200, "path grows without bound");
+        }
+    }
+}
