@@ -312,7 +312,9 @@ fn act(ctx: &mut Ctx, run: &mut Run, id: &str, actions: &[ActionIr]) -> Flowing 
                     format!("provision to {target} skipped: no user identified"),
                 ),
             },
-            ActionIr::LockUser { after, seconds } => lock_if_due(ctx, run, *after, *seconds),
+            ActionIr::LockUser { after, seconds } => {
+                lock_if_due(ctx, run, *after, *seconds);
+            }
             ActionIr::SetClaim { claim, script } => {
                 let Some(ast) = ctx.flow.script(script) else {
                     return Flowing::Take(ir::LABEL_ERROR);
@@ -469,20 +471,25 @@ fn on_input(ctx: &mut Ctx, run: &mut Run, input: Input) -> Flowing {
                     }
                 ),
             );
+            // A new identification starts the identity over: nothing verified for an earlier
+            // identifier may count for this one (failure counters stay, per user).
+            run.steps.clear();
+            run.attempted_user = None;
+            run.user = user;
             run.steps.push(StepRecord {
                 state: state.clone(),
                 authenticator: "identifier_first".into(),
                 idp: None,
                 at: ctx.now,
             });
-            if let Some(user) = user {
-                run.user = Some(user);
-            }
             Flowing::Take(ir::LABEL_SUCCESS)
         }
         Input::Passed { option, user } => {
             if !offered.contains(&option) {
                 return not_offered(run, &option);
+            }
+            if run.locked {
+                return Flowing::Stop(deny(run, "account locked"));
             }
             identified(ctx, run, user, option)
         }
@@ -496,8 +503,8 @@ fn on_input(ctx: &mut Ctx, run: &mut Run, input: Input) -> Flowing {
             run.attempts += 1;
             run.failed_attempts += 1;
             // Lockout protects local credentials; an upstream failure is not a guess at them.
-            if !matches!(option, AuthOption::Federated(_)) {
-                count_failure(ctx, run);
+            if !matches!(option, AuthOption::Federated(_)) && count_failure(ctx, run) {
+                return Flowing::Stop(deny(run, "account locked"));
             }
             run.note(
                 &state,
@@ -601,16 +608,19 @@ fn identified(ctx: &mut Ctx, run: &mut Run, user: UserView, option: AuthOption) 
     Flowing::Take(ir::LABEL_SUCCESS)
 }
 
-/// Counts a failed attempt against the user it was for, and locks the user at once when the
-/// flow's `lock_user` threshold is reached — at the attempt, so abandoning a login after a few
-/// tries does not escape the lock.
-fn count_failure(ctx: &mut Ctx, run: &mut Run) {
+/// Counts a failed credential attempt against the user it was for and, when the flow's
+/// `lock_user` threshold is reached, locks that user at once — at the attempt, so abandoning a
+/// login after a few tries does not escape the lock. Returns whether the user is now locked.
+fn count_failure(ctx: &mut Ctx, run: &mut Run) -> bool {
     let Some(user) = run.user.as_ref().or(run.attempted_user.as_ref()) else {
-        return;
+        return false;
     };
-    ctx.effects.push(Effect::FailedAttempt {
-        user: user.id.clone(),
-    });
+    let id = user.id.clone();
+    run.baseline_failures
+        .entry(id.clone())
+        .or_insert(user.failed_attempts);
+    *run.failures_by_user.entry(id.clone()).or_insert(0) += 1;
+    ctx.effects.push(Effect::FailedAttempt { user: id });
     let policy = ctx
         .flow
         .ir
@@ -623,32 +633,42 @@ fn count_failure(ctx: &mut Ctx, run: &mut Run) {
             }),
             _ => None,
         });
-    if let Some((after, seconds)) = policy {
-        lock_if_due(ctx, run, after, seconds);
+    match policy {
+        Some((after, seconds)) => lock_if_due(ctx, run, after, seconds),
+        None => false,
     }
 }
 
-/// Locks the user when their failures (before this login, plus this login's) reach `after`.
-fn lock_if_due(ctx: &mut Ctx, run: &mut Run, after: u32, seconds: u64) {
+/// Locks the run's user when their failures (stored before this login, plus this login's
+/// credential failures for that same user) reach `after`. Returns whether the user is locked.
+fn lock_if_due(ctx: &mut Ctx, run: &mut Run, after: u32, seconds: u64) -> bool {
     if run.locked {
-        return;
+        return true;
     }
     let Some(user) = run.user.as_ref().or(run.attempted_user.as_ref()) else {
-        return;
+        return false;
     };
-    let failures = user.failed_attempts + i64::from(run.failed_attempts);
-    if failures >= i64::from(after) {
-        let (id, state) = (user.id.clone(), run.state.clone());
-        ctx.effects.push(Effect::LockUser {
-            user: id.clone(),
-            seconds,
-        });
-        run.locked = true;
-        run.note(
-            &state,
-            format!("lock {id} for {seconds}s after {failures} failed attempts"),
-        );
+    let id = user.id.clone();
+    let baseline = run
+        .baseline_failures
+        .get(&id)
+        .copied()
+        .unwrap_or(user.failed_attempts);
+    let failures = baseline + i64::from(run.failures_by_user.get(&id).copied().unwrap_or(0));
+    if failures < i64::from(after) {
+        return false;
     }
+    let state = run.state.clone();
+    ctx.effects.push(Effect::LockUser {
+        user: id.clone(),
+        seconds,
+    });
+    run.locked = true;
+    run.note(
+        &state,
+        format!("lock {id} for {seconds}s after {failures} failed attempts"),
+    );
+    true
 }
 
 /// RFC 8176 method for an authenticator.
@@ -657,7 +677,8 @@ fn amr_of(step: &StepRecord) -> Option<&'static str> {
         "password" => Some("pwd"),
         "totp" | "email_otp" | "recovery_code" => Some("otp"),
         "passkey" => Some("hwk"),
-        "federated" => Some("fed"),
+        // RFC 8176 registers no value for federation; what the upstream did is its own amr.
+        "federated" => None,
         _ => None,
     }
 }

@@ -53,7 +53,8 @@ pub struct UserView {
     pub attributes: BTreeMap<String, Value>,
     /// Enrolled factors, e.g. `totp`, `passkey`.
     pub factors: Vec<String>,
-    /// Consecutive failed logins before this one.
+    /// Consecutive failed credential attempts stored for the user. The engine takes the value
+    /// from the first copy of the user it sees in a login and adds that login's own failures.
     pub failed_attempts: i64,
     /// Whether the account is disabled.
     pub disabled: bool,

@@ -83,9 +83,16 @@ pub struct Run {
     pub trace: Vec<TraceEntry>,
     /// The denial reason, once denied.
     pub reason: Option<String>,
-    /// Whether this run already locked its user.
+    /// Whether this run locked the user it was for; a locked login goes no further.
     #[serde(default)]
     pub locked: bool,
+    /// Failed credential attempts in this run, per user id (upstream failures excluded).
+    #[serde(default)]
+    pub failures_by_user: BTreeMap<String, u32>,
+    /// Each user's stored failure count as first seen in this run, so a fresher copy of the
+    /// user sent with a later attempt is not counted twice.
+    #[serde(default)]
+    pub baseline_failures: BTreeMap<String, i64>,
 }
 
 /// Why a stored run cannot be resumed.
@@ -134,6 +141,8 @@ impl Run {
             trace: Vec::new(),
             reason: None,
             locked: false,
+            failures_by_user: BTreeMap::new(),
+            baseline_failures: BTreeMap::new(),
         }
     }
 
