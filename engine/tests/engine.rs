@@ -318,7 +318,13 @@ fn runs_refuse_unknown_encodings() {
     assert!(Run::decode("not json").is_err());
 }
 
-fn shipped() -> Vec<LoadedFlow> {
+/// The shipped flows, loaded once for every test of this file.
+fn shipped() -> &'static (Engine, Vec<LoadedFlow>) {
+    static SHIPPED: std::sync::OnceLock<(Engine, Vec<LoadedFlow>)> = std::sync::OnceLock::new();
+    SHIPPED.get_or_init(load_shipped)
+}
+
+fn load_shipped() -> (Engine, Vec<LoadedFlow>) {
     let engine = Engine::new();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../flows");
     let config =
@@ -342,7 +348,7 @@ fn shipped() -> Vec<LoadedFlow> {
         flows.push(engine.load(compiled.ir).expect("loads"));
     }
     assert!(flows.len() >= 6);
-    flows
+    (engine, flows)
 }
 
 /// The names of the quickstart configuration (parsed minimally: this crate has no TOML parser).
@@ -445,8 +451,7 @@ proptest! {
         risk in 0i64..100,
         inputs in prop::collection::vec(arbitrary_input(), 0..12),
     ) {
-        let engine = Engine::new();
-        let flows = shipped();
+        let (engine, flows) = shipped();
         let flow = &flows[flow.index(flows.len())];
         let directory = Fixtures::default();
         let request = Request { risk, ip: "10.0.0.1".into(), ..Request::default() };
