@@ -47,8 +47,10 @@ pub fn render_covered(
     format: GraphFormat,
     covered: Option<&std::collections::BTreeSet<(String, String)>>,
 ) -> String {
+    // Fail-closed `error` edges are exempt from coverage (engine tests prove them).
     let uncovered = |id: &str, outcome: &str| {
-        covered.is_some_and(|c| !c.contains(&(id.to_string(), outcome.to_string())))
+        outcome != crate::ir::LABEL_ERROR
+            && covered.is_some_and(|c| !c.contains(&(id.to_string(), outcome.to_string())))
     };
     let mut out = String::new();
     match format {

@@ -39,6 +39,11 @@ pub fn diff(old: &FlowIr, new: &FlowIr) -> Vec<String> {
     }
     list_changes("require", &old.require, &new.require, &mut lines);
     list_changes("jit rule", &old.jit, &new.jit, &mut lines);
+    let same_rules = old.jit.len() == new.jit.len() && old.jit.iter().all(|r| new.jit.contains(r));
+    if same_rules && old.jit != new.jit {
+        // The first matching rule wins, so order is meaning.
+        lines.push("~ jit rules reordered".to_string());
+    }
     list_changes(
         "provisioning",
         &old.provisioning,

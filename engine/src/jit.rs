@@ -23,6 +23,36 @@ pub enum JitOutcome {
     NoRule,
 }
 
+/// Why JIT did not produce a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JitError {
+    /// A rule's script failed: the login fails closed.
+    Script(String),
+    /// The rules refuse this account (no consent, a disabled account, a taken username...).
+    Refused(String),
+}
+
+impl std::fmt::Display for JitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JitError::Script(why) => write!(f, "script error: {why}"),
+            JitError::Refused(why) => f.write_str(why),
+        }
+    }
+}
+
+impl From<String> for JitError {
+    fn from(why: String) -> Self {
+        JitError::Refused(why)
+    }
+}
+
+impl From<&str> for JitError {
+    fn from(why: &str) -> Self {
+        JitError::Refused(why.to_string())
+    }
+}
+
 /// The user's answers to a JIT confirmation.
 pub struct Answers {
     /// Consent given.
@@ -47,18 +77,20 @@ fn eval(
     run: &Run,
     idp: &str,
     script: &str,
-) -> Result<rhai::Dynamic, String> {
+) -> Result<rhai::Dynamic, JitError> {
     let ast = flow
         .script(script)
-        .ok_or_else(|| format!("script `{script}` is not compiled"))?;
-    sandbox.eval_jit(
-        ast,
-        JitScope {
-            claims: &run.upstream_claims,
-            request: &run.request,
-            idp,
-        },
-    )
+        .ok_or_else(|| JitError::Script(format!("script `{script}` is not compiled")))?;
+    sandbox
+        .eval_jit(
+            ast,
+            JitScope {
+                claims: &run.upstream_claims,
+                request: &run.request,
+                idp,
+            },
+        )
+        .map_err(JitError::Script)
 }
 
 fn claim_text(claims: &BTreeMap<String, Value>, name: &str) -> Option<String> {
@@ -77,13 +109,19 @@ pub fn resolve(
     run: &mut Run,
     idp: &str,
     subject: &str,
-) -> Result<JitOutcome, String> {
+) -> Result<JitOutcome, JitError> {
     let state = run.state.clone();
     for (index, rule) in flow.ir.jit.iter().enumerate().filter(|(_, r)| r.idp == idp) {
         if let Some(when) = &rule.when {
+            // A condition that is not a bool is an error, not "false": falling through to a later,
+            // perhaps more permissive, rule would fail open.
             let holds = eval(flow, sandbox, run, idp, when)?
                 .as_bool()
-                .unwrap_or(false);
+                .map_err(|kind| {
+                    JitError::Script(format!(
+                        "JIT rule {index} `when` returned {kind}, not a bool"
+                    ))
+                })?;
             run.note(&state, format!("JIT rule {index} `when` = {holds}"));
             if !holds {
                 continue;
@@ -135,7 +173,7 @@ pub fn resolve(
                 ask: rule.prompt.clone(),
             }));
         }
-        return create(flow, sandbox, run, rule, idp, subject, None)
+        return create(flow, sandbox, directory, run, rule, idp, subject, None)
             .map(|(user, effects)| JitOutcome::User(user, effects));
     }
     Ok(JitOutcome::NoRule)
@@ -145,10 +183,11 @@ pub fn resolve(
 pub fn confirm(
     flow: &LoadedFlow,
     sandbox: &Sandbox,
+    directory: &dyn Directory,
     run: &mut Run,
     pending: &PendingJit,
     answers: &Answers,
-) -> Result<(UserView, Vec<Effect>), String> {
+) -> Result<(UserView, Vec<Effect>), JitError> {
     let rule = flow
         .ir
         .jit
@@ -174,6 +213,7 @@ pub fn confirm(
     create(
         flow,
         sandbox,
+        directory,
         run,
         rule,
         &pending.idp,
@@ -182,15 +222,17 @@ pub fn confirm(
     )
 }
 
+#[allow(clippy::too_many_arguments)]
 fn create(
     flow: &LoadedFlow,
     sandbox: &Sandbox,
+    directory: &dyn Directory,
     run: &mut Run,
     rule: &JitRuleIr,
     idp: &str,
     subject: &str,
     chosen_username: Option<String>,
-) -> Result<(UserView, Vec<Effect>), String> {
+) -> Result<(UserView, Vec<Effect>), JitError> {
     let create = rule
         .create
         .as_ref()
@@ -199,7 +241,11 @@ fn create(
         Some(username) => username,
         None => match to_value(&eval(flow, sandbox, run, idp, &create.username)?) {
             Value::String(s) if !s.trim().is_empty() => s,
-            other => return Err(format!("the username expression gave {other}, not a name")),
+            other => {
+                return Err(JitError::Script(format!(
+                    "the username expression gave {other}, not a name"
+                )));
+            }
         },
     };
     let mut attributes = BTreeMap::new();
@@ -210,11 +256,12 @@ fn create(
         );
     }
     let id = user_id(idp, subject);
+    // Only an attribute the rule maps explicitly becomes the user's email: copying an
+    // unverified upstream email would let someone pre-claim another person's address.
     let email = attributes
         .get("email")
         .and_then(Value::as_str)
-        .map(String::from)
-        .or_else(|| claim_text(&run.upstream_claims, "email"));
+        .map(String::from);
     let user = UserView {
         id: id.clone(),
         username: username.clone(),
@@ -223,6 +270,26 @@ fn create(
         attributes: attributes.clone(),
         ..UserView::default()
     };
+    if let Some(existing) = directory.find_user("id", &id) {
+        // The account was created by an earlier login whose link has since gone: reuse it,
+        // unless it was disabled.
+        if existing.disabled {
+            return Err("the account for this upstream identity is disabled".into());
+        }
+        run.note(
+            &run.state.clone(),
+            format!("JIT finds {id} from an earlier login and links it again"),
+        );
+        let effects = vec![Effect::LinkIdentity {
+            user: id,
+            idp: idp.to_string(),
+            subject: subject.to_string(),
+        }];
+        return Ok((existing, effects));
+    }
+    if directory.find_user("username", &username).is_some() {
+        return Err(format!("the username `{username}` is already taken").into());
+    }
     let mut effects = vec![
         Effect::CreateUser {
             id: id.clone(),

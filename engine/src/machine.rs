@@ -161,6 +161,14 @@ fn finished(run: &Run) -> Output {
 }
 
 fn deny(run: &mut Run, reason: &str) -> Output {
+    let state = run.state.clone();
+    if run
+        .trace
+        .last()
+        .is_none_or(|t| !t.event.starts_with("denied"))
+    {
+        run.note(&state, format!("denied: {reason}"));
+    }
     run.status = Status::Denied;
     run.reason = Some(reason.to_string());
     Output::Denied {
@@ -412,15 +420,19 @@ fn on_input(ctx: &mut Ctx, run: &mut Run, input: Input) -> Flowing {
                     username,
                     password_set,
                 };
-                match jit::confirm(ctx.flow, ctx.sandbox, run, &pending, &answers) {
+                match jit::confirm(
+                    ctx.flow,
+                    ctx.sandbox,
+                    ctx.directory,
+                    run,
+                    &pending,
+                    &answers,
+                ) {
                     Ok((user, effects)) => {
                         ctx.effects.extend(effects);
                         identified(ctx, run, user, AuthOption::Federated(pending.idp.clone()))
                     }
-                    Err(reason) => {
-                        run.note(&state, format!("JIT: {reason}"));
-                        Flowing::Stop(deny(run, &reason))
-                    }
+                    Err(error) => Flowing::Stop(jit_denied(run, &state, error)),
                 }
             }
             _ => Flowing::Stop(Output::Confirm {
@@ -474,6 +486,8 @@ fn on_input(ctx: &mut Ctx, run: &mut Run, input: Input) -> Flowing {
             // A new identification starts the identity over: nothing verified for an earlier
             // identifier may count for this one (failure counters stay, per user).
             run.steps.clear();
+            run.claims.clear();
+            run.upstream_claims.clear();
             run.attempted_user = None;
             run.user = user;
             run.steps.push(StepRecord {
@@ -488,8 +502,17 @@ fn on_input(ctx: &mut Ctx, run: &mut Run, input: Input) -> Flowing {
             if !offered.contains(&option) {
                 return not_offered(run, &option);
             }
-            if run.locked {
-                return Flowing::Stop(deny(run, "account locked"));
+            // Upstream logins report as `Federated` (so links and JIT apply) and identification
+            // as `Identify`; neither may be claimed as a plain pass.
+            if matches!(&option, AuthOption::Federated(_))
+                || option == AuthOption::Authenticator("identifier_first".into())
+            {
+                run.note(&state, format!("{option} cannot be reported as passed"));
+                return Flowing::Stop(prompt(
+                    ctx,
+                    run,
+                    Some(format!("{option} is not verified this way")),
+                ));
             }
             identified(ctx, run, user, option)
         }
@@ -561,10 +584,7 @@ fn on_input(ctx: &mut Ctx, run: &mut Run, input: Input) -> Flowing {
                     );
                     Flowing::Stop(deny(run, "no account for this upstream identity"))
                 }
-                Err(error) => {
-                    run.note(&state, format!("JIT script error: {error}: failing closed"));
-                    Flowing::Stop(deny(run, "script error"))
-                }
+                Err(error) => Flowing::Stop(jit_denied(run, &state, error)),
             }
         }
         Input::Answer { .. } => Flowing::Stop(prompt(ctx, run, Some("nothing was asked".into()))),
@@ -572,12 +592,28 @@ fn on_input(ctx: &mut Ctx, run: &mut Run, input: Input) -> Flowing {
     }
 }
 
+/// Denies a login that JIT could not place: a script error fails closed, a refusal says why.
+fn jit_denied(run: &mut Run, state: &str, error: jit::JitError) -> Output {
+    match error {
+        jit::JitError::Script(why) => {
+            run.note(state, format!("JIT script error: {why}: failing closed"));
+            deny(run, "script error")
+        }
+        jit::JitError::Refused(why) => {
+            run.note(state, format!("JIT: {why}"));
+            deny(run, &why)
+        }
+    }
+}
+
 /// A step passed for `user`: record it and leave by `success`. A different user than the one
 /// identified earlier denies: every factor of one login must belong to one user.
 fn identified(ctx: &mut Ctx, run: &mut Run, user: UserView, option: AuthOption) -> Flowing {
     let state = run.state.clone();
+    if user.id.is_empty() {
+        return Flowing::Stop(deny(run, "a step verified a user without an id"));
+    }
     if let Some(known) = run.user.as_ref()
-        && !known.id.is_empty()
         && known.id != user.id
     {
         run.note(
@@ -589,9 +625,24 @@ fn identified(ctx: &mut Ctx, run: &mut Run, user: UserView, option: AuthOption) 
         );
         return Flowing::Stop(deny(run, "a step verified a different user"));
     }
+    // What the user typed at identifier_first binds the login, even when it named no account:
+    // otherwise typing an unknown name would skip the routing meant for the real one.
+    let typed = run.identifier.as_str();
+    if !typed.is_empty() && user.username != typed && !user.email.eq_ignore_ascii_case(typed) {
+        run.note(
+            &state,
+            format!(
+                "{option} verified {} but the identifier was `{typed}`",
+                user.id
+            ),
+        );
+        return Flowing::Stop(deny(run, "a step verified a different user"));
+    }
     if user.disabled {
-        run.note(&state, format!("{} is disabled", user.id));
         return Flowing::Stop(deny(run, "account disabled"));
+    }
+    if user.locked || run.locked {
+        return Flowing::Stop(deny(run, "account locked"));
     }
     let (authenticator, idp) = match &option {
         AuthOption::Authenticator(name) => (name.clone(), None),
@@ -620,7 +671,6 @@ fn count_failure(ctx: &mut Ctx, run: &mut Run) -> bool {
         .entry(id.clone())
         .or_insert(user.failed_attempts);
     *run.failures_by_user.entry(id.clone()).or_insert(0) += 1;
-    ctx.effects.push(Effect::FailedAttempt { user: id });
     let policy = ctx
         .flow
         .ir
@@ -633,6 +683,11 @@ fn count_failure(ctx: &mut Ctx, run: &mut Run) -> bool {
             }),
             _ => None,
         });
+    ctx.effects.push(Effect::FailedAttempt {
+        user: id,
+        lock_after: policy.map(|(after, _)| after),
+        lock_seconds: policy.map(|(_, seconds)| seconds),
+    });
     match policy {
         Some((after, seconds)) => lock_if_due(ctx, run, after, seconds),
         None => false,
@@ -697,7 +752,18 @@ fn complete(ctx: &mut Ctx, run: &mut Run) -> Output {
             amr.push(method.to_string());
         }
     }
-    let factors = run.steps.iter().filter(|s| amr_of(s).is_some()).count();
+    let credential = run
+        .steps
+        .iter()
+        .any(|s| s.authenticator != "identifier_first");
+    if !credential {
+        return deny(run, "no credential was verified");
+    }
+    if user.disabled {
+        return deny(run, "account disabled");
+    }
+    // Multi-factor means two different kinds of factor, not one factor twice.
+    let factors = amr.len() + usize::from(run.steps.iter().any(|s| s.authenticator == "federated"));
     if factors >= 2 {
         amr.push("mfa".into());
     }
@@ -714,6 +780,12 @@ fn complete(ctx: &mut Ctx, run: &mut Run) -> Output {
                 user: user.id.clone(),
             });
         }
+    }
+    let failed_here = run.failures_by_user.get(&user.id).copied().unwrap_or(0) > 0;
+    if user.failed_attempts > 0 || failed_here {
+        ctx.effects.push(Effect::ResetFailures {
+            user: user.id.clone(),
+        });
     }
     run.status = Status::Completed;
     run.note(

@@ -58,6 +58,8 @@ pub struct UserView {
     pub failed_attempts: i64,
     /// Whether the account is disabled.
     pub disabled: bool,
+    /// Whether the account is locked now (the server compares its lock expiry with the clock).
+    pub locked: bool,
 }
 
 /// What happened since the last step: the user's or an authenticator's report.
@@ -224,6 +226,19 @@ pub enum Effect {
     /// Count a failed attempt against a user, at the attempt itself: counting only at the end
     /// of a login would let an attacker try twice, abandon the login, and never be locked.
     FailedAttempt {
+        /// The user.
+        user: String,
+        /// The flow's lock threshold, when it has one: the store must lock the user when its
+        /// count reaches this, in the same transaction as the increment, so that concurrent
+        /// logins cannot each stay under the threshold.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lock_after: Option<u32>,
+        /// How long such a lock lasts, in seconds.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lock_seconds: Option<u64>,
+    },
+    /// A login succeeded: the user's consecutive-failure count starts again from zero.
+    ResetFailures {
         /// The user.
         user: String,
     },

@@ -167,6 +167,41 @@ impl Registry {
         self.current.store(Arc::new(snapshot));
     }
 
+    /// Makes a version resolvable from its IR, e.g. read from the store on a node that never
+    /// loaded it or after a restart (the server stores each version's canonical IR when it goes
+    /// live). Returns the loaded flow; the IR must hash to `version`.
+    pub fn load_version(
+        &self,
+        version: &str,
+        ir: idflow_dsl::FlowIr,
+    ) -> Result<Arc<LoadedFlow>, String> {
+        if let Some(loaded) = self.snapshot().version(version) {
+            return Ok(loaded);
+        }
+        if ir.version() != version {
+            return Err(format!(
+                "stored IR hashes to {}, not {version}",
+                ir.version()
+            ));
+        }
+        let loaded = Arc::new(LoadedFlow::load(&self.sandbox, ir)?);
+        let _writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let old = self.snapshot();
+        let mut versions = old.versions.clone();
+        versions.insert(version.to_string(), Arc::clone(&loaded));
+        self.install(Snapshot {
+            flows: old.flows.clone(),
+            versions,
+            applications: old.applications.clone(),
+            default: old.default.clone(),
+            generation: old.generation,
+        });
+        Ok(loaded)
+    }
+
     /// Drops retained versions that are neither current nor in `in_use` (the versions of runs
     /// still stored).
     pub fn retire_versions(&self, in_use: &HashSet<String>) {

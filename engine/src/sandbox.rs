@@ -217,6 +217,7 @@ mod tests {
             factors: vec!["totp".into()],
             failed_attempts: 2,
             disabled: false,
+            locked: false,
         }
     }
 

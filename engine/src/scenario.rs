@@ -8,7 +8,7 @@
 //!   - name: an admin adds TOTP
 //!     user: { id: u1, username: alice, roles: [admin] }
 //!     steps: [ { pass: password }, { pass: totp } ]
-//!     expect: { outcome: complete, path: [first, second.when, second, success], amr: [pwd, otp, mfa] }
+//!     expect: { outcome: complete, path: [first, second.when, second, on_success, success], amr: [pwd, otp, mfa] }
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -57,7 +57,8 @@ pub struct Scenario {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum StepSpec {
-    /// The option (`password`, `federated(google)`) passes for the scenario's user.
+    /// A credential (`password`, `totp`, ...) passes for the scenario's user. Upstream logins
+    /// are written `federated`, identification `identify`.
     Pass(String),
     /// An attempt with the option fails.
     Fail(String),

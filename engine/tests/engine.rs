@@ -274,6 +274,177 @@ fn a_run_started_on_version_1_completes_after_a_swap_to_version_2() {
 }
 
 #[test]
+fn a_run_resumes_on_another_node_that_loads_its_version_from_stored_ir() {
+    let engine = Engine::new();
+    let v1 = "flow: f\napplies_to: [app]\nsteps:\n  - id: a\n    authenticate: [password]\n  - id: b\n    authenticate: [totp]\n";
+    let flow = load(&engine, v1);
+    let directory = Fixtures::default();
+    let step = engine.start(&flow, Request::default(), 0, &directory);
+    let step = engine.advance(
+        &flow,
+        step.run,
+        Input::Passed {
+            option: password(),
+            user: user("u1"),
+        },
+        1,
+        &directory,
+    );
+    let stored_run = step.run.encode();
+    let stored_ir = serde_json::to_string(&flow.ir).expect("IR serializes");
+
+    // Node B runs version 2 and has never seen version 1.
+    let node_b = Engine::new();
+    let registry = Registry::new(node_b.sandbox());
+    let v2 = SourceFile {
+        name: "f.yaml".into(),
+        text: "flow: f\napplies_to: [app]\nsteps:\n  - id: a\n    authenticate: [passkey]\n".into(),
+        syntax: Syntax::Yaml,
+    };
+    registry.reload(&[v2], &Names::default()).expect("v2 loads");
+    let run = Run::decode(&stored_run).expect("decodes");
+    assert!(registry.snapshot().version(&run.version).is_none());
+    let ir = serde_json::from_str(&stored_ir).expect("IR deserializes");
+    let old = registry
+        .load_version(&run.version, ir)
+        .expect("version 1 loads from its IR");
+    let totp = AuthOption::Authenticator("totp".into());
+    let step = node_b.advance(
+        &old,
+        run,
+        Input::Passed {
+            option: totp,
+            user: user("u1"),
+        },
+        2,
+        &directory,
+    );
+    assert!(
+        matches!(step.output, Output::Complete { .. }),
+        "{:?}",
+        step.output
+    );
+    let tampered: idflow_dsl::FlowIr =
+        serde_json::from_str(&stored_ir.replace("totp", "passkey")).expect("IR");
+    assert!(
+        registry
+            .load_version("sha256:0000000000000000", tampered)
+            .is_err(),
+        "IR must match its version"
+    );
+}
+
+#[test]
+fn identification_alone_is_not_a_login_and_one_factor_twice_is_not_mfa() {
+    let engine = Engine::new();
+    let directory = Fixtures::default();
+    let flow = load(
+        &engine,
+        "flow: f\nsteps:\n  - id: who\n    authenticate: [identifier_first]\n",
+    );
+    let step = engine.start(&flow, Request::default(), 0, &directory);
+    let step = engine.advance(
+        &flow,
+        step.run,
+        Input::Identify {
+            identifier: "u1".into(),
+            user: Some(user("u1")),
+        },
+        1,
+        &directory,
+    );
+    assert_eq!(
+        step.output,
+        Output::Denied {
+            reason: "no credential was verified".into()
+        }
+    );
+
+    let flow = load(
+        &engine,
+        "flow: f\nsteps:\n  - id: a\n    authenticate: [password]\n  - id: b\n    authenticate: [password]\n",
+    );
+    let step = engine.start(&flow, Request::default(), 0, &directory);
+    let step = engine.advance(
+        &flow,
+        step.run,
+        Input::Passed {
+            option: password(),
+            user: user("u1"),
+        },
+        1,
+        &directory,
+    );
+    let step = engine.advance(
+        &flow,
+        step.run,
+        Input::Passed {
+            option: password(),
+            user: user("u1"),
+        },
+        2,
+        &directory,
+    );
+    match step.output {
+        Output::Complete { amr, acr, .. } => {
+            assert_eq!(amr, ["pwd"]);
+            assert_eq!(acr, "urn:idflow:acr:1fa");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn jit_never_revives_a_disabled_account_nor_takes_a_username() {
+    let engine = Engine::new();
+    let flow = load(
+        &engine,
+        "flow: f\nsteps:\n  - id: a\n    authenticate: [{ federated: google }]\njit:\n  - idp: google\n    create:\n      username: claims.email\n",
+    );
+    let federated = |email: &str| Input::Federated {
+        idp: "google".into(),
+        subject: "g1".into(),
+        claims: BTreeMap::from([("email".into(), serde_json::json!(email))]),
+    };
+    let revived = UserView {
+        disabled: true,
+        ..user(&idflow_engine::jit::user_id("google", "g1"))
+    };
+    let directory = Fixtures {
+        users: vec![revived],
+        ..Fixtures::default()
+    };
+    let step = engine.start(&flow, Request::default(), 0, &directory);
+    let step = engine.advance(&flow, step.run, federated("new@x.example"), 1, &directory);
+    assert_eq!(
+        step.output,
+        Output::Denied {
+            reason: "the account for this upstream identity is disabled".into()
+        },
+        "{:#?}",
+        step.run.trace
+    );
+    assert!(step.effects.is_empty());
+
+    let taken = UserView {
+        username: "root@x.example".into(),
+        ..user("u-root")
+    };
+    let directory = Fixtures {
+        users: vec![taken],
+        ..Fixtures::default()
+    };
+    let step = engine.start(&flow, Request::default(), 0, &directory);
+    let step = engine.advance(&flow, step.run, federated("root@x.example"), 1, &directory);
+    assert!(
+        matches!(step.output, Output::Denied { .. }),
+        "{:?}",
+        step.output
+    );
+    assert!(step.effects.is_empty(), "{:?}", step.effects);
+}
+
+#[test]
 fn a_reload_with_an_error_keeps_the_live_flows() {
     let engine = Engine::new();
     let registry = Registry::new(engine.sandbox());
@@ -458,7 +629,16 @@ proptest! {
         let mut step = engine.start(flow, request, 0, &directory);
         for (i, input) in inputs.into_iter().enumerate() {
             let was_finished = step.run.status != Status::Active;
-            step = engine.advance(flow, step.run, input, i as u64 + 1, &directory);
+            // Every step resumes from the stored form, as on another node.
+            let run = Run::decode(&step.run.encode()).expect("a run survives its encoding");
+            step = engine.advance(flow, run, input, i as u64 + 1, &directory);
+            if let Output::Complete { subject, .. } = &step.output {
+                prop_assert!(
+                    step.run.steps.iter().any(|s| s.authenticator != "identifier_first"),
+                    "completed for {subject} without a credential: {:?}", step.run.trace
+                );
+                prop_assert!(!subject.is_empty());
+            }
             if was_finished {
                 prop_assert!(step.run.status != Status::Active);
             }

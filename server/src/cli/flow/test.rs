@@ -138,9 +138,12 @@ pub fn run_all(engine: &Engine, args: &TestArgs) -> Result<TestRun, u8> {
             results.push((name.clone(), file.flow.clone(), outcome));
         }
     }
-    let coverage = by_flow
+    // Every loaded flow gets a coverage line: one with no scenarios is 0% covered, not skipped.
+    let coverage = flows
         .iter()
-        .filter_map(|(id, outcomes)| flows.get(id).map(|flow| scenario::coverage(flow, outcomes)))
+        .map(|(id, flow)| {
+            scenario::coverage(flow, by_flow.get(id).map(Vec::as_slice).unwrap_or(&[]))
+        })
         .collect();
     Ok(TestRun {
         results,
