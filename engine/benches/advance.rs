@@ -9,7 +9,6 @@ use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use idflow_dsl::ir::AuthOption;
 use idflow_dsl::{Names, SourceFile, Syntax, compile};
 use idflow_engine::model::{Input, Request, UserView};
-use idflow_engine::registry::Snapshot;
 use idflow_engine::sandbox::{ContextView, FlowScope};
 use idflow_engine::{Engine, Fixtures, LoadedFlow, Registry};
 
@@ -105,13 +104,7 @@ fn bench(c: &mut Criterion) {
     let live = registry.snapshot();
     group.bench_function("registry: atomic swap of a 1,000-flow snapshot", |b| {
         b.iter_batched(
-            || Snapshot {
-                flows: live.flows.clone(),
-                versions: live.versions.clone(),
-                applications: live.applications.clone(),
-                default: live.default.clone(),
-                generation: live.generation + 1,
-            },
+            || live.with_versions(live.versions.clone()),
             |snapshot| registry.install(snapshot),
             BatchSize::SmallInput,
         )

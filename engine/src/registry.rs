@@ -37,6 +37,18 @@ impl Snapshot {
         self.flows.get(id).cloned()
     }
 
+    /// The same flows with another set of retained versions (same generation: the live flows
+    /// did not change).
+    pub fn with_versions(&self, versions: HashMap<String, Arc<LoadedFlow>>) -> Snapshot {
+        Snapshot {
+            flows: self.flows.clone(),
+            versions,
+            applications: self.applications.clone(),
+            default: self.default.clone(),
+            generation: self.generation,
+        }
+    }
+
     /// The flow of a version, current or retained.
     pub fn version(&self, version: &str) -> Option<Arc<LoadedFlow>> {
         self.versions.get(version).cloned()
@@ -192,13 +204,7 @@ impl Registry {
         let old = self.snapshot();
         let mut versions = old.versions.clone();
         versions.insert(version.to_string(), Arc::clone(&loaded));
-        self.install(Snapshot {
-            flows: old.flows.clone(),
-            versions,
-            applications: old.applications.clone(),
-            default: old.default.clone(),
-            generation: old.generation,
-        });
+        self.install(old.with_versions(versions));
         Ok(loaded)
     }
 
@@ -217,12 +223,6 @@ impl Registry {
             .filter(|(v, _)| current.contains(v) || in_use.contains(*v))
             .map(|(v, f)| (v.clone(), Arc::clone(f)))
             .collect();
-        self.install(Snapshot {
-            flows: old.flows.clone(),
-            versions,
-            applications: old.applications.clone(),
-            default: old.default.clone(),
-            generation: old.generation,
-        });
+        self.install(old.with_versions(versions));
     }
 }

@@ -26,6 +26,14 @@ fn user(id: &str) -> UserView {
     }
 }
 
+/// The input "OPTION passed for user ID".
+fn passed(option: AuthOption, id: &str) -> Input {
+    Input::Passed {
+        option,
+        user: user(id),
+    }
+}
+
 fn password() -> AuthOption {
     AuthOption::Authenticator("password".into())
 }
@@ -89,16 +97,7 @@ fn an_exhausted_attempt_counter_denies() {
     );
     assert_eq!(step.run.status, Status::Denied);
     // A finished run stays finished whatever comes next.
-    let step = engine.advance(
-        &flow,
-        step.run,
-        Input::Passed {
-            option: password(),
-            user: user("u1"),
-        },
-        3,
-        &directory,
-    );
+    let step = engine.advance(&flow, step.run, passed(password(), "u1"), 3, &directory);
     assert!(matches!(step.output, Output::Denied { .. }));
 }
 
@@ -111,16 +110,7 @@ fn a_script_over_its_operation_limit_denies_and_says_why() {
     );
     let directory = Fixtures::default();
     let step = engine.start(&flow, Request::default(), 0, &directory);
-    let step = engine.advance(
-        &flow,
-        step.run,
-        Input::Passed {
-            option: password(),
-            user: user("u1"),
-        },
-        1,
-        &directory,
-    );
+    let step = engine.advance(&flow, step.run, passed(password(), "u1"), 1, &directory);
     assert_eq!(
         step.output,
         Output::Denied {
@@ -148,27 +138,9 @@ fn a_second_factor_for_another_user_denies() {
     );
     let directory = Fixtures::default();
     let step = engine.start(&flow, Request::default(), 0, &directory);
-    let step = engine.advance(
-        &flow,
-        step.run,
-        Input::Passed {
-            option: password(),
-            user: user("alice"),
-        },
-        1,
-        &directory,
-    );
+    let step = engine.advance(&flow, step.run, passed(password(), "alice"), 1, &directory);
     let totp = AuthOption::Authenticator("totp".into());
-    let step = engine.advance(
-        &flow,
-        step.run,
-        Input::Passed {
-            option: totp,
-            user: user("mallory"),
-        },
-        2,
-        &directory,
-    );
+    let step = engine.advance(&flow, step.run, passed(totp, "mallory"), 2, &directory);
     assert_eq!(
         step.output,
         Output::Denied {
@@ -187,16 +159,7 @@ fn an_option_the_state_does_not_offer_is_refused_without_progress() {
     let directory = Fixtures::default();
     let step = engine.start(&flow, Request::default(), 0, &directory);
     let totp = AuthOption::Authenticator("totp".into());
-    let step = engine.advance(
-        &flow,
-        step.run,
-        Input::Passed {
-            option: totp,
-            user: user("u1"),
-        },
-        1,
-        &directory,
-    );
+    let step = engine.advance(&flow, step.run, passed(totp, "u1"), 1, &directory);
     assert!(
         matches!(&step.output, Output::Prompt { state, error: Some(_), .. } if state == "a"),
         "{:?}",
@@ -222,16 +185,7 @@ fn a_run_started_on_version_1_completes_after_a_swap_to_version_2() {
     let directory = Fixtures::default();
     let flow = registry.snapshot().flow_for("app").expect("flow");
     let step = engine.start(&flow, Request::default(), 0, &directory);
-    let step = engine.advance(
-        &flow,
-        step.run,
-        Input::Passed {
-            option: password(),
-            user: user("u1"),
-        },
-        1,
-        &directory,
-    );
+    let step = engine.advance(&flow, step.run, passed(password(), "u1"), 1, &directory);
     let stored = step.run.encode();
 
     let summary = registry
@@ -250,16 +204,7 @@ fn a_run_started_on_version_1_completes_after_a_swap_to_version_2() {
         .version(&run.version)
         .expect("version 1 stays resolvable");
     let totp = AuthOption::Authenticator("totp".into());
-    let step = engine.advance(
-        &old,
-        run,
-        Input::Passed {
-            option: totp,
-            user: user("u1"),
-        },
-        2,
-        &directory,
-    );
+    let step = engine.advance(&old, run, passed(totp, "u1"), 2, &directory);
     assert!(
         matches!(step.output, Output::Complete { .. }),
         "{:?}",
@@ -280,16 +225,7 @@ fn a_run_resumes_on_another_node_that_loads_its_version_from_stored_ir() {
     let flow = load(&engine, v1);
     let directory = Fixtures::default();
     let step = engine.start(&flow, Request::default(), 0, &directory);
-    let step = engine.advance(
-        &flow,
-        step.run,
-        Input::Passed {
-            option: password(),
-            user: user("u1"),
-        },
-        1,
-        &directory,
-    );
+    let step = engine.advance(&flow, step.run, passed(password(), "u1"), 1, &directory);
     let stored_run = step.run.encode();
     let stored_ir = serde_json::to_string(&flow.ir).expect("IR serializes");
 
@@ -309,16 +245,7 @@ fn a_run_resumes_on_another_node_that_loads_its_version_from_stored_ir() {
         .load_version(&run.version, ir)
         .expect("version 1 loads from its IR");
     let totp = AuthOption::Authenticator("totp".into());
-    let step = node_b.advance(
-        &old,
-        run,
-        Input::Passed {
-            option: totp,
-            user: user("u1"),
-        },
-        2,
-        &directory,
-    );
+    let step = node_b.advance(&old, run, passed(totp, "u1"), 2, &directory);
     assert!(
         matches!(step.output, Output::Complete { .. }),
         "{:?}",
@@ -365,26 +292,8 @@ fn identification_alone_is_not_a_login_and_one_factor_twice_is_not_mfa() {
         "flow: f\nsteps:\n  - id: a\n    authenticate: [password]\n  - id: b\n    authenticate: [password]\n",
     );
     let step = engine.start(&flow, Request::default(), 0, &directory);
-    let step = engine.advance(
-        &flow,
-        step.run,
-        Input::Passed {
-            option: password(),
-            user: user("u1"),
-        },
-        1,
-        &directory,
-    );
-    let step = engine.advance(
-        &flow,
-        step.run,
-        Input::Passed {
-            option: password(),
-            user: user("u1"),
-        },
-        2,
-        &directory,
-    );
+    let step = engine.advance(&flow, step.run, passed(password(), "u1"), 1, &directory);
+    let step = engine.advance(&flow, step.run, passed(password(), "u1"), 2, &directory);
     match step.output {
         Output::Complete { amr, acr, .. } => {
             assert_eq!(amr, ["pwd"]);
