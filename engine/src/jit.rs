@@ -131,6 +131,7 @@ pub fn resolve(
             let found = claim_text(&run.upstream_claims, attribute)
                 .and_then(|value| directory.find_user(attribute, &value));
             if let Some(user) = found {
+                run.jit_rules.push(index);
                 if user.disabled {
                     // Never link an upstream account to a disabled user; the login then denies.
                     run.note(
@@ -161,6 +162,7 @@ pub fn resolve(
             );
             continue;
         }
+        run.jit_rules.push(index);
         if !rule.prompt.is_empty() {
             run.note(
                 &state,

@@ -79,6 +79,9 @@ pub struct Run {
     pub path: Vec<String>,
     /// Every transition taken, as (state, label).
     pub taken: Vec<(String, String)>,
+    /// The JIT rules (by index) that decided an upstream login in this run.
+    #[serde(default)]
+    pub jit_rules: Vec<usize>,
     /// What happened and why.
     pub trace: Vec<TraceEntry>,
     /// The denial reason, once denied.
@@ -138,6 +141,7 @@ impl Run {
             pending_jit: None,
             path: Vec::new(),
             taken: Vec::new(),
+            jit_rules: Vec::new(),
             trace: Vec::new(),
             reason: None,
             locked: false,

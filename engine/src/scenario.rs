@@ -138,6 +138,8 @@ pub struct Outcome {
     pub path: Vec<String>,
     /// Transitions taken.
     pub taken: Vec<(String, String)>,
+    /// JIT rules that decided an upstream login.
+    pub jit_rules: Vec<usize>,
     /// The final output.
     pub output: Output,
     /// Every effect, in order.
@@ -284,6 +286,7 @@ pub fn run(engine: &Engine, flow: &LoadedFlow, scenario: &Scenario) -> Outcome {
         failures,
         path: run.path.clone(),
         taken: run.taken.clone(),
+        jit_rules: run.jit_rules.clone(),
         output,
         effects,
         trace: run.trace.clone(),
@@ -363,12 +366,18 @@ pub struct Coverage {
     pub missing_transitions: Vec<(String, String)>,
     /// Transitions taken.
     pub covered_transitions: Vec<(String, String)>,
+    /// JIT rules that decided some scenario's login / all JIT rules.
+    pub jit_rules: (usize, usize),
+    /// JIT rules (by index, in the flow's order) no scenario exercised.
+    pub missing_jit_rules: Vec<usize>,
 }
 
 impl Coverage {
     /// True when every state and transition was exercised.
     pub fn is_full(&self) -> bool {
-        self.missing_states.is_empty() && self.missing_transitions.is_empty()
+        self.missing_states.is_empty()
+            && self.missing_transitions.is_empty()
+            && self.missing_jit_rules.is_empty()
     }
 }
 
@@ -408,7 +417,19 @@ pub fn coverage(flow: &LoadedFlow, outcomes: &[Outcome]) -> Coverage {
         .filter(|t| !taken.contains(*t))
         .cloned()
         .collect();
+    let applied: BTreeSet<usize> = outcomes
+        .iter()
+        .flat_map(|o| o.jit_rules.iter().copied())
+        .collect();
+    let missing_jit_rules: Vec<usize> = (0..flow.ir.jit.len())
+        .filter(|i| !applied.contains(i))
+        .collect();
     Coverage {
+        jit_rules: (
+            flow.ir.jit.len() - missing_jit_rules.len(),
+            flow.ir.jit.len(),
+        ),
+        missing_jit_rules,
         flow: flow.ir.flow.clone(),
         states: (
             required_states.clone().count() - missing_states.len(),

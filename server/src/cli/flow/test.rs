@@ -219,6 +219,15 @@ fn human(test_run: &TestRun, coverage: bool) {
                 "coverage {}: states {}/{}, transitions {}/{}\n",
                 c.flow, c.states.0, c.states.1, c.transitions.0, c.transitions.1
             ));
+            if c.jit_rules.1 > 0 {
+                text.push_str(&format!(
+                    "  jit rules {}/{}\n",
+                    c.jit_rules.0, c.jit_rules.1
+                ));
+            }
+            for rule in &c.missing_jit_rules {
+                text.push_str(&format!("  jit rule {rule} never decided a login\n"));
+            }
             for (state, label) in &c.missing_transitions {
                 text.push_str(&format!("  not taken: {state} --{label}-->\n"));
             }
