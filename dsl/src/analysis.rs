@@ -124,6 +124,10 @@ pub fn analyze(
         }
     }
 
+    if success_reachable {
+        check_credential(ir, flow_span, diagnostics);
+    }
+
     for (i, invariant) in ir.require.clone().iter().enumerate() {
         let span = spans
             .get(&crate::lower::invariant_key(i))
@@ -265,6 +269,32 @@ fn cycles(ir: &FlowIr, within: &BTreeSet<String>) -> Vec<Vec<String>> {
             names
         })
         .collect()
+}
+
+/// The invariant every flow has without writing it: each path to success passes a step that
+/// verifies something (any authenticator but `identifier_first`, which only asks who the user
+/// is). A step offering `identifier_first` beside a credential does not count, since the user
+/// may pick `identifier_first`.
+fn check_credential(ir: &FlowIr, flow_span: Span, diagnostics: &mut Vec<Diagnostic>) {
+    let identify = crate::ir::AuthOption::Authenticator("identifier_first".into());
+    let verifying: BTreeSet<String> = ir
+        .states
+        .iter()
+        .filter(|(_, s)| match &s.kind {
+            StateKind::Authenticate { options, .. } => {
+                !options.is_empty() && !options.contains(&identify)
+            }
+            _ => false,
+        })
+        .map(|(id, _)| id.clone())
+        .collect();
+    if let Some(path) = path_to_success_without(ir, &verifying) {
+        diagnostics.push(
+            Diagnostic::error(Code::NoCredential, flow_span, "a path reaches success without verifying any credential")
+                .with_note(format!("path: {}", describe_path(ir, &path)))
+                .with_hint("identifier_first only asks who the user is; add a step that verifies them, and do not offer identifier_first beside a credential"),
+        );
+    }
 }
 
 fn check_invariant(

@@ -68,6 +68,7 @@ codes! {
     JitUnverifiedMatch = "F050", "a JIT rule links accounts by an attribute the IdP does not verify";
     JitIdpNotUsed = "F051", "a JIT rule names an IdP that no step of the flow authenticates with";
     InvariantViolated = "F060", "a `require` invariant fails on some path to success";
+    NoCredential = "F061", "a path reaches success without verifying any credential";
     NoBody = "F070", "a flow needs exactly one of `steps` or `states`";
     StateKind = "F071", "a state needs exactly one of `authenticate`, `decide`, `do` or `deny`";
     MisplacedField = "F072", "a field that does not apply to this kind of state";

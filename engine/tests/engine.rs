@@ -265,10 +265,19 @@ fn a_run_resumes_on_another_node_that_loads_its_version_from_stored_ir() {
 fn identification_alone_is_not_a_login_and_one_factor_twice_is_not_mfa() {
     let engine = Engine::new();
     let directory = Fixtures::default();
-    let flow = load(
+    // `flow check` rejects such a flow (F061); the engine must hold even for IR that skipped it.
+    let checked = load(
         &engine,
-        "flow: f\nsteps:\n  - id: who\n    authenticate: [identifier_first]\n",
+        "flow: f\nsteps:\n  - id: who\n    authenticate: [password]\n",
     );
+    let mut ir = checked.ir.clone();
+    if let Some(state) = ir.states.get_mut("who") {
+        state.kind = idflow_dsl::ir::StateKind::Authenticate {
+            options: vec![AuthOption::Authenticator("identifier_first".into())],
+            attempts: 3,
+        };
+    }
+    let flow = engine.load(ir).expect("loads");
     let step = engine.start(&flow, Request::default(), 0, &directory);
     let step = engine.advance(
         &flow,

@@ -182,13 +182,13 @@ fn invalid_utf8_huge_and_deeply_nested_files_are_diagnostics_not_crashes() {
     }
     std::fs::write(dir.join("nested-block.yaml"), block).expect("write");
     let nested_script = format!(
-        "flow: s\nsteps:\n  - id: a\n    when: '{}true{}'\n    authenticate: [password]\n",
+        "flow: s\nsteps:\n  - id: z\n    authenticate: [password]\n  - id: a\n    when: '{}true{}'\n    authenticate: [password]\n",
         "(".repeat(3000),
         ")".repeat(3000)
     );
     std::fs::write(dir.join("nested-script.yaml"), nested_script).expect("write");
     let dsl_deep = format!(
-        "flow d {{ step a when `{}1{}` {{ authenticate password }} }}",
+        "flow d {{ step z {{ authenticate password }} step a when `{}1{}` {{ authenticate password }} }}",
         "[".repeat(3000),
         "]".repeat(3000)
     );
