@@ -10,6 +10,9 @@ use std::path::Path;
 use idflow_dsl::Names;
 use serde::Deserialize;
 
+/// The configuration file read from the current directory when none is named.
+pub const DEFAULT_CONFIG: &str = "idflow.toml";
+
 /// The parts of the configuration file that flows refer to.
 #[derive(Debug, Default, Deserialize)]
 pub struct FlowNames {

@@ -483,3 +483,27 @@ fn explain_prints_the_trace_and_diff_the_changes() {
         "{text}"
     );
 }
+
+#[test]
+fn flow_test_takes_files_and_refuses_to_pass_on_nothing() {
+    let out = idflow(&["flow", "test", "flows/password.yaml"]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("ok   password:") && !text.contains("mfa-for-admins"),
+        "{text}"
+    );
+    let out = idflow(&["flow", "test", "flows/mfa-for-admins.test.yaml"]);
+    assert!(
+        stdout(&out).contains("ok   mfa-for-admins:"),
+        "{}",
+        stdout(&out)
+    );
+    let out = idflow(&["flow", "test", "examples"]);
+    assert_eq!(out.status.code(), Some(1), "no scenarios is not a pass");
+    assert!(
+        stdout(&out).contains("no scenarios ran"),
+        "{}",
+        stdout(&out)
+    );
+}

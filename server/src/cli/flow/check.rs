@@ -17,8 +17,9 @@ pub struct CheckArgs {
     #[arg(default_value = "flows")]
     pub paths: Vec<PathBuf>,
     /// idflow.toml whose applications, identity providers and provisioning targets flows may
-    /// name; without it those names are not checked, and no IdP counts as verifying any
-    /// attribute (so JIT rules that link accounts must check `claims.<attr>_verified`).
+    /// name (default: ./idflow.toml when it exists); without one those names are not checked,
+    /// and no IdP counts as verifying any attribute (so JIT rules that link accounts must check
+    /// `claims.<attr>_verified`).
     #[arg(long, env = "IDFLOW_CONFIG")]
     pub config: Option<PathBuf>,
     /// Output format.
@@ -89,7 +90,8 @@ pub fn run(args: &CheckArgs) -> u8 {
             if checked == 0 {
                 eprintln!("warning: no flow files (.yaml, .yml, .flow) found");
             }
-            if args.config.is_none() && checked > 0 {
+            let discovered = std::path::Path::new(crate::config::DEFAULT_CONFIG).is_file();
+            if args.config.is_none() && !discovered && checked > 0 {
                 eprintln!(
                     "note: without --config, names of applications, identity providers and provisioning targets are not checked"
                 );

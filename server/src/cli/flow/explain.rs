@@ -86,5 +86,5 @@ pub fn run(args: &ExplainArgs) -> u8 {
         "error: no scenario named \"{}\" for flow `{id}` in the flow's directory",
         args.scenario
     );
-    EXIT_PROBLEMS
+    crate::cli::EXIT_USAGE
 }

@@ -59,6 +59,9 @@ pub fn run(command: FlowCommand) -> u8 {
 /// Loads names from `--config`, or none (names of applications, IdPs and targets then go
 /// unchecked). Prints the error and returns `Err(exit code)` on failure.
 pub fn names(config: Option<&Path>) -> Result<Names, u8> {
+    // `--config` or IDFLOW_CONFIG (clap reads both), else `idflow.toml` in the current directory.
+    let discovered = Path::new(crate::config::DEFAULT_CONFIG);
+    let config = config.or_else(|| discovered.is_file().then_some(discovered));
     match config {
         None => Ok(Names::default()),
         Some(path) => crate::config::load_names(path).map_err(|e| {

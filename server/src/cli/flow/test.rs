@@ -107,8 +107,40 @@ pub fn load_flows(
 
 /// Runs every scenario under `paths`.
 pub fn run_all(engine: &Engine, args: &TestArgs) -> Result<TestRun, u8> {
-    let (flows, mut errors) = load_flows(engine, &args.paths, args.config.as_deref())?;
-    let files = sources::collect_scenarios(&args.paths).map_err(|e| {
+    // A directory gives both its flows and its scenarios. A flow file gives that flow, with the
+    // scenarios beside it; a scenario file gives its scenarios, with the flows beside it.
+    let mut flow_paths = Vec::new();
+    let mut scenario_paths = Vec::new();
+    // Directories searched only because a file was named: scenario files there for other flows
+    // are not this run's business.
+    let mut implicit = Vec::new();
+    let mut named_files = false;
+    for path in &args.paths {
+        let beside = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."));
+        if path.is_dir() {
+            flow_paths.push(path.clone());
+            scenario_paths.push(path.clone());
+        } else if path.to_string_lossy().ends_with(sources::SCENARIO_SUFFIX) {
+            named_files = true;
+            flow_paths.push(beside);
+            scenario_paths.push(path.clone());
+        } else {
+            named_files = true;
+            flow_paths.push(path.clone());
+            implicit.push(beside.clone());
+            scenario_paths.push(beside);
+        }
+    }
+    flow_paths.sort();
+    flow_paths.dedup();
+    scenario_paths.sort();
+    scenario_paths.dedup();
+    let (flows, mut errors) = load_flows(engine, &flow_paths, args.config.as_deref())?;
+    let files = sources::collect_scenarios(&scenario_paths).map_err(|e| {
         eprintln!("error: {e}");
         EXIT_USAGE
     })?;
@@ -123,12 +155,23 @@ pub fn run_all(engine: &Engine, args: &TestArgs) -> Result<TestRun, u8> {
             }
         };
         let Some(flow) = flows.get(&file.flow) else {
-            errors.push(format!(
-                "{name}: no flow `{}` under the given paths",
-                file.flow
-            ));
+            let in_implicit_dir = implicit
+                .iter()
+                .any(|dir| std::path::Path::new(&name).parent() == Some(dir.as_path()));
+            if !in_implicit_dir {
+                errors.push(format!(
+                    "{name}: no flow `{}` under the given paths",
+                    file.flow
+                ));
+            }
             continue;
         };
+        if named_files
+            && !args.paths.iter().any(|p| p.is_dir())
+            && !wanted(&args.paths, &flows, &file.flow)
+        {
+            continue;
+        }
         for s in &file.scenarios {
             let outcome = scenario::run(engine, flow, s);
             by_flow
@@ -139,17 +182,44 @@ pub fn run_all(engine: &Engine, args: &TestArgs) -> Result<TestRun, u8> {
         }
     }
     // Every loaded flow gets a coverage line: one with no scenarios is 0% covered, not skipped.
+    // With only files named, coverage is about the flows they name or test.
     let coverage = flows
         .iter()
+        .filter(|(id, _)| {
+            !named_files || args.paths.iter().any(|p| p.is_dir()) || by_flow.contains_key(*id)
+        })
         .map(|(id, flow)| {
             scenario::coverage(flow, by_flow.get(id).map(Vec::as_slice).unwrap_or(&[]))
         })
         .collect();
+    if results.is_empty() {
+        errors.push("no scenarios ran: put NAME.test.yaml files beside the flows".to_string());
+    }
     Ok(TestRun {
         results,
         errors,
         coverage,
     })
+}
+
+/// Whether the flow `id` was named by a flow file in `paths`, or some scenario file was named.
+fn wanted(paths: &[PathBuf], flows: &FlowsById, id: &str) -> bool {
+    let names_scenarios = paths
+        .iter()
+        .any(|p| p.to_string_lossy().ends_with(sources::SCENARIO_SUFFIX));
+    let flow_files: Vec<&PathBuf> = paths
+        .iter()
+        .filter(|p| p.is_file() && !p.to_string_lossy().ends_with(sources::SCENARIO_SUFFIX))
+        .collect();
+    if flow_files.is_empty() {
+        return names_scenarios || flows.contains_key(id);
+    }
+    flow_files.iter().any(|file| {
+        sources::read(file)
+            .ok()
+            .and_then(|source| idflow_dsl::parse(&source.text, source.syntax).0)
+            .is_some_and(|doc| doc.flow.value == id)
+    }) || names_scenarios
 }
 
 /// Runs `flow test`.
