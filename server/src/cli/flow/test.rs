@@ -166,12 +166,6 @@ pub fn run_all(engine: &Engine, args: &TestArgs) -> Result<TestRun, u8> {
             }
             continue;
         };
-        if named_files
-            && !args.paths.iter().any(|p| p.is_dir())
-            && !wanted(&args.paths, &flows, &file.flow)
-        {
-            continue;
-        }
         for s in &file.scenarios {
             let outcome = scenario::run(engine, flow, s);
             by_flow
@@ -200,26 +194,6 @@ pub fn run_all(engine: &Engine, args: &TestArgs) -> Result<TestRun, u8> {
         errors,
         coverage,
     })
-}
-
-/// Whether the flow `id` was named by a flow file in `paths`, or some scenario file was named.
-fn wanted(paths: &[PathBuf], flows: &FlowsById, id: &str) -> bool {
-    let names_scenarios = paths
-        .iter()
-        .any(|p| p.to_string_lossy().ends_with(sources::SCENARIO_SUFFIX));
-    let flow_files: Vec<&PathBuf> = paths
-        .iter()
-        .filter(|p| p.is_file() && !p.to_string_lossy().ends_with(sources::SCENARIO_SUFFIX))
-        .collect();
-    if flow_files.is_empty() {
-        return names_scenarios || flows.contains_key(id);
-    }
-    flow_files.iter().any(|file| {
-        sources::read(file)
-            .ok()
-            .and_then(|source| idflow_dsl::parse(&source.text, source.syntax).0)
-            .is_some_and(|doc| doc.flow.value == id)
-    }) || names_scenarios
 }
 
 /// Runs `flow test`.
