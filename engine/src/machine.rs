@@ -535,10 +535,7 @@ fn on_input(ctx: &mut Ctx, run: &mut Run, input: Input) -> Flowing {
             );
             if run.attempts >= attempts {
                 run.note(&state, "attempts used up");
-                let attempts_used = run.attempts;
-                let flowing = Flowing::Take(ir::LABEL_FAILURE);
-                run.attempts = attempts_used;
-                flowing
+                Flowing::Take(ir::LABEL_FAILURE)
             } else {
                 Flowing::Stop(prompt(
                     ctx,
