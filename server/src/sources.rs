@@ -30,17 +30,10 @@ pub const SCENARIO_SUFFIX: &str = ".test.yaml";
 /// Collects the flow files named by `paths` (files, or directories walked recursively).
 /// A path that does not exist is an `Err` (a usage error, exit 2).
 pub fn collect(paths: &[PathBuf]) -> Result<Collected, String> {
-    let mut found = Vec::new();
-    for path in paths {
-        let metadata =
-            std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        if metadata.is_dir() {
-            walk(path, &mut found)
-                .map_err(|e| format!("cannot read directory {}: {e}", path.display()))?;
-        } else {
-            found.push(path.clone());
-        }
-    }
+    let is_flow =
+        |name: &str| Syntax::from_path(name).is_some() && !name.ends_with(SCENARIO_SUFFIX);
+    // A file named explicitly is read whatever its name, so a wrong one gets an F003 diagnostic.
+    let found = find(paths, &is_flow, &|_| true)?;
     let mut collected = Collected::default();
     for path in found {
         let name = path.display().to_string();
@@ -52,20 +45,40 @@ pub fn collect(paths: &[PathBuf]) -> Result<Collected, String> {
     Ok(collected)
 }
 
-fn walk(dir: &Path, found: &mut Vec<PathBuf>) -> std::io::Result<()> {
+/// The files under `paths`: directories are walked recursively in sorted order (hidden entries
+/// skipped) for names `in_dirs` accepts; files named directly are kept when `named` accepts them.
+/// A path that does not exist is an `Err` (a usage error, exit 2).
+fn find(
+    paths: &[PathBuf],
+    in_dirs: &dyn Fn(&str) -> bool,
+    named: &dyn Fn(&str) -> bool,
+) -> Result<Vec<PathBuf>, String> {
+    let mut found = Vec::new();
+    for path in paths {
+        let metadata =
+            std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        if metadata.is_dir() {
+            walk(path, in_dirs, &mut found)
+                .map_err(|e| format!("cannot read directory {}: {e}", path.display()))?;
+        } else if named(&path.to_string_lossy()) {
+            found.push(path.clone());
+        }
+    }
+    Ok(found)
+}
+
+fn walk(dir: &Path, keep: &dyn Fn(&str) -> bool, found: &mut Vec<PathBuf>) -> std::io::Result<()> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
-        let path = entry.path();
         let name = entry.file_name().to_string_lossy().to_string();
         if name.starts_with('.') {
             continue;
         }
-        let file_type = entry.file_type()?;
-        if file_type.is_dir() {
-            walk(&path, found)?;
-        } else if Syntax::from_path(&name).is_some() && !name.ends_with(SCENARIO_SUFFIX) {
-            found.push(path);
+        if entry.file_type()?.is_dir() {
+            walk(&entry.path(), keep, found)?;
+        } else if keep(&name) {
+            found.push(entry.path());
         }
     }
     Ok(())
@@ -102,17 +115,8 @@ pub fn read(path: &Path) -> Result<SourceFile, Diagnostic> {
 
 /// Scenario files (`*.test.yaml`) under `paths`, as (display name, text), in sorted order.
 pub fn collect_scenarios(paths: &[PathBuf]) -> Result<Vec<(String, String)>, String> {
-    let mut found = Vec::new();
-    for path in paths {
-        let metadata =
-            std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        if metadata.is_dir() {
-            walk_scenarios(path, &mut found)
-                .map_err(|e| format!("cannot read directory {}: {e}", path.display()))?;
-        } else if path.to_string_lossy().ends_with(SCENARIO_SUFFIX) {
-            found.push(path.clone());
-        }
-    }
+    let is_scenario = |name: &str| name.ends_with(SCENARIO_SUFFIX);
+    let found = find(paths, &is_scenario, &is_scenario)?;
     found
         .into_iter()
         .map(|path| {
@@ -129,21 +133,4 @@ pub fn collect_scenarios(paths: &[PathBuf]) -> Result<Vec<(String, String)>, Str
             Ok((name, text))
         })
         .collect()
-}
-
-fn walk_scenarios(dir: &Path, found: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let name = entry.file_name().to_string_lossy().to_string();
-        if name.starts_with('.') {
-            continue;
-        }
-        if entry.file_type()?.is_dir() {
-            walk_scenarios(&entry.path(), found)?;
-        } else if name.ends_with(SCENARIO_SUFFIX) {
-            found.push(entry.path());
-        }
-    }
-    Ok(())
 }
