@@ -1,9 +1,16 @@
-//! The `idflow` program: the command line now, the identity server later.
+//! The `idflow` program: the identity server and its command line.
 //!
-//! Architecture invariant: this is the only crate that does I/O (files, and later HTTP, the
-//! store, keys and the clock). Each subcommand lives in its own module under [`cli`] and does
-//! little more than read files, call a library crate and print.
+//! Architecture invariant: this is the only crate that does I/O (files, HTTP, the store, keys
+//! and the clock). Each subcommand lives in its own module under [`cli`]; each HTTP endpoint in
+//! its own module under [`http`]; the store is reached only through [`store::Store`].
 
+pub mod app;
 pub mod cli;
 pub mod config;
+pub mod crypto;
+pub mod directory;
+pub mod http;
+pub mod keys;
+pub mod metrics;
 pub mod sources;
+pub mod store;

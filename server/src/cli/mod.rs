@@ -8,6 +8,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod flow;
+pub mod keys;
+pub mod serve;
+pub mod user;
 
 /// idflow: an identity server in which every login journey is code.
 #[derive(Debug, Parser)]
@@ -24,6 +27,17 @@ pub enum Command {
     /// Check, compile, convert and draw flow files.
     #[command(subcommand)]
     Flow(flow::FlowCommand),
+    /// Run the identity server.
+    Serve(serve::ServeArgs),
+    /// Manage users in a data directory.
+    #[command(subcommand)]
+    User(user::UserCommand),
+    /// Manage roles in a data directory.
+    #[command(subcommand)]
+    Role(user::RoleCommand),
+    /// Rotate and list signing keys in a data directory.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
 }
 
 /// Exit code: success.
@@ -62,6 +76,10 @@ pub fn main() -> ExitCode {
     };
     let code = match cli.command {
         Command::Flow(command) => flow::run(command),
+        Command::Serve(args) => serve::run(args),
+        Command::User(command) => user::run_user(command),
+        Command::Role(command) => user::run_role(command),
+        Command::Keys(command) => keys::run(command),
     };
     ExitCode::from(code)
 }

@@ -1,4 +1,4 @@
-//! `idflow.toml`, as far as flow checking needs it: the names of applications, identity
+//! The part of `idflow.toml` that flow checking needs: the names of applications, identity
 //! providers (with the attributes each asserts as verified) and provisioning targets.
 //!
 //! Unknown keys inside an entry are accepted: the server reads more of each entry than the

@@ -1,0 +1,194 @@
+//! The running server's shared state, and what happens at start: open the store, load the
+//! keys, create the `admin` user on first start, check and load the flows.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use idflow_authenticators::PasswordHasher;
+use idflow_dsl::{SourceFile, Syntax};
+use idflow_engine::{Engine, Registry};
+
+use crate::config::server::EMBEDDED_FLOWS;
+use crate::config::{FlowsSource, ServerConfig};
+use crate::keys::KeySet;
+use crate::metrics::Metrics;
+use crate::store::{AuditEvent, EmbeddedStore, Role, Store, User, Write};
+
+/// Everything a request handler reads. Built once; shared behind an `Arc`.
+pub struct App {
+    /// The configuration.
+    pub config: ServerConfig,
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// Signing keys.
+    pub keys: KeySet,
+    /// Runs flows.
+    pub engine: Engine,
+    /// The live flows.
+    pub registry: Registry,
+    /// argon2id with the configured parameters.
+    pub passwords: PasswordHasher,
+    /// Login page templates.
+    pub pages: crate::http::pages::Pages,
+    /// Counters and latencies for `/metrics`.
+    pub metrics: Metrics,
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The name of the built-in administrator, and of its role.
+pub const ADMIN: &str = "admin";
+
+/// What starting found, for the start-up message.
+pub struct Started {
+    /// The state.
+    pub app: Arc<App>,
+    /// The admin password, when this start created the admin user with a generated one.
+    pub generated_admin_password: Option<String>,
+}
+
+/// Why the server could not start.
+#[derive(Debug)]
+pub struct StartError(pub String);
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Opens the store in the configured data directory.
+pub fn open_store(config: &ServerConfig) -> Result<Arc<dyn Store>, StartError> {
+    let store = EmbeddedStore::open(&config.data_dir).map_err(|e| StartError(e.to_string()))?;
+    Ok(Arc::new(store))
+}
+
+/// Builds the state: store, keys, admin user, flows.
+pub fn start(config: ServerConfig, admin_password: Option<String>) -> Result<Started, StartError> {
+    let store = open_store(&config)?;
+    let passwords =
+        PasswordHasher::new(config.password).map_err(|e| StartError(format!("[password]: {e}")))?;
+    let now = now();
+    let keep = config
+        .tokens
+        .access_token_seconds
+        .max(config.tokens.id_token_seconds);
+    let keys =
+        KeySet::load_or_create(store.as_ref(), now, keep).map_err(|e| StartError(e.to_string()))?;
+    let generated_admin_password = ensure_admin(store.as_ref(), &passwords, admin_password, now)?;
+    let engine = Engine::new();
+    let registry = Registry::new(engine.sandbox());
+    load_flows(&registry, &config)?;
+    let app = App {
+        config,
+        store,
+        keys,
+        engine,
+        registry,
+        passwords,
+        pages: crate::http::pages::Pages::new(),
+        metrics: Metrics::default(),
+    };
+    Ok(Started {
+        app: Arc::new(app),
+        generated_admin_password,
+    })
+}
+
+/// Reads the flow files and makes them the live flows; any error in any file is an error.
+pub fn load_flows(registry: &Registry, config: &ServerConfig) -> Result<(), StartError> {
+    let files = match &config.flows {
+        FlowsSource::Embedded => EMBEDDED_FLOWS
+            .iter()
+            .map(|(name, text)| SourceFile {
+                name: format!("(embedded) flows/{name}"),
+                text: (*text).to_string(),
+                syntax: Syntax::Yaml,
+            })
+            .collect(),
+        FlowsSource::Dir(dir) => {
+            let collected = crate::sources::collect(std::slice::from_ref(dir))
+                .map_err(|e| StartError(format!("flows: {e}")))?;
+            if let Some(bad) = collected.unreadable.first() {
+                return Err(StartError(format!(
+                    "flows: {}: {}",
+                    bad.name, bad.diagnostic.message
+                )));
+            }
+            collected.files
+        }
+    };
+    match registry.reload(&files, &config.names) {
+        Ok(_) => Ok(()),
+        Err(idflow_engine::registry::ReloadError::Check(reports)) => {
+            let rendered: String = reports
+                .iter()
+                .flat_map(|r| {
+                    r.diagnostics
+                        .iter()
+                        .filter(|d| d.is_error())
+                        .map(move |d| format!("  {}: {} {}\n", r.name, d.code, d.message))
+                })
+                .collect();
+            Err(StartError(format!(
+                "the flows have errors (run `idflow flow check`):\n{rendered}"
+            )))
+        }
+        Err(idflow_engine::registry::ReloadError::Load(why)) => {
+            Err(StartError(format!("flows: {why}")))
+        }
+    }
+}
+
+/// Creates the `admin` role and user if missing. Returns the password when it was generated.
+pub fn ensure_admin(
+    store: &dyn Store,
+    passwords: &PasswordHasher,
+    password: Option<String>,
+    now: u64,
+) -> Result<Option<String>, StartError> {
+    let fail = |e: crate::store::StoreError| StartError(e.to_string());
+    let mut batch = Vec::new();
+    if store.role(ADMIN).map_err(fail)?.is_none() {
+        batch.push(Write::PutRole(Role {
+            name: ADMIN.into(),
+            description: "Administers idflow: users, roles, flows, keys.".into(),
+            privileges: vec!["*".into()],
+        }));
+    }
+    let mut generated = None;
+    if store.user_by_login(ADMIN).map_err(fail)?.is_none() {
+        let password = match password {
+            Some(password) => password,
+            None => {
+                let password = crate::crypto::random_token(15);
+                generated = Some(password.clone());
+                password
+            }
+        };
+        let hash = passwords
+            .hash(&password)
+            .map_err(|e| StartError(format!("IDFLOW_ADMIN_PASSWORD: {e}")))?;
+        let mut admin = User::new(crate::crypto::random_token(12), ADMIN.into(), now);
+        admin.name = "Administrator".into();
+        admin.password_hash = Some(hash);
+        admin.roles = vec![ADMIN.into()];
+        batch.push(Write::CreateUser(admin.clone()));
+        batch.push(Write::Audit(AuditEvent {
+            time: now,
+            event: "user.create".into(),
+            actor: "idflow".into(),
+            subject: admin.id,
+            ip: String::new(),
+            detail: serde_json::json!({ "username": ADMIN, "bootstrap": true }),
+        }));
+    }
+    store.commit(batch).map_err(fail)?;
+    Ok(generated)
+}

@@ -1,0 +1,184 @@
+//! `idflow serve`: the identity server.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::{EXIT_OK, EXIT_USAGE};
+use crate::app::{self, App};
+use crate::config::{Overrides, server};
+
+/// Flags of `idflow serve`; each also reads an `IDFLOW_*` environment variable.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Configuration and data directory.
+    #[command(flatten)]
+    pub location: Location,
+    /// Address and port to listen on (default 127.0.0.1:8080).
+    #[arg(long, env = "IDFLOW_LISTEN")]
+    pub listen: Option<String>,
+    /// The issuer URL tokens carry (default http://localhost:8080).
+    #[arg(long, env = "IDFLOW_ISSUER")]
+    pub issuer: Option<String>,
+    /// Directory of flow files (default: the configuration's, else the shipped flows).
+    #[arg(long, env = "IDFLOW_FLOWS")]
+    pub flows: Option<PathBuf>,
+    /// Log format: text or json.
+    #[arg(long, env = "IDFLOW_LOG_FORMAT")]
+    pub log_format: Option<String>,
+}
+
+/// Where the configuration and data are: shared by every command that opens the store.
+#[derive(Debug, Args)]
+pub struct Location {
+    /// The configuration file (default: ./idflow.toml if present, else the embedded quickstart).
+    #[arg(long, env = "IDFLOW_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The data directory (default ./idflow-data).
+    #[arg(long, env = "IDFLOW_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Location {
+    /// Loads the configuration with these flags and `extra` overrides.
+    pub fn load(&self, mut extra: Overrides) -> Result<crate::config::ServerConfig, u8> {
+        extra.data_dir = self.data_dir.clone();
+        server::load(self.config.as_deref(), &extra).map_err(|e| {
+            eprintln!("error: {e}");
+            EXIT_USAGE
+        })
+    }
+}
+
+fn init_logs(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("IDFLOW_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Runs the server until interrupted.
+pub fn run(args: ServeArgs) -> u8 {
+    let overrides = Overrides {
+        listen: args.listen,
+        issuer: args.issuer,
+        data_dir: None,
+        flows: args.flows,
+        log_format: args.log_format,
+    };
+    let config = match args.location.load(overrides) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    init_logs(config.log_json);
+    if config.tls.is_some() {
+        eprintln!(
+            "error: [server.tls] is not supported by this build yet; terminate TLS at a proxy"
+        );
+        return EXIT_USAGE;
+    }
+    let admin_password = std::env::var("IDFLOW_ADMIN_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty());
+    let started = match app::start(config, admin_password) {
+        Ok(started) => started,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return EXIT_USAGE;
+        }
+    };
+    if let Some(password) = &started.generated_admin_password {
+        eprintln!(
+            "idflow: created the user `admin` with the password\n\n    {password}\n\n\
+             It is shown this once. Change it with `idflow user set-password admin`."
+        );
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the runtime: {error}");
+            return EXIT_USAGE;
+        }
+    };
+    runtime.block_on(serve(started.app))
+}
+
+async fn serve(app: Arc<App>) -> u8 {
+    let listener = match tokio::net::TcpListener::bind(app.config.listen).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!("error: cannot listen on {}: {error}", app.config.listen);
+            return EXIT_USAGE;
+        }
+    };
+    let address = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    tracing::info!(%address, issuer = %app.config.issuer, data_dir = %app.config.data_dir.display(), "idflow listening");
+    eprintln!(
+        "idflow: listening on {address}, issuer {}",
+        app.config.issuer
+    );
+    tokio::spawn(purge_expired(Arc::clone(&app)));
+    let router = crate::http::router(app);
+    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    match axum::serve(listener, service)
+        .with_graceful_shutdown(shutdown())
+        .await
+    {
+        Ok(()) => EXIT_OK,
+        Err(error) => {
+            eprintln!("error: {error}");
+            EXIT_USAGE
+        }
+    }
+}
+
+/// Deletes expired sessions, logins, codes and tokens once a minute.
+async fn purge_expired(app: Arc<App>) {
+    let mut interval = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        interval.tick().await;
+        let store = Arc::clone(&app.store);
+        match tokio::task::spawn_blocking(move || store.purge_expired(app::now())).await {
+            Ok(Ok(removed)) if removed > 0 => tracing::debug!(removed, "purged expired records"),
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::error!(%error, "purging expired records failed"),
+            Err(error) => tracing::error!(%error, "purge task failed"),
+        }
+    }
+}
+
+async fn shutdown() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down");
+}

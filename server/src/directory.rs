@@ -1,0 +1,44 @@
+//! The engine's read-only view of the store ([`idflow_engine::Directory`]).
+
+use idflow_engine::{Directory, UserView};
+
+use crate::store::Store;
+
+/// Looks users up in the store for the engine, as of one instant (for lock expiry).
+pub struct StoreDirectory<'a> {
+    store: &'a dyn Store,
+    now: u64,
+}
+
+impl<'a> StoreDirectory<'a> {
+    /// A directory over `store` at time `now`.
+    pub fn new(store: &'a dyn Store, now: u64) -> Self {
+        StoreDirectory { store, now }
+    }
+}
+
+impl Directory for StoreDirectory<'_> {
+    fn linked_user(&self, _idp: &str, _subject: &str) -> Option<UserView> {
+        // Upstream links arrive with federation; until then no account is linked.
+        None
+    }
+
+    fn find_user(&self, attribute: &str, value: &str) -> Option<UserView> {
+        let found = match attribute {
+            "email" | "username" => self.store.user_by_login(value),
+            "id" => self.store.user(value),
+            _ => Ok(None),
+        };
+        match found {
+            Ok(user) => user
+                .filter(|u| attribute != "email" || u.email.eq_ignore_ascii_case(value))
+                .map(|u| u.view(self.now)),
+            Err(error) => {
+                // The engine's lookups cannot fail; a store error reads as "no such user",
+                // which denies rather than admits.
+                tracing::error!(%error, "directory lookup failed");
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! The authorization endpoint (RFC 6749 §4.1.1, OpenID Connect Core §3.1.2).
+//!
+//! Validation order matters: until the client and its exact redirect URI are known, errors are
+//! pages for the person (redirecting to an unvalidated URI would make us an open redirector);
+//! after, errors go back to the client. A valid session answers at once unless `prompt=login`,
+//! `max_age` or `acr_values` ask for more, or the application runs another flow than the one
+//! that made the session; otherwise a login starts on the application's flow.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+
+use super::oauth_error::{redirect_error, redirect_with};
+use super::params::Params;
+use super::{AppState, blocking, client_ip, cookies};
+use crate::app::{App, now};
+use crate::crypto::random_token;
+use crate::store::{AuthCode, AuthorizeRequest, Login, Session, Write, token_key};
+
+/// `GET /authorize`.
+pub async fn get(
+    state: AppState,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    authorize(state, addr, headers, query.unwrap_or_default().as_bytes()).await
+}
+
+/// `POST /authorize` (form-encoded, OpenID Connect Core §3.1.2.1).
+pub async fn post(
+    state: AppState,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    authorize(state, addr, headers, &body).await
+}
+
+async fn authorize(
+    State(app): AppState,
+    addr: SocketAddr,
+    headers: HeaderMap,
+    raw: &[u8],
+) -> Response {
+    let page = |message: &str| {
+        app.pages.message(
+            StatusCode::BAD_REQUEST,
+            "This sign-in request is not valid",
+            message,
+        )
+    };
+    let params = match Params::parse(raw) {
+        Ok(params) => params,
+        Err(why) => return page(&why),
+    };
+    let Some(client_id) = params.get("client_id") else {
+        return page("The request names no application (client_id is missing).");
+    };
+    let Some(client) = app.config.applications.get(client_id) else {
+        return page("The application is not known to this server.");
+    };
+    let Some(redirect_uri) = params.get("redirect_uri") else {
+        return page("The request has no redirect_uri.");
+    };
+    if !client.redirect_uris.iter().any(|uri| uri == redirect_uri) {
+        return page("The redirect_uri is not registered for this application.");
+    }
+    let state = params.get("state");
+    let issuer = app.config.issuer.as_str();
+    let error = |code: &str, description: &str| {
+        redirect_error(redirect_uri, code, description, state, issuer)
+    };
+    if params.get("request").is_some() {
+        return error("request_not_supported", "request objects are not supported");
+    }
+    if params.get("request_uri").is_some() {
+        return error("request_uri_not_supported", "request_uri is not supported");
+    }
+    match params.get("response_type") {
+        Some("code") => {}
+        Some(_) => {
+            return error(
+                "unsupported_response_type",
+                "only response_type=code is supported",
+            );
+        }
+        None => return error("invalid_request", "response_type is missing"),
+    }
+    if params.get("response_mode").is_some_and(|m| m != "query") {
+        return error("invalid_request", "only response_mode=query is supported");
+    }
+    if !client.allows(crate::config::GrantType::AuthorizationCode) {
+        return error(
+            "unauthorized_client",
+            "this client may not use the authorization code grant",
+        );
+    }
+    let challenge = params.get("code_challenge");
+    match (challenge, params.get("code_challenge_method")) {
+        (None, _) if client.public => {
+            return error(
+                "invalid_request",
+                "public clients must use PKCE (code_challenge)",
+            );
+        }
+        (None, Some(_)) => {
+            return error(
+                "invalid_request",
+                "code_challenge_method without code_challenge",
+            );
+        }
+        (Some(_), method) if method != Some("S256") => {
+            return error("invalid_request", "code_challenge_method must be S256");
+        }
+        (Some(challenge), _) if !valid_challenge(challenge) => {
+            return error(
+                "invalid_request",
+                "code_challenge must be 43 base64url characters",
+            );
+        }
+        _ => {}
+    }
+    let prompt = params.list("prompt");
+    if prompt
+        .iter()
+        .any(|p| !["none", "login", "consent", "select_account"].contains(&p.as_str()))
+    {
+        return error("invalid_request", "unknown prompt value");
+    }
+    let prompt_none = prompt.iter().any(|p| p == "none");
+    if prompt_none && prompt.len() > 1 {
+        return error(
+            "invalid_request",
+            "prompt=none cannot be combined with other values",
+        );
+    }
+    let max_age = match params.get("max_age").map(str::parse::<u64>) {
+        None => None,
+        Some(Ok(seconds)) => Some(seconds),
+        Some(Err(_)) => return error("invalid_request", "max_age must be a non-negative integer"),
+    };
+    let request = AuthorizeRequest {
+        client_id: client.client_id.clone(),
+        redirect_uri: redirect_uri.to_string(),
+        scopes: params.list("scope"),
+        state: params.take("state"),
+        nonce: params.take("nonce"),
+        code_challenge: challenge.map(String::from),
+        acr_values: params.list("acr_values"),
+        login_hint: params.take("login_hint"),
+    };
+    let now = now();
+    let Some(flow) = app.registry.snapshot().flow_for(&client.client_id) else {
+        return app.pages.message(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Sign-in is not available",
+            "No login flow applies to this application.",
+        );
+    };
+
+    let session = match current_session(&app, &headers, now) {
+        Ok(session) => session,
+        Err(response) => return response,
+    };
+    let reusable = session.filter(|session| {
+        !prompt.iter().any(|p| p == "login")
+            && max_age.is_none_or(|max| now.saturating_sub(session.auth_time) <= max)
+            && (request.acr_values.is_empty() || request.acr_values.contains(&session.acr))
+            && session.flow == flow.ir.flow
+    });
+    if let Some(session) = reusable {
+        let (write, response) = issue_code(&app, &request, &session, now);
+        return match commit(&app, vec![write]).await {
+            Ok(()) => response,
+            Err(response) => response,
+        };
+    }
+    if prompt_none {
+        return error("login_required", "the user is not signed in");
+    }
+    start_login(&app, Some(request), addr, &headers, now).await
+}
+
+/// Whether a PKCE challenge is a base64url SHA-256 (43 characters).
+fn valid_challenge(challenge: &str) -> bool {
+    challenge.len() == 43
+        && challenge
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The valid session named by the request's cookie, if any.
+pub fn current_session(
+    app: &App,
+    headers: &HeaderMap,
+    now: u64,
+) -> Result<Option<Session>, Response> {
+    let Some(id) = cookies::read(headers, cookies::SESSION) else {
+        return Ok(None);
+    };
+    let session = app.store.session(&id).map_err(|e| server_error(app, &e))?;
+    let Some(session) = session.filter(|s| s.expires > now) else {
+        return Ok(None);
+    };
+    let user = app
+        .store
+        .user(&session.user)
+        .map_err(|e| server_error(app, &e))?;
+    Ok(user
+        .filter(|u| !u.disabled && !u.locked_at(now))
+        .map(|_| session))
+}
+
+/// A 500 page, with the detail in the log only.
+pub fn server_error(app: &App, detail: &dyn std::fmt::Display) -> Response {
+    tracing::error!(%detail, "request failed");
+    app.pages.message(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "Something went wrong",
+        "The server could not complete the request. Try again in a moment.",
+    )
+}
+
+/// Applies `batch` durably off the async workers; a failure becomes a 500 page.
+pub async fn commit(app: &Arc<App>, batch: crate::store::Batch) -> Result<(), Response> {
+    let store = Arc::clone(&app.store);
+    match blocking(move || store.commit(batch)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(server_error(app, &error)),
+        Err(error) => Err(server_error(app, &error)),
+    }
+}
+
+/// A new authorization code for `request` on `session`: the write to store it and the redirect
+/// that delivers it.
+pub fn issue_code(
+    app: &App,
+    request: &AuthorizeRequest,
+    session: &Session,
+    now: u64,
+) -> (Write, Response) {
+    let code = random_token(32);
+    let record = AuthCode {
+        key: token_key(&code),
+        request: request.clone(),
+        user: session.user.clone(),
+        sid: session.id.clone(),
+        auth_time: session.auth_time,
+        amr: session.amr.clone(),
+        acr: session.acr.clone(),
+        claims: session.claims.clone(),
+        expires: now + app.config.tokens.code_seconds,
+        redeemed: None,
+    };
+    let mut params = vec![("code", code.as_str())];
+    if let Some(state) = &request.state {
+        params.push(("state", state.as_str()));
+    }
+    params.push(("iss", app.config.issuer.as_str()));
+    (
+        Write::PutCode(record),
+        redirect_with(&request.redirect_uri, &params),
+    )
+}
+
+/// Starts a login on the flow for the request's application (or the default flow), stores it
+/// and sends the browser to the login page with a cookie binding it to this login.
+pub async fn start_login(
+    app: &Arc<App>,
+    request: Option<AuthorizeRequest>,
+    addr: SocketAddr,
+    headers: &HeaderMap,
+    now: u64,
+) -> Response {
+    let application = request
+        .as_ref()
+        .map(|r| r.client_id.clone())
+        .unwrap_or_default();
+    let Some(flow) = app.registry.snapshot().flow_for(&application) else {
+        return app.pages.message(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Sign-in is not available",
+            "No login flow applies here.",
+        );
+    };
+    let engine_request = idflow_engine::Request {
+        ip: client_ip(Some(&addr)),
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .chars()
+            .take(512)
+            .collect(),
+        application,
+        protocol: "oidc".into(),
+        acr_values: request
+            .as_ref()
+            .map(|r| r.acr_values.clone())
+            .unwrap_or_default(),
+        scopes: request
+            .as_ref()
+            .map(|r| r.scopes.clone())
+            .unwrap_or_default(),
+        risk: 0,
+        hour: ((now / 3600) % 24) as i64,
+        // 1970-01-01 was a Thursday (4).
+        weekday: (((now / 86_400) + 3) % 7 + 1) as i64,
+    };
+    let directory = crate::directory::StoreDirectory::new(app.store.as_ref(), now);
+    let step = app.engine.start(&flow, engine_request, now, &directory);
+    let handle = random_token(32);
+    let login = Login {
+        handle: handle.clone(),
+        csrf: random_token(32),
+        run: step.run,
+        output: step.output,
+        authorize: request,
+        expires: now + app.config.tokens.login_seconds,
+    };
+    super::login::continue_login(app, login, step.effects, addr, now, Some(handle)).await
+}
+
+/// A redirect to the login page for `handle`.
+pub fn to_login_page(handle: &str) -> Response {
+    Redirect::to(&format!("/login?login={handle}")).into_response()
+}

@@ -1,0 +1,162 @@
+//! Minting tokens: JWT access tokens (RFC 9068 profile), ID tokens (OpenID Connect Core §2)
+//! and refresh tokens, and the claims each scope releases.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value, json};
+
+use crate::app::App;
+use crate::crypto::{b64url, random_token, sha256};
+use crate::keys::Alg;
+use crate::store::{StoreError, User};
+
+/// Scopes the server knows; others are ignored (OpenID Connect Core §3.1.2.1).
+pub const SCOPES: [&str; 5] = ["openid", "profile", "email", "roles", "offline_access"];
+
+/// Who and how, for the tokens of one grant.
+#[derive(Debug, Clone)]
+pub struct Authentication {
+    /// The user id.
+    pub user: String,
+    /// The session id.
+    pub sid: String,
+    /// When the user authenticated.
+    pub auth_time: u64,
+    /// Methods used.
+    pub amr: Vec<String>,
+    /// The context class reached.
+    pub acr: String,
+    /// Claims the flow set.
+    pub claims: BTreeMap<String, Value>,
+}
+
+/// An access token and what the store needs to know about it.
+#[derive(Debug, Clone)]
+pub struct AccessToken {
+    /// The JWT.
+    pub token: String,
+    /// Its `jti`.
+    pub jti: String,
+    /// Its `exp`.
+    pub expires: u64,
+}
+
+/// The known scopes among `requested`, in a stable order.
+pub fn granted_scopes(requested: &[String]) -> Vec<String> {
+    SCOPES
+        .iter()
+        .filter(|s| requested.iter().any(|r| r == *s))
+        .map(|s| s.to_string())
+        .collect()
+}
+
+fn alg(name: &str) -> Alg {
+    Alg::parse(name).unwrap_or(Alg::Rs256)
+}
+
+/// Signs an access token for `subject` (a user id, or the client id for client_credentials).
+pub fn access_token(
+    app: &App,
+    client_id: &str,
+    subject: &str,
+    scopes: &[String],
+    authentication: Option<&Authentication>,
+    now: u64,
+    jti: String,
+) -> Result<AccessToken, StoreError> {
+    let expires = now + app.config.tokens.access_token_seconds;
+    let mut claims = json!({
+        "iss": app.config.issuer,
+        "sub": subject,
+        "aud": client_id,
+        "client_id": client_id,
+        "iat": now,
+        "exp": expires,
+        "jti": jti,
+        "scope": scopes.join(" "),
+    });
+    if let Some(authentication) = authentication {
+        claims["auth_time"] = json!(authentication.auth_time);
+        claims["acr"] = json!(authentication.acr);
+        if !authentication.sid.is_empty() {
+            claims["sid"] = json!(authentication.sid);
+        }
+    }
+    let token = app
+        .keys
+        .sign(alg(&app.config.tokens.access_token_alg), "at+jwt", &claims)?;
+    Ok(AccessToken {
+        token,
+        jti,
+        expires,
+    })
+}
+
+/// The user claims `scopes` release (OpenID Connect Core §5.4), plus `roles`.
+pub fn user_claims(user: &User, scopes: &[String]) -> Map<String, Value> {
+    let mut claims = Map::new();
+    let has = |scope: &str| scopes.iter().any(|s| s == scope);
+    if has("profile") {
+        claims.insert("preferred_username".into(), json!(user.username));
+        if !user.name.is_empty() {
+            claims.insert("name".into(), json!(user.name));
+        }
+    }
+    if has("email") && !user.email.is_empty() {
+        claims.insert("email".into(), json!(user.email));
+        claims.insert("email_verified".into(), json!(user.email_verified));
+    }
+    if has("roles") {
+        claims.insert("roles".into(), json!(user.roles));
+    }
+    claims
+}
+
+/// Signs an ID token.
+pub fn id_token(
+    app: &App,
+    client_id: &str,
+    user: &User,
+    scopes: &[String],
+    authentication: &Authentication,
+    nonce: Option<&str>,
+    access_token: &str,
+    now: u64,
+) -> Result<String, StoreError> {
+    let mut claims = Map::new();
+    // Claims the flow set come first, so the protocol claims below always win.
+    for (name, value) in &authentication.claims {
+        claims.insert(name.clone(), value.clone());
+    }
+    claims.extend(user_claims(user, scopes));
+    let half = &sha256(access_token.as_bytes())[..16];
+    let protocol = json!({
+        "iss": app.config.issuer,
+        "sub": user.id,
+        "aud": client_id,
+        "azp": client_id,
+        "iat": now,
+        "exp": now + app.config.tokens.id_token_seconds,
+        "auth_time": authentication.auth_time,
+        "amr": authentication.amr,
+        "acr": authentication.acr,
+        "at_hash": b64url(half),
+        "sid": authentication.sid,
+    });
+    if let Value::Object(protocol) = protocol {
+        claims.extend(protocol);
+    }
+    if let Some(nonce) = nonce {
+        claims.insert("nonce".into(), json!(nonce));
+    }
+    app.keys.sign(
+        alg(&app.config.tokens.id_token_alg),
+        "JWT",
+        &Value::Object(claims),
+    )
+}
+
+/// A new refresh token value.
+pub fn new_refresh_token() -> String {
+    random_token(32)
+}

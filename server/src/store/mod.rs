@@ -1,0 +1,186 @@
+//! The store: users, roles, sessions, logins in progress, authorization codes, refresh tokens,
+//! revoked access tokens, signing keys and the audit log.
+//!
+//! One trait, [`Store`], so the backend is one module: [`embedded`] (redb) now, PostgreSQL for
+//! several nodes later. Reads are point lookups. Every write goes through [`Store::commit`] with
+//! a [`Batch`] applied in one durable transaction (a login step's run, its effects and its audit
+//! entry land together or not at all), except the two read-modify-write operations whose result
+//! decides what the server answers: [`Store::redeem_code`] and [`Store::rotate_refresh`].
+//!
+//! Tokens and codes are stored under the SHA-256 of their value ([`token_key`]), so a copy of
+//! the database does not hand out live credentials.
+
+pub mod embedded;
+pub mod records;
+
+pub use embedded::EmbeddedStore;
+pub use records::*;
+
+/// A store failure: I/O, corruption or a broken invariant. Handlers answer 500 (a
+/// `server_error` for OAuth) and log it; no handler panics on one.
+#[derive(Debug)]
+pub struct StoreError(pub String);
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "store: {}", self.0)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// Shorthand for store results.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// One write; a [`Batch`] applies several atomically.
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// Insert a new user; fails the batch if the id, username or email is taken.
+    CreateUser(User),
+    /// Replace a user (by id), keeping the name indexes right.
+    UpdateUser(User),
+    /// Count a failed credential attempt and lock the user when the count reaches
+    /// `lock_after`, in the same transaction (concurrent logins cannot each stay under it).
+    RecordFailure {
+        /// The user id.
+        user: String,
+        /// Lock when the count reaches this.
+        lock_after: Option<u32>,
+        /// For this long.
+        lock_seconds: u64,
+        /// Now, in seconds since the epoch.
+        now: u64,
+    },
+    /// A login succeeded: the failure count starts again.
+    ResetFailures(String),
+    /// Lock a user until a time.
+    LockUser {
+        /// The user id.
+        user: String,
+        /// Seconds since the epoch.
+        until: u64,
+    },
+    /// Give a user a role (no change if the user has it).
+    GrantRole {
+        /// The user id.
+        user: String,
+        /// The role.
+        role: String,
+    },
+    /// Take a role from a user.
+    RevokeRole {
+        /// The user id.
+        user: String,
+        /// The role.
+        role: String,
+    },
+    /// Insert or replace a role.
+    PutRole(Role),
+    /// Insert or replace a browser session.
+    PutSession(Session),
+    /// Remove a session.
+    DeleteSession(String),
+    /// Insert or replace a login in progress.
+    PutLogin(Login),
+    /// Remove a login in progress.
+    DeleteLogin(String),
+    /// Store a new authorization code.
+    PutCode(AuthCode),
+    /// Store a new refresh token (its family must exist or is created).
+    PutRefresh(RefreshToken),
+    /// Revoke every refresh token of a family.
+    RevokeFamily(String),
+    /// Revoke an access token until it would have expired anyway.
+    RevokeAccess {
+        /// The token's `jti`.
+        jti: String,
+        /// Its `exp`.
+        expires: u64,
+    },
+    /// Insert or replace a signing key.
+    PutKey(KeyRecord),
+    /// Append to the audit log.
+    Audit(AuditEvent),
+}
+
+/// Writes applied in one durable transaction.
+pub type Batch = Vec<Write>;
+
+/// What redeeming an authorization code found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Redemption {
+    /// First use: the code, now marked used with the tokens it is about to issue.
+    Fresh(AuthCode),
+    /// The code was used before: what it issued has now been revoked.
+    Reused,
+    /// No such code, or it expired.
+    Invalid,
+}
+
+/// What rotating a refresh token found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Rotation {
+    /// The old token is spent; the new one (same family, same grant) is stored.
+    Rotated(RefreshToken),
+    /// The token was already spent: its whole family is now revoked.
+    Reused,
+    /// No such token, expired, or its family was revoked.
+    Invalid,
+}
+
+/// The tokens a code grant is about to issue, recorded on the code in the same transaction
+/// that marks it used, so that a second use can revoke them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedByCode {
+    /// The refresh family, when one is issued.
+    pub family: Option<String>,
+    /// The access token's `jti` and `exp`.
+    pub access: (String, u64),
+}
+
+/// Everything the server stores.
+pub trait Store: Send + Sync {
+    /// A user by id.
+    fn user(&self, id: &str) -> StoreResult<Option<User>>;
+    /// A user by username or email (case-insensitive).
+    fn user_by_login(&self, name: &str) -> StoreResult<Option<User>>;
+    /// Every user, by id.
+    fn users(&self) -> StoreResult<Vec<User>>;
+    /// A role.
+    fn role(&self, name: &str) -> StoreResult<Option<Role>>;
+    /// Every role, by name.
+    fn roles(&self) -> StoreResult<Vec<Role>>;
+    /// A session.
+    fn session(&self, id: &str) -> StoreResult<Option<Session>>;
+    /// A login in progress.
+    fn login(&self, handle: &str) -> StoreResult<Option<Login>>;
+    /// An authorization code by [`token_key`].
+    fn code(&self, key: &str) -> StoreResult<Option<AuthCode>>;
+    /// Whether a refresh family is live (not revoked, not expired and purged).
+    fn family_live(&self, family: &str) -> StoreResult<bool>;
+    /// A refresh token by [`token_key`].
+    fn refresh(&self, key: &str) -> StoreResult<Option<RefreshToken>>;
+    /// Whether an access token's `jti` was revoked.
+    fn access_revoked(&self, jti: &str) -> StoreResult<bool>;
+    /// Every signing key.
+    fn keys(&self) -> StoreResult<Vec<KeyRecord>>;
+    /// The newest `limit` audit events, newest first.
+    fn audit_log(&self, limit: usize) -> StoreResult<Vec<AuditEvent>>;
+
+    /// Applies `batch` in one durable transaction.
+    fn commit(&self, batch: Batch) -> StoreResult<()>;
+    /// Marks a code used and records what it issues, atomically; see [`Redemption`].
+    fn redeem_code(&self, key: &str, now: u64, issued: &IssuedByCode) -> StoreResult<Redemption>;
+    /// Spends a refresh token and stores its successor under `new_key`, atomically.
+    fn rotate_refresh(&self, key: &str, new_key: &str, now: u64) -> StoreResult<Rotation>;
+    /// Deletes expired sessions, logins, codes, refresh tokens and revocations; returns how
+    /// many records went.
+    fn purge_expired(&self, now: u64) -> StoreResult<usize>;
+}
+
+/// The key a token or code is stored under: hex SHA-256 of its value.
+pub fn token_key(token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(token.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,278 @@
+//! The records the store keeps, as serde types (each backend stores them as JSON).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// A JSON value (claims, attributes).
+pub type Value = serde_json::Value;
+
+/// A local user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct User {
+    /// Stable id (the `sub` of tokens).
+    pub id: String,
+    /// Unique, case-insensitive login name.
+    pub username: String,
+    /// Primary email, unique when set.
+    #[serde(default)]
+    pub email: String,
+    /// Whether the email address was verified.
+    #[serde(default)]
+    pub email_verified: bool,
+    /// A display name.
+    #[serde(default)]
+    pub name: String,
+    /// argon2id PHC string, when the user has a password.
+    #[serde(default)]
+    pub password_hash: Option<String>,
+    /// Role names.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Free-form attributes.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, Value>,
+    /// Disabled accounts cannot log in.
+    #[serde(default)]
+    pub disabled: bool,
+    /// Consecutive failed credential attempts.
+    #[serde(default)]
+    pub failed_attempts: u32,
+    /// Locked until this time (seconds since the epoch); 0 when not locked.
+    #[serde(default)]
+    pub locked_until: u64,
+    /// Creation time.
+    #[serde(default)]
+    pub created: u64,
+}
+
+impl User {
+    /// A new enabled user with no password.
+    pub fn new(id: String, username: String, now: u64) -> User {
+        User {
+            id,
+            username,
+            email: String::new(),
+            email_verified: false,
+            name: String::new(),
+            password_hash: None,
+            roles: Vec::new(),
+            attributes: BTreeMap::new(),
+            disabled: false,
+            failed_attempts: 0,
+            locked_until: 0,
+            created: now,
+        }
+    }
+
+    /// Whether a lock is in force at `now`.
+    pub fn locked_at(&self, now: u64) -> bool {
+        self.locked_until > now
+    }
+
+    /// The user as flows see it.
+    pub fn view(&self, now: u64) -> idflow_engine::UserView {
+        idflow_engine::UserView {
+            id: self.id.clone(),
+            username: self.username.clone(),
+            email: self.email.clone(),
+            roles: self.roles.clone(),
+            groups: Vec::new(),
+            attributes: self.attributes.clone(),
+            factors: Vec::new(),
+            failed_attempts: i64::from(self.failed_attempts),
+            disabled: self.disabled,
+            locked: self.locked_at(now),
+        }
+    }
+}
+
+/// A role: a name that carries privileges.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Role {
+    /// The role name.
+    pub name: String,
+    /// What it is for.
+    #[serde(default)]
+    pub description: String,
+    /// Privileges, e.g. `users:write`; `*` is every privilege.
+    #[serde(default)]
+    pub privileges: Vec<String>,
+}
+
+/// A browser session (single sign-on).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    /// The session id (the cookie holds it; it is also the `sid` claim).
+    pub id: String,
+    /// The user.
+    pub user: String,
+    /// When the user authenticated.
+    pub auth_time: u64,
+    /// Methods used (RFC 8176).
+    pub amr: Vec<String>,
+    /// The authentication context class reached.
+    pub acr: String,
+    /// Claims the flow set.
+    #[serde(default)]
+    pub claims: BTreeMap<String, Value>,
+    /// The flow that logged the user in.
+    #[serde(default)]
+    pub flow: String,
+    /// When the session ends.
+    pub expires: u64,
+    /// The CSRF token of this session's forms (sign out).
+    #[serde(default)]
+    pub csrf: String,
+}
+
+/// The OAuth 2.0 / OpenID Connect authorization request a login answers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthorizeRequest {
+    /// The client.
+    pub client_id: String,
+    /// The exact redirect URI (validated).
+    pub redirect_uri: String,
+    /// Requested scopes.
+    pub scopes: Vec<String>,
+    /// Opaque client state, returned as given.
+    #[serde(default)]
+    pub state: Option<String>,
+    /// Nonce for the ID token.
+    #[serde(default)]
+    pub nonce: Option<String>,
+    /// PKCE S256 challenge.
+    #[serde(default)]
+    pub code_challenge: Option<String>,
+    /// Requested acr values.
+    #[serde(default)]
+    pub acr_values: Vec<String>,
+    /// Suggested login name.
+    #[serde(default)]
+    pub login_hint: Option<String>,
+}
+
+/// A login in progress: the engine's run plus what the browser and protocol need.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Login {
+    /// The opaque handle (a cookie binds the browser to it).
+    pub handle: String,
+    /// The CSRF token every form of this login carries.
+    pub csrf: String,
+    /// The engine's run.
+    pub run: idflow_engine::Run,
+    /// What the login page shows now.
+    pub output: idflow_engine::Output,
+    /// The protocol request to answer when the run completes, if any.
+    pub authorize: Option<AuthorizeRequest>,
+    /// Expiry.
+    pub expires: u64,
+}
+
+/// An authorization code.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuthCode {
+    /// [`super::token_key`] of the code.
+    pub key: String,
+    /// The request it answers.
+    pub request: AuthorizeRequest,
+    /// The user.
+    pub user: String,
+    /// The session.
+    pub sid: String,
+    /// When the user authenticated.
+    pub auth_time: u64,
+    /// Methods used.
+    pub amr: Vec<String>,
+    /// The context class reached.
+    pub acr: String,
+    /// Claims the flow set.
+    #[serde(default)]
+    pub claims: BTreeMap<String, Value>,
+    /// Expiry.
+    pub expires: u64,
+    /// Set when redeemed: the refresh family and access token issued.
+    #[serde(default)]
+    pub redeemed: Option<Redeemed>,
+}
+
+/// What a redeemed code issued.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Redeemed {
+    /// The refresh token family.
+    pub family: Option<String>,
+    /// The access token `jti`.
+    pub jti: String,
+    /// Its expiry.
+    pub access_expires: u64,
+}
+
+/// A refresh token. Each grant starts a family; rotation spends a token and issues the next of
+/// the same family; presenting a spent token revokes the family (OAuth 2.0 Security BCP §4.14).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RefreshToken {
+    /// [`super::token_key`] of the token.
+    pub key: String,
+    /// The family.
+    pub family: String,
+    /// The client.
+    pub client_id: String,
+    /// The user.
+    pub user: String,
+    /// The session it came from.
+    #[serde(default)]
+    pub sid: String,
+    /// Granted scopes.
+    pub scopes: Vec<String>,
+    /// When the user authenticated.
+    pub auth_time: u64,
+    /// Methods used.
+    pub amr: Vec<String>,
+    /// The context class reached.
+    pub acr: String,
+    /// Claims the flow set.
+    #[serde(default)]
+    pub claims: BTreeMap<String, Value>,
+    /// Absolute expiry (rotation keeps it).
+    pub expires: u64,
+    /// Spent by rotation.
+    #[serde(default)]
+    pub spent: bool,
+}
+
+/// A signing key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    /// Key id (`kid`).
+    pub kid: String,
+    /// `RS256` or `ES256`.
+    pub alg: String,
+    /// PKCS#8 DER, base64.
+    pub pkcs8: String,
+    /// Creation time.
+    pub created: u64,
+    /// When it stopped signing; it stays published until tokens it signed have expired.
+    #[serde(default)]
+    pub retired: Option<u64>,
+}
+
+/// An audit log entry: logins and admin actions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// Seconds since the epoch.
+    pub time: u64,
+    /// What happened, e.g. `login.success`, `login.failure`, `user.create`, `token.reuse`.
+    pub event: String,
+    /// Who did it (a user id, `cli`, a client id).
+    #[serde(default)]
+    pub actor: String,
+    /// What it concerned (a user id, a client id).
+    #[serde(default)]
+    pub subject: String,
+    /// The client IP, when there is one.
+    #[serde(default)]
+    pub ip: String,
+    /// Details.
+    #[serde(default)]
+    pub detail: Value,
+}
