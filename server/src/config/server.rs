@@ -337,11 +337,13 @@ pub fn parse(
         .clone()
         .or_else(|| file.server.data_dir.clone().map(relative))
         .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
-    let flows = match (&overrides.flows, &file.server.flows, &source) {
+    // The embedded configuration's `flows` path points into the repository it came from; the
+    // binary carries those flows itself.
+    let flows = match (&overrides.flows, &source, &file.server.flows) {
         (Some(dir), _, _) => FlowsSource::Dir(dir.clone()),
-        (None, Some(dir), _) => FlowsSource::Dir(relative(dir.clone())),
-        (None, None, ConfigSource::Embedded) => FlowsSource::Embedded,
-        (None, None, ConfigSource::File(_)) => FlowsSource::Dir(relative(PathBuf::from("flows"))),
+        (None, ConfigSource::Embedded, _) => FlowsSource::Embedded,
+        (None, ConfigSource::File(_), Some(dir)) => FlowsSource::Dir(relative(dir.clone())),
+        (None, ConfigSource::File(_), None) => FlowsSource::Dir(relative(PathBuf::from("flows"))),
     };
     let log_json = match (&overrides.log_format, &file.log.format) {
         (Some(value), _) => {

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::client_auth::{self, Method};
 use super::oauth_error::OAuthError;
 use super::params::Params;
-use super::tokens::{self, Authentication, granted_scopes};
+use super::tokens::{self, Authentication, IdTokenSubject, granted_scopes};
 use super::{AppState, blocking};
 use crate::app::{App, now};
 use crate::config::{Application, GrantType};
@@ -150,7 +150,7 @@ async fn authorization_code(
     let key_for_redeem = key.clone();
     let redemption = blocking(move || store.redeem_code(&key_for_redeem, now, &issued)).await??;
     let code = match redemption {
-        Redemption::Fresh(code) => code,
+        Redemption::Fresh(code) => *code,
         Redemption::Reused => {
             let event = AuditEvent {
                 time: now,
@@ -199,11 +199,13 @@ async fn authorization_code(
     if scopes.iter().any(|s| s == "openid") {
         response["id_token"] = json!(tokens::id_token(
             app,
-            &client.client_id,
-            &user,
-            &scopes,
-            &authentication,
-            code.request.nonce.as_deref(),
+            &IdTokenSubject {
+                client_id: &client.client_id,
+                user: &user,
+                scopes: &scopes,
+                authentication: &authentication,
+                nonce: code.request.nonce.as_deref(),
+            },
             &access.token,
             now,
         )?);
@@ -276,7 +278,7 @@ async fn refresh(
     let store = Arc::clone(&app.store);
     let rotation = blocking(move || store.rotate_refresh(&key, &next_key, now)).await??;
     let token = match rotation {
-        Rotation::Rotated(token) => token,
+        Rotation::Rotated(token) => *token,
         Rotation::Reused => {
             let event = AuditEvent {
                 time: now,
@@ -335,11 +337,13 @@ async fn refresh(
     if scopes.iter().any(|s| s == "openid") {
         response["id_token"] = json!(tokens::id_token(
             app,
-            &client.client_id,
-            &user,
-            &scopes,
-            &authentication,
-            None,
+            &IdTokenSubject {
+                client_id: &client.client_id,
+                user: &user,
+                scopes: &scopes,
+                authentication: &authentication,
+                nonce: None,
+            },
             &access.token,
             now,
         )?);

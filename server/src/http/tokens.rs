@@ -112,17 +112,35 @@ pub fn user_claims(user: &User, scopes: &[String]) -> Map<String, Value> {
     claims
 }
 
+/// What an ID token is about: the client, the user, the scopes granted, how the user
+/// authenticated, and the nonce of the authorization request.
+pub struct IdTokenSubject<'a> {
+    /// The client (the audience).
+    pub client_id: &'a str,
+    /// The user.
+    pub user: &'a User,
+    /// Granted scopes.
+    pub scopes: &'a [String],
+    /// How the user authenticated.
+    pub authentication: &'a Authentication,
+    /// The request's nonce (absent on refresh).
+    pub nonce: Option<&'a str>,
+}
+
 /// Signs an ID token.
 pub fn id_token(
     app: &App,
-    client_id: &str,
-    user: &User,
-    scopes: &[String],
-    authentication: &Authentication,
-    nonce: Option<&str>,
+    subject: &IdTokenSubject,
     access_token: &str,
     now: u64,
 ) -> Result<String, StoreError> {
+    let IdTokenSubject {
+        client_id,
+        user,
+        scopes,
+        authentication,
+        nonce,
+    } = *subject;
     let mut claims = Map::new();
     // Claims the flow set come first, so the protocol claims below always win.
     for (name, value) in &authentication.claims {

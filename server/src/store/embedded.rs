@@ -415,7 +415,7 @@ impl Store for EmbeddedStore {
         });
         put(&txn, CODES, key, &code)?;
         txn.commit().map_err(fail)?;
-        Ok(Redemption::Fresh(code))
+        Ok(Redemption::Fresh(Box::new(code)))
     }
 
     fn rotate_refresh(&self, key: &str, new_key: &str, now: u64) -> StoreResult<Rotation> {
@@ -440,7 +440,7 @@ impl Store for EmbeddedStore {
         };
         put(&txn, REFRESH, new_key, &next)?;
         txn.commit().map_err(fail)?;
-        Ok(Rotation::Rotated(next))
+        Ok(Rotation::Rotated(Box::new(next)))
     }
 
     fn purge_expired(&self, now: u64) -> StoreResult<usize> {

@@ -33,6 +33,9 @@ impl std::error::Error for StoreError {}
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// One write; a [`Batch`] applies several atomically.
+// A batch holds a handful of writes for one request and lives for one transaction: boxing
+// the larger variants would allocate for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Write {
     /// Insert a new user; fails the batch if the id, username or email is taken.
@@ -110,7 +113,7 @@ pub type Batch = Vec<Write>;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Redemption {
     /// First use: the code, now marked used with the tokens it is about to issue.
-    Fresh(AuthCode),
+    Fresh(Box<AuthCode>),
     /// The code was used before: what it issued has now been revoked.
     Reused,
     /// No such code, or it expired.
@@ -121,7 +124,7 @@ pub enum Redemption {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Rotation {
     /// The old token is spent; the new one (same family, same grant) is stored.
-    Rotated(RefreshToken),
+    Rotated(Box<RefreshToken>),
     /// The token was already spent: its whole family is now revoked.
     Reused,
     /// No such token, expired, or its family was revoked.

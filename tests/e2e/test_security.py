@@ -1,0 +1,365 @@
+"""The security rules of DESIGN.md that apply to the OpenID Provider, each as a negative test:
+exact redirect URIs, PKCE, single-use codes whose reuse revokes, refresh rotation with reuse
+detection, client authentication, CSRF and browser binding on login forms, throttling, bounded
+and well-formed input. Every answer must be the right OAuth error or page, never a 500."""
+
+import base64
+import secrets
+import shutil
+import tempfile
+import time
+import urllib.parse
+
+import pytest
+import requests
+from authlib.integrations.requests_client import OAuth2Session
+
+from conftest import (
+    SPA_REDIRECT, USER_PASSWORD, WEB_REDIRECT, WEB_SECRET, Browser, Server, forms, option_form,
+    query,
+)
+
+
+def pkce_pair():
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(
+        __import__("hashlib").sha256(verifier.encode()).digest()
+    ).rstrip(b"=").decode()
+    return verifier, challenge
+
+
+def authorize_url(server, **params):
+    base = {"client_id": "demo-web", "redirect_uri": WEB_REDIRECT, "response_type": "code",
+            "scope": "openid", "state": "s1"}
+    base.update(params)
+    base = {k: v for k, v in base.items() if v is not None}
+    return server.url("/authorize?" + urllib.parse.urlencode(base))
+
+
+def get_code(server, browser=None, **params):
+    """Logs in through /authorize and returns (code, browser)."""
+    browser = browser or Browser(server)
+    callback = browser.login(authorize_url(server, **params))
+    assert isinstance(callback, str), getattr(callback, "text", callback)
+    return query(callback)["code"], browser
+
+
+def token_request(server, auth=("demo-web", WEB_SECRET), **data):
+    return requests.post(server.url("/token"), data=data, auth=auth, timeout=10)
+
+
+def exchange(server, code, verifier=None, **extra):
+    data = {"grant_type": "authorization_code", "code": code, "redirect_uri": WEB_REDIRECT}
+    if verifier:
+        data["code_verifier"] = verifier
+    data.update(extra)
+    return token_request(server, **data)
+
+
+def assert_oauth_error(response, error, status=400):
+    assert response.status_code == status, response.text
+    assert response.json()["error"] == error, response.text
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def assert_page_not_redirect(response, status=400):
+    assert response.status_code == status, response.text
+    assert "Location" not in response.headers
+    assert response.headers["Content-Type"].startswith("text/html")
+
+
+# Redirect URIs: exact match only, errors before validation are pages (no open redirect).
+
+@pytest.mark.parametrize("redirect_uri", [
+    "http://localhost:8000/callback/extra",
+    "http://localhost:8000/callback?next=https://evil.example",
+    "http://localhost:8000/callbac",
+    "http://evil.example/callback",
+    "http://localhost:8000/CALLBACK",
+    "https://localhost:8000/callback",
+    "//evil.example/callback",
+])
+def test_redirect_uri_must_match_exactly(server, redirect_uri):
+    response = requests.get(authorize_url(server, redirect_uri=redirect_uri), allow_redirects=False, timeout=10)
+    assert_page_not_redirect(response)
+    assert "redirect_uri" in response.text
+
+
+def test_unknown_client_and_missing_redirect_uri_are_pages(server):
+    assert_page_not_redirect(requests.get(authorize_url(server, client_id="ghost"), allow_redirects=False, timeout=10))
+    assert_page_not_redirect(requests.get(authorize_url(server, redirect_uri=None), allow_redirects=False, timeout=10))
+
+
+def test_errors_after_validation_go_back_to_the_client_with_state(server):
+    response = requests.get(authorize_url(server, response_type="token"), allow_redirects=False, timeout=10)
+    assert response.status_code in (302, 303)
+    params = query(response.headers["Location"])
+    assert params["error"] == "unsupported_response_type" and params["state"] == "s1"
+    assert params["iss"] == server.issuer
+
+
+def test_post_logout_redirect_must_be_registered(server):
+    response = requests.get(server.url("/logout?client_id=demo-web&post_logout_redirect_uri=http://evil.example/"),
+                            allow_redirects=False, timeout=10)
+    assert_page_not_redirect(response)
+
+
+# PKCE.
+
+def test_public_clients_must_use_pkce(server):
+    response = requests.get(authorize_url(server, client_id="demo-spa", redirect_uri=SPA_REDIRECT),
+                            allow_redirects=False, timeout=10)
+    assert query(response.headers["Location"])["error"] == "invalid_request"
+
+
+def test_plain_pkce_is_refused(server):
+    response = requests.get(authorize_url(server, code_challenge="x" * 43, code_challenge_method="plain"),
+                            allow_redirects=False, timeout=10)
+    assert query(response.headers["Location"])["error"] == "invalid_request"
+
+
+def test_wrong_or_missing_verifier_fails_without_burning_the_code(server):
+    verifier, challenge = pkce_pair()
+    code, _ = get_code(server, code_challenge=challenge, code_challenge_method="S256")
+    assert_oauth_error(exchange(server, code), "invalid_grant")
+    assert_oauth_error(exchange(server, code, secrets.token_urlsafe(48)), "invalid_grant")
+    assert exchange(server, code, verifier).status_code == 200
+
+
+def test_a_verifier_without_a_challenge_is_refused(server):
+    code, _ = get_code(server)
+    assert_oauth_error(exchange(server, code, secrets.token_urlsafe(48)), "invalid_grant")
+
+
+# Codes: single use, bound to client and redirect URI, short-lived.
+
+def test_code_reuse_revokes_what_the_code_issued(server):
+    code, _ = get_code(server, scope="openid profile")
+    first = exchange(server, code)
+    assert first.status_code == 200
+    tokens = first.json()
+    assert_oauth_error(exchange(server, code), "invalid_grant")
+    introspected = requests.post(server.url("/introspect"), auth=("demo-web", WEB_SECRET),
+                                 data={"token": tokens["access_token"]}, timeout=10).json()
+    assert introspected == {"active": False}, "the access token from the first use is revoked"
+    refresh = token_request(server, grant_type="refresh_token", refresh_token=tokens["refresh_token"])
+    assert_oauth_error(refresh, "invalid_grant")
+
+
+def test_a_code_is_bound_to_its_client_and_redirect_uri(server):
+    code, _ = get_code(server)
+    wrong_redirect = exchange(server, code, redirect_uri="http://localhost:8000/other")
+    assert_oauth_error(wrong_redirect, "invalid_grant")
+    spa = requests.post(server.url("/token"), timeout=10, data={
+        "grant_type": "authorization_code", "code": code, "redirect_uri": WEB_REDIRECT,
+        "client_id": "demo-spa"})
+    assert_oauth_error(spa, "invalid_grant")
+    assert exchange(server, code).status_code == 200, "the failed attempts did not spend it"
+
+
+def test_expired_codes_are_refused():
+    directory = tempfile.mkdtemp(prefix="idflow-e2e-")
+    server = Server(directory, "\n[tokens]\ncode_seconds = 1\n")
+    server.cli("user", "add", "alice", "--password-stdin", stdin=USER_PASSWORD + "\n")
+    server.start()
+    try:
+        code, _ = get_code(server)
+        time.sleep(2.1)
+        assert_oauth_error(exchange(server, code), "invalid_grant")
+    finally:
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+# Refresh tokens: rotation, reuse detection.
+
+def test_refresh_token_reuse_revokes_the_family(server):
+    code, _ = get_code(server)
+    tokens = exchange(server, code).json()
+    rotated = token_request(server, grant_type="refresh_token", refresh_token=tokens["refresh_token"])
+    assert rotated.status_code == 200
+    successor = rotated.json()["refresh_token"]
+    reuse = token_request(server, grant_type="refresh_token", refresh_token=tokens["refresh_token"])
+    assert_oauth_error(reuse, "invalid_grant")
+    assert_oauth_error(token_request(server, grant_type="refresh_token", refresh_token=successor), "invalid_grant")
+
+
+def test_a_refresh_cannot_widen_scopes_or_change_client(server):
+    code, _ = get_code(server, scope="openid")
+    tokens = exchange(server, code).json()
+    wider = token_request(server, grant_type="refresh_token", refresh_token=tokens["refresh_token"], scope="openid email")
+    assert_oauth_error(wider, "invalid_scope")
+    other = requests.post(server.url("/token"), timeout=10, data={
+        "grant_type": "refresh_token", "refresh_token": tokens["refresh_token"], "client_id": "demo-spa"})
+    assert_oauth_error(other, "invalid_grant")
+
+
+# Client authentication.
+
+def test_bad_client_secret_is_invalid_client(server):
+    response = token_request(server, auth=("demo-web", "wrong-secret-123456"), grant_type="client_credentials")
+    assert_oauth_error(response, "invalid_client", 401)
+    assert response.headers["WWW-Authenticate"].startswith("Basic")
+    posted = requests.post(server.url("/token"), timeout=10, data={
+        "grant_type": "client_credentials", "client_id": "demo-web", "client_secret": "nope"})
+    assert_oauth_error(posted, "invalid_client", 401)
+    none = requests.post(server.url("/token"), timeout=10, data={"grant_type": "client_credentials", "client_id": "demo-web"})
+    assert_oauth_error(none, "invalid_client", 401)
+
+
+def test_public_clients_cannot_use_client_credentials_or_introspect(server):
+    response = requests.post(server.url("/token"), timeout=10, data={"grant_type": "client_credentials", "client_id": "demo-spa"})
+    assert response.status_code in (400, 401)
+    assert response.json()["error"] in ("unauthorized_client", "invalid_client")
+    introspect = requests.post(server.url("/introspect"), timeout=10, data={"token": "x", "client_id": "demo-spa"})
+    assert_oauth_error(introspect, "invalid_client", 401)
+
+
+def test_unknown_scopes_for_client_credentials_are_refused(server):
+    response = token_request(server, grant_type="client_credentials", scope="admin.everything")
+    assert_oauth_error(response, "invalid_scope")
+
+
+# Login forms: CSRF token and browser binding.
+
+def login_page(server):
+    browser = Browser(server)
+    page = browser.go(authorize_url(server))
+    return browser, page.text
+
+
+def test_login_form_without_or_with_a_wrong_csrf_token_is_refused(server):
+    browser, page = login_page(server)
+    form = option_form(page, "password")
+    for csrf in (None, "forged-token"):
+        data = dict(form["fields"], username="alice", password=USER_PASSWORD)
+        if csrf is None:
+            del data["csrf"]
+        else:
+            data["csrf"] = csrf
+        response = browser.session.post(server.url("/login"), data=data, allow_redirects=False, timeout=10)
+        assert_page_not_redirect(response, 403)
+    # The real form still works afterwards.
+    callback = browser.submit(page, "password", username="alice", password=USER_PASSWORD)
+    assert isinstance(callback, str) and "code" in query(callback)
+
+
+def test_a_login_cannot_be_continued_from_another_browser(server):
+    _, page = login_page(server)
+    form = option_form(page, "password")
+    thief = requests.Session()
+    response = thief.post(server.url("/login"), data=dict(form["fields"], username="alice", password=USER_PASSWORD),
+                          allow_redirects=False, timeout=10)
+    assert_page_not_redirect(response, 403)
+
+
+def test_cookies_are_http_only_and_same_site(server):
+    browser = Browser(server)
+    response = browser.session.get(authorize_url(server), allow_redirects=False, timeout=10)
+    cookie = response.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    page = browser.go(response.headers["Location"] if response.headers["Location"].startswith("http") else server.url(response.headers["Location"]))
+    form = option_form(page.text, "password")
+    done = browser.session.post(server.url("/login"), data=dict(form["fields"], username="alice", password=USER_PASSWORD),
+                                allow_redirects=False, timeout=10)
+    session_cookie = [c for c in done.headers["Set-Cookie"].split(", ") if "idflow_session=" in c][0]
+    assert "HttpOnly" in session_cookie and "SameSite=Lax" in session_cookie
+    assert "Secure" not in session_cookie, "http issuer: no Secure flag"
+
+
+def test_login_pages_forbid_framing_and_caching(server):
+    _, response = Browser(server), requests.get(server.url("/"), timeout=10)
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+# Throttling and account state.
+
+def test_failed_passwords_lock_the_account(server):
+    # The password flow: 3 tries per login, the account locks after 5 consecutive failures.
+    browser = Browser(server)
+    page = browser.go(authorize_url(server)).text
+    for _ in range(2):
+        page = browser.submit(page, "password", username="alice", password="wrong-password")
+        assert page.status_code == 422 and "did not work" in page.text
+        page = page.text
+    denied = browser.submit(page, "password", username="alice", password="wrong-password")
+    assert query(denied)["error"] == "access_denied"
+    page = browser.go(authorize_url(server)).text
+    page = browser.submit(page, "password", username="alice", password="wrong-password").text
+    denied = browser.submit(page, "password", username="alice", password="wrong-password")
+    assert query(denied)["error"] == "access_denied", "the fifth failure locks the account"
+    # Now even the right password is refused.
+    page = browser.go(authorize_url(server)).text
+    locked = browser.submit(page, "password", username="alice", password=USER_PASSWORD)
+    assert isinstance(locked, str) and query(locked)["error"] == "access_denied"
+    server.stop()
+    shown = server.cli("user", "show", "alice").stdout
+    assert '"locked_until": 0' not in shown
+    server.start()
+
+
+def test_an_unknown_user_looks_like_a_wrong_password(server):
+    browser = Browser(server)
+    page = browser.go(authorize_url(server)).text
+    unknown = browser.submit(page, "password", username="nobody", password="whatever-123")
+    page = browser.go(authorize_url(server)).text
+    wrong = browser.submit(page, "password", username="alice", password="whatever-123")
+    assert unknown.status_code == wrong.status_code == 422
+    strip = lambda text: [f["fields"].get("option") for f in forms(text)]
+    assert strip(unknown.text) == strip(wrong.text)
+
+
+def test_a_disabled_user_cannot_log_in(server):
+    server.stop()
+    server.cli("user", "disable", "alice")
+    server.start()
+    callback = Browser(server).login(authorize_url(server))
+    assert query(callback)["error"] == "access_denied"
+
+
+# Malformed and oversized input.
+
+def test_repeated_and_oversized_parameters(server):
+    url = authorize_url(server) + "&state=again"
+    assert_page_not_redirect(requests.get(url, allow_redirects=False, timeout=10))
+    huge = requests.get(authorize_url(server, state="x" * 5000), allow_redirects=False, timeout=10)
+    assert_page_not_redirect(huge)
+    body = requests.post(server.url("/token"), data={"grant_type": "client_credentials", "pad": "x" * 100_000},
+                         auth=("demo-web", WEB_SECRET), timeout=10)
+    assert body.status_code == 413
+    repeated = requests.post(server.url("/token"), data="grant_type=client_credentials&grant_type=password",
+                             headers={"Content-Type": "application/x-www-form-urlencoded"},
+                             auth=("demo-web", WEB_SECRET), timeout=10)
+    assert_oauth_error(repeated, "invalid_request")
+
+
+@pytest.mark.parametrize("path,kwargs", [
+    ("/token", {"data": b"\xff\xfe\x00garbage", "headers": {"Content-Type": "application/x-www-form-urlencoded"}}),
+    ("/token", {"json": {"grant_type": "client_credentials"}, "auth": ("demo-web", WEB_SECRET)}),
+    ("/token", {"data": {"grant_type": "client_credentials"}, "headers": {"Authorization": "Basic !!!notbase64"}}),
+    ("/token", {"data": {"grant_type": "password", "username": "alice", "password": "x"}, "auth": ("demo-web", WEB_SECRET)}),
+    ("/token", {"data": {"grant_type": "authorization_code", "code": "forged", "redirect_uri": WEB_REDIRECT}, "auth": ("demo-web", WEB_SECRET)}),
+    ("/token", {"data": {"grant_type": "refresh_token", "refresh_token": "forged"}, "auth": ("demo-web", WEB_SECRET)}),
+    ("/introspect", {"data": {"token": "a.b.c"}, "auth": ("demo-web", WEB_SECRET)}),
+    ("/revoke", {"data": {"token": "not-a-token"}, "auth": ("demo-web", WEB_SECRET)}),
+    ("/userinfo", {"headers": {"Authorization": "Bearer eyJhbGciOiJub25lIn0.e30."}}),
+    ("/login", {"data": {"login": "nope", "csrf": "x", "option": "password"}}),
+    ("/logout", {"data": {"id_token_hint": "garbage"}}),
+])
+def test_malformed_requests_get_clear_errors_not_500(server, path, kwargs):
+    response = requests.post(server.url(path), timeout=10, allow_redirects=False, **kwargs)
+    assert 400 <= response.status_code < 500 or (path in ("/introspect", "/revoke") and response.status_code == 200), response.text
+    if path in ("/token", "/introspect", "/revoke") and response.status_code != 200:
+        assert "error" in response.json()
+    if path == "/introspect":
+        assert response.json() == {"active": False}
+
+
+def test_forged_access_tokens_are_refused(server):
+    header = base64.urlsafe_b64encode(b'{"alg":"none","typ":"at+jwt"}').rstrip(b"=").decode()
+    payload = base64.urlsafe_b64encode(b'{"sub":"admin","scope":"openid","exp":9999999999}').rstrip(b"=").decode()
+    for token in (f"{header}.{payload}.", f"{header}.{payload}.c2ln"):
+        response = requests.get(server.url("/userinfo"), headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        assert response.status_code == 401
