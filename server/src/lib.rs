@@ -14,3 +14,4 @@ pub mod keys;
 pub mod metrics;
 pub mod sources;
 pub mod store;
+pub mod tls;

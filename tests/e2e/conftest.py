@@ -50,12 +50,14 @@ def test_config(directory, extra=""):
 class Server:
     """One idflow process with its own data directory."""
 
-    def __init__(self, directory, extra_config=""):
+    def __init__(self, directory, extra_config="", scheme="http", ca=None):
         self.directory = pathlib.Path(directory)
         self.config = test_config(self.directory, extra_config)
         self.data = self.directory / "data"
         self.port = free_port()
-        self.issuer = f"http://localhost:{self.port}"
+        self.issuer = f"{scheme}://localhost:{self.port}"
+        # What requests verifies the server's certificate against (https only).
+        self.ca = ca
         self.process = None
         self.log = self.directory / "server.log"
 
@@ -91,7 +93,8 @@ class Server:
             if self.process.poll() is not None:
                 raise AssertionError(f"idflow exited: {self.log.read_text()}")
             try:
-                if requests.get(f"{self.issuer}/readyz", timeout=1).status_code == 200:
+                ready = requests.get(f"{self.issuer}/readyz", timeout=1, verify=self.ca or True)
+                if ready.status_code == 200:
                     return self
             except requests.ConnectionError:
                 pass

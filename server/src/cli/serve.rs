@@ -79,12 +79,13 @@ pub fn run(args: ServeArgs) -> u8 {
         Err(code) => return code,
     };
     init_logs(config.log_json);
-    if config.tls.is_some() {
-        eprintln!(
-            "error: [server.tls] is not supported by this build yet; terminate TLS at a proxy"
-        );
-        return EXIT_USAGE;
-    }
+    let tls = match config.tls.as_ref().map(crate::tls::acceptor).transpose() {
+        Ok(tls) => tls,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return EXIT_USAGE;
+        }
+    };
     let admin_password = std::env::var("IDFLOW_ADMIN_PASSWORD")
         .ok()
         .filter(|p| !p.is_empty());
@@ -111,10 +112,10 @@ pub fn run(args: ServeArgs) -> u8 {
             return EXIT_USAGE;
         }
     };
-    runtime.block_on(serve(started.app))
+    runtime.block_on(serve(started.app, tls))
 }
 
-async fn serve(app: Arc<App>) -> u8 {
+async fn serve(app: Arc<App>, tls: Option<tokio_rustls::TlsAcceptor>) -> u8 {
     let listener = match tokio::net::TcpListener::bind(app.config.listen).await {
         Ok(listener) => listener,
         Err(error) => {
@@ -126,18 +127,37 @@ async fn serve(app: Arc<App>) -> u8 {
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    tracing::info!(%address, issuer = %app.config.issuer, data_dir = %app.config.data_dir.display(), "idflow listening");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%address, scheme, issuer = %app.config.issuer, data_dir = %app.config.data_dir.display(), "idflow listening");
     eprintln!(
-        "idflow: listening on {address}, issuer {}",
+        "idflow: listening on {scheme}://{address}, issuer {}",
         app.config.issuer
     );
     tokio::spawn(purge_expired(Arc::clone(&app)));
-    let router = crate::http::router(app);
-    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    match axum::serve(listener, service)
-        .with_graceful_shutdown(shutdown())
-        .await
-    {
+    let service =
+        crate::http::router(app).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let served = match tls {
+        None => {
+            axum::serve(listener, service)
+                .with_graceful_shutdown(shutdown())
+                .await
+        }
+        Some(acceptor) => {
+            let listener = match crate::tls::TlsListener::new(listener, acceptor) {
+                Ok(listener) => listener,
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    return EXIT_USAGE;
+                }
+            };
+            // `tap_io` adapts any listener to axum's connect-info support.
+            use axum::serve::ListenerExt;
+            axum::serve(listener.tap_io(|_| {}), service)
+                .with_graceful_shutdown(shutdown())
+                .await
+        }
+    };
+    match served {
         Ok(()) => EXIT_OK,
         Err(error) => {
             eprintln!("error: {error}");
