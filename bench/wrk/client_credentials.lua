@@ -1,0 +1,10 @@
+-- client_credentials grants: POST /token with HTTP Basic client authentication.
+-- BASIC: base64 of "client:secret". NEW_CONNECTION=1 closes the connection after each request.
+wrk.method = "POST"
+wrk.path = "/token"
+wrk.body = "grant_type=client_credentials&scope=api.read"
+wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+wrk.headers["Authorization"] = "Basic " .. os.getenv("BASIC")
+if os.getenv("NEW_CONNECTION") == "1" then
+  wrk.headers["Connection"] = "close"
+end
