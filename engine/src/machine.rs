@@ -622,10 +622,14 @@ fn identified(ctx: &mut Ctx, run: &mut Run, user: UserView, option: AuthOption) 
         );
         return Flowing::Stop(deny(run, "a step verified a different user"));
     }
-    // What the user typed at identifier_first binds the login, even when it named no account:
+    // What the user typed at identifier_first binds the login, even when it named no account
+    // (names compare without case, as the store looks them up):
     // otherwise typing an unknown name would skip the routing meant for the real one.
     let typed = run.identifier.as_str();
-    if !typed.is_empty() && user.username != typed && !user.email.eq_ignore_ascii_case(typed) {
+    if !typed.is_empty()
+        && !user.username.eq_ignore_ascii_case(typed)
+        && !user.email.eq_ignore_ascii_case(typed)
+    {
         run.note(
             &state,
             format!(

@@ -28,10 +28,15 @@ pub struct App {
     pub registry: Registry,
     /// argon2id with the configured parameters.
     pub passwords: PasswordHasher,
+    /// Bounds concurrent password hashes (each holds `memory_kib` of memory): a burst of
+    /// login attempts queues instead of exhausting memory and threads.
+    pub hashing: Arc<tokio::sync::Semaphore>,
     /// Login page templates.
     pub pages: crate::http::pages::Pages,
     /// Counters and latencies for `/metrics`.
     pub metrics: Metrics,
+    /// Origins of public clients, allowed to call the token endpoints from a browser.
+    pub cors_origins: std::collections::BTreeSet<String>,
 }
 
 /// Seconds since the Unix epoch.
@@ -85,13 +90,18 @@ pub fn start(config: ServerConfig, admin_password: Option<String>) -> Result<Sta
     let engine = Engine::new();
     let registry = Registry::new(engine.sandbox());
     load_flows(&registry, &config)?;
+    let cors_origins = crate::http::cors::allowed_origins(config.applications.values());
     let app = App {
+        cors_origins,
         config,
         store,
         keys,
         engine,
         registry,
         passwords,
+        hashing: Arc::new(tokio::sync::Semaphore::new(
+            std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
+        )),
         pages: crate::http::pages::Pages::new(),
         metrics: Metrics::default(),
     };

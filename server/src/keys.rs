@@ -89,7 +89,7 @@ pub enum JwtError {
 }
 
 fn key_error(error: impl std::fmt::Display) -> StoreError {
-    StoreError(format!("signing key: {error}"))
+    StoreError::Failed(format!("signing key: {error}"))
 }
 
 fn generate(alg: Alg, now: u64) -> Result<KeyRecord, StoreError> {
@@ -218,8 +218,9 @@ impl KeySet {
             {
                 continue;
             }
-            let der = b64url_decode(&record.pkcs8)
-                .ok_or_else(|| StoreError(format!("key {} is not base64url", record.kid)))?;
+            let der = b64url_decode(&record.pkcs8).ok_or_else(|| {
+                StoreError::Failed(format!("key {} is not base64url", record.kid))
+            })?;
             let key = parse(alg, &der, record.kid.clone())?;
             published.push(jwk(&key));
             verifying.insert(
@@ -251,7 +252,7 @@ impl KeySet {
         let key = self
             .active
             .get(&alg)
-            .ok_or_else(|| StoreError(format!("no active {} key", alg.name())))?;
+            .ok_or_else(|| StoreError::Failed(format!("no active {} key", alg.name())))?;
         let header = json!({ "alg": alg.name(), "typ": typ, "kid": key.kid });
         let mut token = b64url(header.to_string().as_bytes());
         token.push('.');

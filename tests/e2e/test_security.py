@@ -290,14 +290,100 @@ def test_failed_passwords_lock_the_account(server):
     page = browser.submit(page, "password", username="alice", password="wrong-password").text
     denied = browser.submit(page, "password", username="alice", password="wrong-password")
     assert query(denied)["error"] == "access_denied", "the fifth failure locks the account"
-    # Now even the right password is refused.
+        # Now even the right password is refused, with the answer a wrong one gets: a locked
+    # account must not confirm a guess.
     page = browser.go(authorize_url(server)).text
-    locked = browser.submit(page, "password", username="alice", password=USER_PASSWORD)
-    assert isinstance(locked, str) and query(locked)["error"] == "access_denied"
+    right = browser.submit(page, "password", username="alice", password=USER_PASSWORD)
+    wrong = browser.submit(right.text, "password", username="alice", password="wrong-password")
+    assert right.status_code == wrong.status_code == 422
+    assert "did not work" in right.text and "did not work" in wrong.text
+    denied = browser.submit(wrong.text, "password", username="alice", password=USER_PASSWORD)
+    assert query(denied)["error"] == "access_denied"
     server.stop()
     shown = server.cli("user", "show", "alice").stdout
     assert '"locked_until": 0' not in shown
     server.start()
+
+
+def test_concurrent_submits_of_one_login_apply_one_at_a_time(server):
+    # Parallel guesses on one login (an attacker racing the attempt counter, or a double
+    # click): each step applies only from the state it read, so at most `attempts` (3) of
+    # them are processed and the others get a conflict page.
+    import concurrent.futures
+    browser = Browser(server)
+    page = browser.go(authorize_url(server)).text
+    form = option_form(page, "password")
+    cookies = browser.session.cookies.get_dict()
+
+    def guess(password):
+        return requests.post(server.url("/login"), cookies=cookies, allow_redirects=False, timeout=30,
+                             data=dict(form["fields"], username="alice", password=password))
+
+    passwords = [f"wrong-guess-{i}" for i in range(11)] + [USER_PASSWORD]
+    with concurrent.futures.ThreadPoolExecutor(len(passwords)) as pool:
+        responses = list(pool.map(guess, passwords))
+    statuses = sorted(r.status_code for r in responses)
+    # 303: processed (to the next page or back to the app); 409: lost the race; 400: the
+    # login was already over when the request arrived.
+    assert set(statuses) <= {303, 400, 409}, statuses
+    processed = [r for r in responses if r.status_code == 303]
+    assert 1 <= len(processed) <= 3, statuses
+
+
+def test_two_tabs_can_each_run_a_login(server):
+    browser = Browser(server)
+    tab_one = browser.go(authorize_url(server, state="one")).text
+    tab_two = browser.go(authorize_url(server, state="two")).text
+    one = browser.submit(tab_one, "password", username="alice", password=USER_PASSWORD)
+    assert query(one)["state"] == "one" and "code" in query(one)
+    two = browser.submit(tab_two, "password", username="alice", password=USER_PASSWORD)
+    assert query(two)["state"] == "two" and "code" in query(two)
+
+
+def test_tokens_do_not_carry_the_session_cookie(server):
+    browser = Browser(server)
+    code, browser = get_code(server, browser)
+    tokens = exchange(server, code).json()
+    cookie = browser.session.cookies.get("idflow_session")
+    payload = tokens["id_token"].split(".")[1]
+    claims = __import__("json").loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    assert claims["sid"] and cookie and claims["sid"] != cookie
+    assert cookie not in tokens["access_token"] and cookie not in tokens["id_token"]
+    thief = requests.Session()
+    thief.cookies.set("idflow_session", claims["sid"], domain="localhost.local")
+    response = thief.get(authorize_url(server, prompt="none"), allow_redirects=False,
+                         headers={"Cookie": f"idflow_session={claims['sid']}"}, timeout=10)
+    assert query(response.headers["Location"])["error"] == "login_required"
+
+
+def test_cors_only_for_public_client_origins(server):
+    allowed = requests.options(server.url("/token"), timeout=10, headers={
+        "Origin": "http://localhost:8000", "Access-Control-Request-Method": "POST"})
+    assert allowed.status_code == 204
+    assert allowed.headers["Access-Control-Allow-Origin"] == "http://localhost:8000"
+    evil = requests.options(server.url("/token"), timeout=10, headers={
+        "Origin": "http://evil.example", "Access-Control-Request-Method": "POST"})
+    assert "Access-Control-Allow-Origin" not in evil.headers
+    jwks = requests.get(server.url("/jwks"), headers={"Origin": "http://anywhere.example"}, timeout=10)
+    assert jwks.headers["Access-Control-Allow-Origin"] == "*"
+
+
+def test_a_locked_user_cannot_refresh_but_keeps_the_grant(server):
+    code, _ = get_code(server)
+    tokens = exchange(server, code).json()
+    browser = Browser(server)
+    for _ in range(2):
+        page = browser.go(authorize_url(server)).text
+        for _ in range(3 if _ == 0 else 2):
+            result = browser.submit(page, "password", username="alice", password="wrong-password")
+            if isinstance(result, str):
+                break
+            page = result.text
+    locked = token_request(server, grant_type="refresh_token", refresh_token=tokens["refresh_token"])
+    assert_oauth_error(locked, "invalid_grant")
+    introspected = requests.post(server.url("/introspect"), auth=("demo-web", WEB_SECRET),
+                                 data={"token": tokens["refresh_token"]}, timeout=10).json()
+    assert introspected["active"] is True, "a temporary lock does not revoke the user's grants"
 
 
 def test_an_unknown_user_looks_like_a_wrong_password(server):
@@ -315,8 +401,14 @@ def test_a_disabled_user_cannot_log_in(server):
     server.stop()
     server.cli("user", "disable", "alice")
     server.start()
-    callback = Browser(server).login(authorize_url(server))
-    assert query(callback)["error"] == "access_denied"
+    browser = Browser(server)
+    page = browser.go(authorize_url(server)).text
+    for _ in range(2):
+        result = browser.submit(page, "password", username="alice", password=USER_PASSWORD)
+        assert result.status_code == 422, "the right password of a disabled account reads as wrong"
+        page = result.text
+    denied = browser.submit(page, "password", username="alice", password=USER_PASSWORD)
+    assert query(denied)["error"] == "access_denied"
 
 
 # Malformed and oversized input.
@@ -346,7 +438,6 @@ def test_repeated_and_oversized_parameters(server):
     ("/revoke", {"data": {"token": "not-a-token"}, "auth": ("demo-web", WEB_SECRET)}),
     ("/userinfo", {"headers": {"Authorization": "Bearer eyJhbGciOiJub25lIn0.e30."}}),
     ("/login", {"data": {"login": "nope", "csrf": "x", "option": "password"}}),
-    ("/logout", {"data": {"id_token_hint": "garbage"}}),
 ])
 def test_malformed_requests_get_clear_errors_not_500(server, path, kwargs):
     response = requests.post(server.url(path), timeout=10, allow_redirects=False, **kwargs)
@@ -355,6 +446,15 @@ def test_malformed_requests_get_clear_errors_not_500(server, path, kwargs):
         assert "error" in response.json()
     if path == "/introspect":
         assert response.json() == {"active": False}
+
+
+def test_a_garbage_id_token_hint_asks_before_signing_out(server):
+    code, browser = get_code(server)
+    response = browser.session.post(server.url("/logout"), data={"id_token_hint": "garbage"},
+                                    allow_redirects=False, timeout=10)
+    assert response.status_code == 200 and "Sign out?" in response.text
+    url = authorize_url(server, prompt="none")
+    assert "code" in query(browser.go(url)), "still signed in"
 
 
 def test_forged_access_tokens_are_refused(server):

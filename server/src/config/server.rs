@@ -143,8 +143,7 @@ pub struct TokenSettings {
     pub session_seconds: u64,
     /// A login in progress. Default 30 minutes.
     pub login_seconds: u64,
-    /// `RS256` or `ES256` for ID tokens. Default `RS256`, which every client must support.
-    pub id_token_alg: String,
+
     /// `RS256` or `ES256` for access tokens. Default `ES256`: 15x cheaper to sign.
     pub access_token_alg: String,
 }
@@ -158,7 +157,7 @@ impl Default for TokenSettings {
             code_seconds: 60,
             session_seconds: 10 * 3600,
             login_seconds: 1800,
-            id_token_alg: "RS256".into(),
+
             access_token_alg: "ES256".into(),
         }
     }
@@ -267,6 +266,9 @@ struct ApplicationSection {
     scopes: Vec<String>,
 }
 
+/// The longest lifetime accepted for any token, code or session (ten years).
+pub const MAX_LIFETIME_SECONDS: u64 = 10 * 365 * 24 * 3600;
+
 /// The default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// The default issuer.
@@ -364,13 +366,24 @@ pub fn parse(
             ),
         ));
     }
-    for (key, alg) in [
-        ("tokens.id_token_alg", &file.tokens.id_token_alg),
-        ("tokens.access_token_alg", &file.tokens.access_token_alg),
+    let alg = &file.tokens.access_token_alg;
+    if alg != "RS256" && alg != "ES256" {
+        return Err(ConfigError(format!(
+            "{label}: tokens.access_token_alg: `{alg}` is not supported; use RS256 or ES256"
+        )));
+    }
+    let tokens = &file.tokens;
+    for (key, seconds) in [
+        ("access_token_seconds", tokens.access_token_seconds),
+        ("id_token_seconds", tokens.id_token_seconds),
+        ("refresh_token_seconds", tokens.refresh_token_seconds),
+        ("code_seconds", tokens.code_seconds),
+        ("session_seconds", tokens.session_seconds),
+        ("login_seconds", tokens.login_seconds),
     ] {
-        if alg != "RS256" && alg != "ES256" {
+        if !(1..=MAX_LIFETIME_SECONDS).contains(&seconds) {
             return Err(ConfigError(format!(
-                "{label}: {key}: `{alg}` is not supported; use RS256 or ES256"
+                "{label}: tokens.{key}: {seconds} is outside 1..={MAX_LIFETIME_SECONDS} seconds"
             )));
         }
     }
@@ -442,11 +455,16 @@ fn application(
             format!("{}: a public client has no secret", key("client_secret")),
         ));
     }
-    if let Some(secret) = &section.client_secret
-        && secret.get_ref().len() < 16
+    if let Some(span) = section
+        .client_secret
+        .as_ref()
+        .or(section.client_secret_env.as_ref())
+        .map(Spanned::span)
+        && secret.as_ref().is_some_and(|s| s.len() < 16)
     {
+        let secret_span = span;
         return Err(at(
-            secret.span(),
+            secret_span,
             format!(
                 "{}: a client secret must be at least 16 characters",
                 key("client_secret")
@@ -477,6 +495,22 @@ fn application(
         }
         grants
     });
+    if !section.public && secret.is_none() && !grant_types.is_empty() {
+        return Err(ConfigError(format!(
+            "applications.{id}: a confidential client needs client_secret or client_secret_env \
+             (or set public = true for a browser or native app)"
+        )));
+    }
+    if let Some(scope) = section
+        .scopes
+        .iter()
+        .find(|s| crate::http::tokens::SCOPES.contains(&s.as_str()))
+    {
+        return Err(ConfigError(format!(
+            "{}: `{scope}` is an OpenID scope, which needs a user; list API scopes here",
+            key("scopes")
+        )));
+    }
     if section.public && grant_types.contains(&GrantType::ClientCredentials) {
         return Err(ConfigError(format!(
             "{}: a public client cannot use client_credentials",
@@ -508,6 +542,13 @@ fn parse_issuer(value: &str) -> Result<String, String> {
     }
     if url.query().is_some() || url.fragment().is_some() {
         return Err(format!("`{value}` must have no query or fragment"));
+    }
+    // The endpoints are served at the root; an issuer with a path would advertise addresses
+    // nothing answers.
+    if url.path() != "/" {
+        return Err(format!(
+            "`{value}` must have no path (serve idflow at the root of a host)"
+        ));
     }
     Ok(value.trim_end_matches('/').to_string())
 }
@@ -594,7 +635,7 @@ mod tests {
     fn an_unknown_key_names_the_key_and_line() {
         let error = parse_text("[server]\nlisten = \"127.0.0.1:1\"\nlisen = \"x\"\n").unwrap_err();
         assert!(
-            error.0.contains("lisen") && error.0.contains("line 3"),
+            error.to_string().contains("lisen") && error.to_string().contains("line 3"),
             "{error}"
         );
     }
@@ -602,13 +643,18 @@ mod tests {
     #[test]
     fn a_bad_value_names_the_key_and_line() {
         let error = parse_text("[server]\n\nlisten = \"localhost\"\n").unwrap_err();
-        assert!(error.0.contains("idflow.toml:3: server.listen"), "{error}");
+        assert!(
+            error.to_string().contains("idflow.toml:3: server.listen"),
+            "{error}"
+        );
         let error = parse_text(
             "[applications.a]\nredirect_uris = [\n  \"https://a/cb\",\n  \"/relative\",\n]\n",
         )
         .unwrap_err();
         assert!(
-            error.0.contains(":4: applications.a.redirect_uris"),
+            error
+                .to_string()
+                .contains(":4: applications.a.redirect_uris"),
             "{error}"
         );
     }
@@ -619,12 +665,15 @@ mod tests {
             "[applications.spa]\npublic = true\nclient_secret = \"0123456789abcdefgh\"\n",
         )
         .unwrap_err();
-        assert!(error.0.contains("public client has no secret"), "{error}");
+        assert!(
+            error.to_string().contains("public client has no secret"),
+            "{error}"
+        );
         let error = parse_text(
             "[applications.spa]\npublic = true\ngrant_types = [\"client_credentials\"]\n",
         )
         .unwrap_err();
-        assert!(error.0.contains("client_credentials"), "{error}");
+        assert!(error.to_string().contains("client_credentials"), "{error}");
     }
 
     #[test]
@@ -643,8 +692,8 @@ mod tests {
     #[test]
     fn short_secrets_and_unknown_stores_are_refused() {
         let error = parse_text("[applications.a]\nclient_secret = \"short\"\n").unwrap_err();
-        assert!(error.0.contains("at least 16"), "{error}");
+        assert!(error.to_string().contains("at least 16"), "{error}");
         let error = parse_text("[store]\nkind = \"sled\"\n").unwrap_err();
-        assert!(error.0.contains("store.kind"), "{error}");
+        assert!(error.to_string().contains("store.kind"), "{error}");
     }
 }

@@ -167,8 +167,15 @@ async fn authorize(
         Ok(session) => session,
         Err(response) => return response,
     };
+    // An id_token_hint names who the client expects; another signed-in user is not reused
+    // (OpenID Connect Core 3.1.2.1).
+    let hinted = params
+        .get("id_token_hint")
+        .and_then(|token| app.keys.verify(token).ok())
+        .and_then(|(_, claims)| claims["sub"].as_str().map(String::from));
     let reusable = session.filter(|session| {
         !prompt.iter().any(|p| p == "login")
+            && hinted.as_ref().is_none_or(|sub| *sub == session.user)
             && max_age.is_none_or(|max| now.saturating_sub(session.auth_time) <= max)
             && (request.acr_values.is_empty() || request.acr_values.contains(&session.acr))
             && session.flow == flow.ir.flow
@@ -200,10 +207,13 @@ pub fn current_session(
     headers: &HeaderMap,
     now: u64,
 ) -> Result<Option<Session>, Response> {
-    let Some(id) = cookies::read(headers, cookies::SESSION) else {
+    let Some(secret) = cookies::read(headers, cookies::SESSION) else {
         return Ok(None);
     };
-    let session = app.store.session(&id).map_err(|e| server_error(app, &e))?;
+    let session = app
+        .store
+        .session(&token_key(&secret))
+        .map_err(|e| server_error(app, &e))?;
     let Some(session) = session.filter(|s| s.expires > now) else {
         return Ok(None);
     };
@@ -249,7 +259,7 @@ pub fn issue_code(
         key: token_key(&code),
         request: request.clone(),
         user: session.user.clone(),
-        sid: session.id.clone(),
+        sid: session.sid.clone(),
         auth_time: session.auth_time,
         amr: session.amr.clone(),
         acr: session.acr.clone(),
@@ -315,15 +325,33 @@ pub async fn start_login(
     let directory = crate::directory::StoreDirectory::new(app.store.as_ref(), now);
     let step = app.engine.start(&flow, engine_request, now, &directory);
     let handle = random_token(32);
+    // One binding value per browser: every tab's login records it, so tabs do not collide.
+    let (browser, new_browser) = match cookies::read(headers, cookies::BROWSER) {
+        Some(value) if value.len() >= 32 && value.len() <= 64 => (value, false),
+        _ => (random_token(32), true),
+    };
     let login = Login {
-        handle: handle.clone(),
+        key: token_key(&handle),
+        seq: 0,
+        browser: token_key(&browser),
         csrf: random_token(32),
         run: step.run,
         output: step.output,
         authorize: request,
         expires: now + app.config.tokens.login_seconds,
     };
-    super::login::continue_login(app, login, step.effects, addr, now, Some(handle)).await
+    let mut response =
+        super::login::continue_login(app, &handle, None, login, step.effects, addr, now).await;
+    if new_browser {
+        let cookie = cookies::set(
+            cookies::BROWSER,
+            &browser,
+            app.config.tokens.login_seconds,
+            app.config.secure_cookies,
+        );
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
 }
 
 /// A redirect to the login page for `handle`.

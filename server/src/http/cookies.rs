@@ -6,8 +6,9 @@ use axum::http::{HeaderMap, HeaderValue, header};
 
 /// The SSO session cookie.
 pub const SESSION: &str = "idflow_session";
-/// The cookie binding a browser to the login it started.
-pub const LOGIN: &str = "idflow_login";
+/// The cookie binding a browser to the logins it starts: a random value per browser, whose
+/// hash each login records, so several tabs can each run a login.
+pub const BROWSER: &str = "idflow_browser";
 
 /// The value of cookie `name` in the request, if sent.
 pub fn read(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -46,7 +47,7 @@ mod tests {
             HeaderValue::from_static("a=1; idflow_session=abc; b=2"),
         );
         assert_eq!(read(&headers, SESSION).as_deref(), Some("abc"));
-        assert_eq!(read(&headers, LOGIN), None);
+        assert_eq!(read(&headers, BROWSER), None);
     }
 
     #[test]

@@ -46,8 +46,14 @@ pub async fn introspect(State(app): AppState, headers: HeaderMap, body: Bytes) -
             "aud": claims["aud"], "iss": claims["iss"], "exp": claims["exp"], "iat": claims["iat"],
             "jti": claims["jti"],
         });
-        if let Ok(Some(user)) = app.store.user(claims["sub"].as_str().unwrap_or_default()) {
-            body["username"] = json!(user.username);
+        let subject = claims["sub"].as_str().unwrap_or_default();
+        if subject != client.client_id {
+            // A user's token is active only while the user is.
+            match app.store.user(subject) {
+                Ok(Some(user)) if !user.disabled => body["username"] = json!(user.username),
+                Ok(_) => return inactive,
+                Err(error) => return OAuthError::server(error).into_response(),
+            }
         }
         return Json(body).into_response();
     }
@@ -56,7 +62,13 @@ pub async fn introspect(State(app): AppState, headers: HeaderMap, body: Bytes) -
             if refresh.client_id == client.client_id
                 && !refresh.spent
                 && refresh.expires > now
-                && app.store.family_live(&refresh.family).unwrap_or(false) =>
+                && app.store.family_live(&refresh.family).unwrap_or(false)
+                && app
+                    .store
+                    .user(&refresh.user)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|u| !u.disabled) =>
         {
             Json(json!({
                 "active": true,

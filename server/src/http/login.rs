@@ -16,13 +16,13 @@ use idflow_dsl::ir::AuthOption;
 use idflow_engine::{Effect, Input, Output};
 use serde::Serialize;
 
-use super::authorize::{commit, issue_code, server_error, to_login_page};
+use super::authorize::{issue_code, server_error, to_login_page};
 use super::oauth_error::redirect_error;
 use super::params::Params;
 use super::{AppState, blocking, cookies};
 use crate::app::{App, now};
 use crate::crypto::{constant_time_eq, random_token};
-use crate::store::{AuditEvent, Login, Session, Write};
+use crate::store::{AuditEvent, Login, Session, StoreError, Write, token_key};
 
 #[derive(Serialize)]
 struct FieldView {
@@ -81,12 +81,16 @@ fn load(app: &App, headers: &HeaderMap, handle: Option<&str>, now: u64) -> Resul
     let Some(handle) = handle else {
         return Err(expired(app));
     };
-    let login = app.store.login(handle).map_err(|e| server_error(app, &e))?;
+    let login = app
+        .store
+        .login(&token_key(handle))
+        .map_err(|e| server_error(app, &e))?;
     let Some(login) = login.filter(|l| l.expires > now) else {
         return Err(expired(app));
     };
-    let bound = cookies::read(headers, cookies::LOGIN)
-        .is_some_and(|cookie| constant_time_eq(cookie.as_bytes(), handle.as_bytes()));
+    let bound = cookies::read(headers, cookies::BROWSER).is_some_and(|cookie| {
+        constant_time_eq(token_key(&cookie).as_bytes(), login.browser.as_bytes())
+    });
     if !bound {
         return Err(app.pages.message(
             StatusCode::FORBIDDEN,
@@ -100,13 +104,14 @@ fn load(app: &App, headers: &HeaderMap, handle: Option<&str>, now: u64) -> Resul
 /// `GET /login?login=HANDLE`: the page for the login's current output.
 pub async fn page(State(app): AppState, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
     let params = Params::parse(query.unwrap_or_default().as_bytes()).unwrap_or_default();
-    match load(&app, &headers, params.get("login"), now()) {
-        Ok(login) => render(&app, &login, None),
+    let handle = params.get("login").unwrap_or_default();
+    match load(&app, &headers, Some(handle), now()) {
+        Ok(login) => render(&app, handle, &login, None),
         Err(response) => response,
     }
 }
 
-fn render(app: &App, login: &Login, override_error: Option<&str>) -> Response {
+fn render(app: &App, handle: &str, login: &Login, override_error: Option<&str>) -> Response {
     match &login.output {
         Output::Prompt {
             options,
@@ -152,7 +157,7 @@ fn render(app: &App, login: &Login, override_error: Option<&str>) -> Response {
                 },
                 "login.html",
                 serde_json::json!({
-                    "handle": login.handle, "csrf": login.csrf, "options": options,
+                    "handle": handle, "csrf": login.csrf, "options": options,
                     "error": error, "application": application, "attempts_left": attempts_left,
                 }),
             )
@@ -182,7 +187,8 @@ pub async fn submit(
                 .message(StatusCode::BAD_REQUEST, "The form was not valid", &why);
         }
     };
-    let mut login = match load(&app, &headers, params.get("login"), now) {
+    let handle = params.get("login").unwrap_or_default().to_string();
+    let login = match load(&app, &headers, Some(&handle), now) {
         Ok(login) => login,
         Err(response) => return response,
     };
@@ -197,7 +203,7 @@ pub async fn submit(
         );
     }
     let Output::Prompt { options, .. } = &login.output else {
-        return render(&app, &login, None);
+        return render(&app, &handle, &login, None);
     };
     let chosen = params.get("option").unwrap_or_default();
     let input = if chosen == "cancel" {
@@ -210,6 +216,7 @@ pub async fn submit(
         else {
             return render(
                 &app,
+                &handle,
                 &login,
                 Some("Choose one of the ways to sign in shown here."),
             );
@@ -219,6 +226,7 @@ pub async fn submit(
             Ok(None) => {
                 return render(
                     &app,
+                    &handle,
                     &login,
                     Some("This way of signing in is not available on this server yet."),
                 );
@@ -235,6 +243,8 @@ pub async fn submit(
     };
     let state = login.run.state.clone();
     let directory = crate::directory::StoreDirectory::new(app.store.as_ref(), now);
+    let read_seq = login.seq;
+    let mut login = login;
     let step = app.engine.advance(&flow, login.run, input, now, &directory);
     let outcome = match &step.output {
         Output::Prompt { error: Some(_), .. } => "failed",
@@ -253,7 +263,17 @@ pub async fn submit(
     );
     login.run = step.run;
     login.output = step.output;
-    continue_login(&app, login, step.effects, addr, now, None).await
+    login.seq = read_seq + 1;
+    continue_login(
+        &app,
+        &handle,
+        Some(read_seq),
+        login,
+        step.effects,
+        addr,
+        now,
+    )
+    .await
 }
 
 /// Turns the submitted form for `option` into the engine's input; `None` when this server
@@ -285,23 +305,34 @@ async fn input_for(
             }))
         }
         "password" => {
-            // After identifier_first the run knows who is signing in; the form need not repeat it.
-            let username = params
-                .get("username")
-                .map(str::trim)
-                .map(String::from)
-                .or_else(|| login.run.user.as_ref().map(|u| u.username.clone()))
-                .unwrap_or_default();
+            // Once the login knows who is signing in (identifier-first, an earlier step), the
+            // password is checked against that user only; a username in the form is ignored.
+            let user = match &login.run.user {
+                Some(known) => app.store.user(&known.id),
+                None => {
+                    let username = params.get("username").unwrap_or_default().trim();
+                    app.store.user_by_login(username)
+                }
+            }
+            .map_err(|e| server_error(app, &e))?;
             let password = params.take("password").unwrap_or_default();
-            let user = app
-                .store
-                .user_by_login(&username)
-                .map_err(|e| server_error(app, &e))?;
+            // A locked or disabled account is checked against the decoy: its answer must not
+            // tell whether the password was right.
+            let hash = user
+                .as_ref()
+                .filter(|u| !u.disabled && !u.locked_at(now))
+                .and_then(|u| u.password_hash.clone());
             let hasher = app.passwords.clone();
-            let hash = user.as_ref().and_then(|u| u.password_hash.clone());
-            let verified = blocking(move || match hash {
-                Some(hash) => hasher.verify(&password, &hash),
-                None => hasher.verify_decoy(&password),
+            let permit = Arc::clone(&app.hashing)
+                .acquire_owned()
+                .await
+                .map_err(|e| server_error(app, &e))?;
+            let verified = blocking(move || {
+                let _permit = permit;
+                match hash {
+                    Some(hash) => hasher.verify(&password, &hash),
+                    None => hasher.verify_decoy(&password),
+                }
             })
             .await
             .map_err(|e| server_error(app, &e))?;
@@ -316,7 +347,7 @@ async fn input_for(
 }
 
 /// The store writes for the engine's effects.
-fn effect_writes(effects: Vec<Effect>, now: u64) -> Vec<Write> {
+fn effect_writes(effects: Vec<Effect>, ip: &str, now: u64) -> Vec<Write> {
     let mut writes = Vec::new();
     for effect in effects {
         match effect {
@@ -324,12 +355,21 @@ fn effect_writes(effects: Vec<Effect>, now: u64) -> Vec<Write> {
                 user,
                 lock_after,
                 lock_seconds,
-            } => writes.push(Write::RecordFailure {
-                user,
-                lock_after,
-                lock_seconds: lock_seconds.unwrap_or(0),
-                now,
-            }),
+            } => {
+                writes.push(audit(
+                    "login.failed_attempt",
+                    &user,
+                    ip,
+                    now,
+                    serde_json::Value::Null,
+                ));
+                writes.push(Write::RecordFailure {
+                    user,
+                    lock_after,
+                    lock_seconds: lock_seconds.unwrap_or(0),
+                    now,
+                });
+            }
             Effect::ResetFailures { user } => writes.push(Write::ResetFailures(user)),
             Effect::LockUser { user, seconds } => writes.push(Write::LockUser {
                 user,
@@ -362,37 +402,40 @@ fn audit(event: &str, subject: &str, ip: &str, now: u64, detail: serde_json::Val
 }
 
 /// Stores the login's new state with its effects and answers the browser: the next page, the
-/// client's redirect on completion or denial.
+/// client's redirect on completion or denial. `read_seq` is the sequence number the request
+/// read (`None` for a new login): the write applies only if no other request moved the login
+/// on meanwhile.
 pub async fn continue_login(
     app: &Arc<App>,
+    handle: &str,
+    read_seq: Option<u64>,
     login: Login,
     effects: Vec<Effect>,
     addr: SocketAddr,
     now: u64,
-    new_binding: Option<String>,
 ) -> Response {
     let ip = addr.ip().to_string();
-    let mut batch = effect_writes(effects, now);
+    let mut batch = effect_writes(effects, &ip, now);
     let secure = app.config.secure_cookies;
     let flow = login.run.flow.clone();
+    // The login's last write: replace it if the request read the current state, else conflict.
+    let last_write = |next: Option<Login>| match (read_seq, next) {
+        (None, Some(login)) => Some(Write::PutLogin(login)),
+        // A login over at its first step was never stored.
+        (None, None) => None,
+        (Some(seq), next) => Some(Write::AdvanceLogin {
+            key: login.key.clone(),
+            seq,
+            next,
+        }),
+    };
     match login.output.clone() {
         Output::Prompt { .. } | Output::Redirect { .. } | Output::Confirm { .. } => {
-            let handle = login.handle.clone();
-            batch.push(Write::PutLogin(login));
-            if let Err(response) = commit(app, batch).await {
+            batch.extend(last_write(Some(login.clone())));
+            if let Err(response) = commit_step(app, batch).await {
                 return response;
             }
-            let mut response = to_login_page(&handle);
-            if let Some(binding) = new_binding {
-                let cookie = cookies::set(
-                    cookies::LOGIN,
-                    &binding,
-                    app.config.tokens.login_seconds,
-                    secure,
-                );
-                response.headers_mut().append(header::SET_COOKIE, cookie);
-            }
-            response
+            to_login_page(handle)
         }
         Output::Complete {
             subject,
@@ -400,8 +443,10 @@ pub async fn continue_login(
             amr,
             acr,
         } => {
+            let secret = random_token(32);
             let session = Session {
-                id: random_token(32),
+                key: token_key(&secret),
+                sid: random_token(16),
                 user: subject.clone(),
                 auth_time: now,
                 amr,
@@ -411,7 +456,7 @@ pub async fn continue_login(
                 expires: now + app.config.tokens.session_seconds,
                 csrf: random_token(32),
             };
-            batch.push(Write::DeleteLogin(login.handle.clone()));
+            batch.extend(last_write(None));
             batch.push(Write::PutSession(session.clone()));
             batch.push(audit(
                 "login.success",
@@ -428,20 +473,18 @@ pub async fn continue_login(
                 }
                 None => Redirect::to("/").into_response(),
             };
-            if let Err(response) = commit(app, batch).await {
+            if let Err(response) = commit_step(app, batch).await {
                 return response;
             }
-            let headers = response.headers_mut();
-            headers.append(
+            response.headers_mut().append(
                 header::SET_COOKIE,
                 cookies::set(
                     cookies::SESSION,
-                    &session.id,
+                    &secret,
                     app.config.tokens.session_seconds,
                     secure,
                 ),
             );
-            headers.append(header::SET_COOKIE, cookies::clear(cookies::LOGIN, secure));
             response
         }
         Output::Denied { reason } => {
@@ -451,7 +494,7 @@ pub async fn continue_login(
                 .as_ref()
                 .map(|u| u.id.clone())
                 .unwrap_or_default();
-            batch.push(Write::DeleteLogin(login.handle.clone()));
+            batch.extend(last_write(None));
             batch.push(audit(
                 "login.failure",
                 &subject,
@@ -459,10 +502,10 @@ pub async fn continue_login(
                 now,
                 serde_json::json!({ "flow": flow, "reason": reason }),
             ));
-            if let Err(response) = commit(app, batch).await {
+            if let Err(response) = commit_step(app, batch).await {
                 return response;
             }
-            let mut response = match &login.authorize {
+            match &login.authorize {
                 Some(request) => redirect_error(
                     &request.redirect_uri,
                     "access_denied",
@@ -475,11 +518,23 @@ pub async fn continue_login(
                     "Sign-in failed",
                     "You could not be signed in. If this keeps happening, contact your administrator.",
                 ),
-            };
-            response
-                .headers_mut()
-                .append(header::SET_COOKIE, cookies::clear(cookies::LOGIN, secure));
-            response
+            }
         }
+    }
+}
+
+/// Commits a login step; a conflict (another tab or request moved the login on) is a page
+/// asking to continue from the current state, not an error.
+async fn commit_step(app: &Arc<App>, batch: crate::store::Batch) -> Result<(), Response> {
+    let store = Arc::clone(&app.store);
+    match blocking(move || store.commit(batch)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(StoreError::Conflict(_))) => Err(app.pages.message(
+            StatusCode::CONFLICT,
+            "This sign-in changed in another window",
+            "Go back to the window where you are signing in and continue there.",
+        )),
+        Ok(Err(error)) => Err(server_error(app, &error)),
+        Err(error) => Err(server_error(app, &error)),
     }
 }

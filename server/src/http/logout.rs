@@ -65,15 +65,15 @@ async fn logout(
     };
     let now = now();
     // The hint may have expired (it usually has); its signature and issuer must still hold.
-    let hint = match params.get("id_token_hint") {
-        Some(token) => match app.keys.verify(token) {
-            Ok((_, claims)) if claims["iss"].as_str() == Some(app.config.issuer.as_str()) => {
-                Some(claims)
-            }
-            _ => return page("The id_token_hint is not a token this server issued."),
-        },
-        None => None,
-    };
+    // A hint that does not verify (signed by a key since dropped, say) counts as absent: the
+    // person is asked to confirm instead.
+    let hint = params
+        .get("id_token_hint")
+        .and_then(|token| app.keys.verify(token).ok())
+        .filter(|(typ, claims)| {
+            typ == "JWT" && claims["iss"].as_str() == Some(app.config.issuer.as_str())
+        })
+        .map(|(_, claims)| claims);
     let hinted_client = hint
         .as_ref()
         .and_then(|c| c["aud"].as_str().map(String::from));
@@ -121,7 +121,7 @@ async fn logout(
     }
     if let Some(session) = &session {
         let batch = vec![
-            Write::DeleteSession(session.id.clone()),
+            Write::DeleteSession(session.key.clone()),
             Write::Audit(AuditEvent {
                 time: now,
                 event: "logout".into(),

@@ -15,6 +15,7 @@ pub mod account;
 pub mod authorize;
 pub mod client_auth;
 pub mod cookies;
+pub mod cors;
 pub mod discovery;
 pub mod introspect;
 pub mod login;
@@ -69,6 +70,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/static/idflow.css", get(ops::stylesheet))
         .fallback(ops::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(Arc::clone(&app), cors::cors))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&app), observe))
         .with_state(app)
 }
@@ -97,5 +99,5 @@ pub async fn blocking<T: Send + 'static>(
 ) -> Result<T, crate::store::StoreError> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| crate::store::StoreError(format!("worker failed: {e}")))
+        .map_err(|e| crate::store::StoreError::Failed(format!("worker failed: {e}")))
 }

@@ -107,12 +107,14 @@ async fn authorization_code(
         .store
         .code(&key)?
         .ok_or_else(|| OAuthError::invalid_grant("the code is not valid"))?;
+    // Even a replay must come from the code's client to revoke anything: otherwise anyone who
+    // saw a used code could cancel the victim's tokens.
+    if record.request.client_id != client.client_id {
+        return Err(OAuthError::invalid_grant(
+            "the code was issued to another client",
+        ));
+    }
     if record.redeemed.is_none() {
-        if record.request.client_id != client.client_id {
-            return Err(OAuthError::invalid_grant(
-                "the code was issued to another client",
-            ));
-        }
         if params.get("redirect_uri") != Some(record.request.redirect_uri.as_str()) {
             return Err(OAuthError::invalid_grant(
                 "redirect_uri does not match the authorization request",
@@ -137,13 +139,14 @@ async fn authorization_code(
             (None, None) => {}
         }
     }
+    let refresh_expires = now.saturating_add(app.config.tokens.refresh_token_seconds);
     let family = client
         .allows(GrantType::RefreshToken)
         .then(|| random_token(16));
     let jti = random_token(16);
     let access_expires = now + app.config.tokens.access_token_seconds;
     let issued = IssuedByCode {
-        family: family.clone(),
+        family: family.clone().map(|family| (family, refresh_expires)),
         access: (jti.clone(), access_expires),
     };
     let store = Arc::clone(&app.store);
@@ -170,7 +173,7 @@ async fn authorization_code(
     let user = app
         .store
         .user(&code.user)?
-        .filter(|u| !u.disabled)
+        .filter(|u| !u.disabled && !u.locked_at(now))
         .ok_or_else(|| OAuthError::invalid_grant("the user is not active"))?;
     let scopes = granted_scopes(&code.request.scopes);
     let authentication = Authentication {
@@ -212,6 +215,7 @@ async fn authorization_code(
     }
     if let Some(family) = family {
         let refresh = tokens::new_refresh_token();
+        let record_family = family.clone();
         let record = RefreshToken {
             key: token_key(&refresh),
             family,
@@ -223,10 +227,19 @@ async fn authorization_code(
             amr: code.amr.clone(),
             acr: code.acr.clone(),
             claims: code.claims.clone(),
-            expires: now + app.config.tokens.refresh_token_seconds,
+            expires: refresh_expires,
             spent: false,
         };
-        commit(app, vec![Write::PutRefresh(record)]).await?;
+        match commit(app, vec![Write::PutRefresh(record)]).await {
+            Ok(()) => {}
+            // A replay of the code revoked the family between redemption and now.
+            Err(_) if !app.store.family_live(&record_family)? => {
+                return Err(OAuthError::invalid_grant(
+                    "the code was used twice; the tokens it issued are revoked",
+                ));
+            }
+            Err(error) => return Err(error),
+        }
         response["refresh_token"] = json!(refresh);
     }
     Ok(response)
@@ -273,38 +286,27 @@ async fn refresh(
             "a refresh cannot widen the granted scopes",
         ));
     }
-    let next = tokens::new_refresh_token();
-    let next_key = token_key(&next);
-    let store = Arc::clone(&app.store);
-    let rotation = blocking(move || store.rotate_refresh(&key, &next_key, now)).await??;
-    let token = match rotation {
-        Rotation::Rotated(token) => *token,
-        Rotation::Reused => {
-            let event = AuditEvent {
-                time: now,
-                event: "token.refresh_reuse".into(),
-                actor: client.client_id.clone(),
-                subject: record.user.clone(),
-                ip: String::new(),
-                detail: json!({ "revoked_family": record.family }),
-            };
-            commit(app, vec![Write::Audit(event)]).await?;
-            return Err(OAuthError::invalid_grant(
-                "the refresh token was already used; its family is revoked",
-            ));
+    // Everything that can fail is checked and signed before the token is spent, so a failure
+    // here leaves the client's token usable rather than looking like reuse on its retry.
+    // A spent token goes on to the rotation below, which detects the reuse atomically and
+    // revokes its family.
+    if record.expires <= now || (!record.spent && !app.store.family_live(&record.family)?) {
+        return Err(OAuthError::invalid_grant("the refresh token is not valid"));
+    }
+    let user = app.store.user(&record.user)?;
+    let user = match user {
+        Some(user) if !user.disabled && !user.locked_at(now) => user,
+        // A lock is temporary (anyone can cause one with wrong passwords): refuse, keep the
+        // family. A disabled or deleted user's tokens are revoked.
+        Some(user) if !user.disabled => {
+            return Err(OAuthError::invalid_grant("the user is locked"));
         }
-        Rotation::Invalid => {
-            return Err(OAuthError::invalid_grant("the refresh token is not valid"));
+        _ => {
+            commit(app, vec![Write::RevokeFamily(record.family.clone())]).await?;
+            return Err(OAuthError::invalid_grant("the user is not active"));
         }
     };
-    let Some(user) = app
-        .store
-        .user(&token.user)?
-        .filter(|u| !u.disabled && !u.locked_at(now))
-    else {
-        commit(app, vec![Write::RevokeFamily(token.family.clone())]).await?;
-        return Err(OAuthError::invalid_grant("the user is not active"));
-    };
+    let token = record;
     let scopes = if requested.is_empty() {
         token.scopes.clone()
     } else {
@@ -327,6 +329,7 @@ async fn refresh(
         now,
         random_token(16),
     )?;
+    let next = tokens::new_refresh_token();
     let mut response = json!({
         "access_token": access.token,
         "token_type": "Bearer",
@@ -348,7 +351,27 @@ async fn refresh(
             now,
         )?);
     }
-    Ok(response)
+    let next_key = token_key(&next);
+    let store = Arc::clone(&app.store);
+    let rotation = blocking(move || store.rotate_refresh(&key, &next_key, now)).await??;
+    match rotation {
+        Rotation::Rotated(_) => Ok(response),
+        Rotation::Reused => {
+            let event = AuditEvent {
+                time: now,
+                event: "token.refresh_reuse".into(),
+                actor: client.client_id.clone(),
+                subject: token.user.clone(),
+                ip: String::new(),
+                detail: json!({ "revoked_family": token.family }),
+            };
+            commit(app, vec![Write::Audit(event)]).await?;
+            Err(OAuthError::invalid_grant(
+                "the refresh token was already used; its family is revoked",
+            ))
+        }
+        Rotation::Invalid => Err(OAuthError::invalid_grant("the refresh token is not valid")),
+    }
 }
 
 fn client_credentials(

@@ -13,6 +13,24 @@ use crate::store::{StoreError, User};
 /// Scopes the server knows; others are ignored (OpenID Connect Core §3.1.2.1).
 pub const SCOPES: [&str; 5] = ["openid", "profile", "email", "roles", "offline_access"];
 
+/// Claims only the protocol sets in an ID token.
+pub const RESERVED_CLAIMS: [&str; 14] = [
+    "iss",
+    "sub",
+    "aud",
+    "azp",
+    "iat",
+    "exp",
+    "nbf",
+    "jti",
+    "auth_time",
+    "amr",
+    "acr",
+    "at_hash",
+    "c_hash",
+    "nonce",
+];
+
 /// Who and how, for the tokens of one grant.
 #[derive(Debug, Clone)]
 pub struct Authentication {
@@ -142,9 +160,12 @@ pub fn id_token(
         nonce,
     } = *subject;
     let mut claims = Map::new();
-    // Claims the flow set come first, so the protocol claims below always win.
+    // Claims the flow set come first, so the protocol claims below always win; reserved names
+    // are dropped so a flow cannot forge a nonce or a hash for a request that had none.
     for (name, value) in &authentication.claims {
-        claims.insert(name.clone(), value.clone());
+        if !RESERVED_CLAIMS.contains(&name.as_str()) {
+            claims.insert(name.clone(), value.clone());
+        }
     }
     claims.extend(user_claims(user, scopes));
     let half = &sha256(access_token.as_bytes())[..16];
@@ -167,11 +188,8 @@ pub fn id_token(
     if let Some(nonce) = nonce {
         claims.insert("nonce".into(), json!(nonce));
     }
-    app.keys.sign(
-        alg(&app.config.tokens.id_token_alg),
-        "JWT",
-        &Value::Object(claims),
-    )
+    // ID tokens are RS256: every OpenID client supports it (Discovery §3 requires it).
+    app.keys.sign(Alg::Rs256, "JWT", &Value::Object(claims))
 }
 
 /// A new refresh token value.

@@ -45,7 +45,7 @@ pub struct EmbeddedStore {
 }
 
 fn fail(error: impl std::fmt::Display) -> StoreError {
-    StoreError(error.to_string())
+    StoreError::Failed(error.to_string())
 }
 
 fn encode<T: Serialize>(value: &T) -> StoreResult<Vec<u8>> {
@@ -53,21 +53,22 @@ fn encode<T: Serialize>(value: &T) -> StoreResult<Vec<u8>> {
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError(format!("corrupt record: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Failed(format!("corrupt record: {e}")))
 }
 
 impl EmbeddedStore {
     /// Opens (creating if needed) the store in `data_dir`.
     pub fn open(data_dir: &Path) -> StoreResult<EmbeddedStore> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|e| StoreError(format!("cannot create {}: {e}", data_dir.display())))?;
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            StoreError::Failed(format!("cannot create {}: {e}", data_dir.display()))
+        })?;
         let path = data_dir.join(FILE_NAME);
         let db = Database::create(&path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => StoreError(format!(
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Failed(format!(
                 "{} is in use by another idflow process (stop the server to use the CLI on it)",
                 path.display()
             )),
-            other => StoreError(format!("cannot open {}: {other}", path.display())),
+            other => StoreError::Failed(format!("cannot open {}: {other}", path.display())),
         })?;
         let txn = db.begin_write().map_err(fail)?;
         for table in [USERS, ROLES, SESSIONS, LOGINS, CODES, REFRESH, KEYS] {
@@ -153,10 +154,34 @@ fn claim_name(
     if let Some(holder) = holder
         && holder != id
     {
-        return Err(StoreError(format!("the {what} `{name}` is taken")));
+        return Err(StoreError::Failed(format!("the {what} `{name}` is taken")));
     }
     table.insert(key.as_str(), id).map_err(fail)?;
     Ok(())
+}
+
+/// Fails if `name` is held in `other` (usernames and emails must not shadow each other: a
+/// login by name looks in both).
+fn not_held_by_another(
+    txn: &WriteTransaction,
+    other: TableDefinition<&str, &str>,
+    name: &str,
+    id: &str,
+) -> StoreResult<()> {
+    if name.is_empty() {
+        return Ok(());
+    }
+    let table = txn.open_table(other).map_err(fail)?;
+    let holder = table
+        .get(name.to_lowercase().as_str())
+        .map_err(fail)?
+        .map(|v| v.value().to_string());
+    match holder {
+        Some(holder) if holder != id => Err(StoreError::Failed(format!(
+            "`{name}` is another user's username or email"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 fn release_name(
@@ -183,6 +208,8 @@ fn write_user(txn: &WriteTransaction, user: &User, old: Option<&User>) -> StoreR
             release_name(txn, EMAILS, &old.email)?;
         }
     }
+    not_held_by_another(txn, EMAILS, &user.username, &user.id)?;
+    not_held_by_another(txn, USERNAMES, &user.email, &user.id)?;
     claim_name(txn, USERNAMES, &user.username, &user.id, "username")?;
     claim_name(txn, EMAILS, &user.email, &user.id, "email")?;
     put(txn, USERS, &user.id, user)
@@ -194,7 +221,7 @@ fn update_user(
     change: impl FnOnce(&mut User),
 ) -> StoreResult<()> {
     let mut user: User =
-        get_in(txn, USERS, id)?.ok_or_else(|| StoreError(format!("no user `{id}`")))?;
+        get_in(txn, USERS, id)?.ok_or_else(|| StoreError::Failed(format!("no user `{id}`")))?;
     change(&mut user);
     put(txn, USERS, id, &user)
 }
@@ -220,13 +247,16 @@ fn apply(txn: &WriteTransaction, write: Write) -> StoreResult<()> {
     match write {
         Write::CreateUser(user) => {
             if get_in::<User>(txn, USERS, &user.id)?.is_some() {
-                return Err(StoreError(format!("the user id `{}` is taken", user.id)));
+                return Err(StoreError::Failed(format!(
+                    "the user id `{}` is taken",
+                    user.id
+                )));
             }
             write_user(txn, &user, None)
         }
         Write::UpdateUser(user) => {
             let old: User = get_in(txn, USERS, &user.id)?
-                .ok_or_else(|| StoreError(format!("no user `{}`", user.id)))?;
+                .ok_or_else(|| StoreError::Failed(format!("no user `{}`", user.id)))?;
             write_user(txn, &user, Some(&old))
         }
         Write::RecordFailure {
@@ -254,20 +284,29 @@ fn apply(txn: &WriteTransaction, write: Write) -> StoreResult<()> {
             update_user(txn, &user, |user| user.roles.retain(|r| *r != role))
         }
         Write::PutRole(role) => put(txn, ROLES, &role.name.clone(), &role),
-        Write::PutSession(session) => put(txn, SESSIONS, &session.id.clone(), &session),
-        Write::DeleteSession(id) => remove(txn, SESSIONS, &id),
-        Write::PutLogin(login) => put(txn, LOGINS, &login.handle.clone(), &login),
-        Write::DeleteLogin(handle) => remove(txn, LOGINS, &handle),
+        Write::PutSession(session) => put(txn, SESSIONS, &session.key.clone(), &session),
+        Write::DeleteSession(key) => remove(txn, SESSIONS, &key),
+        Write::PutLogin(login) => put(txn, LOGINS, &login.key.clone(), &login),
+        Write::AdvanceLogin { key, seq, next } => {
+            let current: Option<Login> = get_in(txn, LOGINS, &key)?;
+            if current.map(|login| login.seq) != Some(seq) {
+                return Err(StoreError::Conflict(
+                    "the login moved on in another request".into(),
+                ));
+            }
+            match next {
+                Some(next) => put(txn, LOGINS, &key, &next),
+                None => remove(txn, LOGINS, &key),
+            }
+        }
         Write::PutCode(code) => put(txn, CODES, &code.key.clone(), &code),
         Write::PutRefresh(token) => {
-            let mut families = txn.open_table(FAMILIES).map_err(fail)?;
-            let known = families.get(token.family.as_str()).map_err(fail)?.is_some();
-            if !known {
-                families
-                    .insert(token.family.as_str(), token.expires)
-                    .map_err(fail)?;
+            if !family_live(txn, &token.family)? {
+                return Err(StoreError::Conflict(format!(
+                    "refresh family {} is not live",
+                    token.family
+                )));
             }
-            drop(families);
             put(txn, REFRESH, &token.key.clone(), &token)
         }
         Write::RevokeFamily(family) => revoke_family(txn, &family),
@@ -408,11 +447,23 @@ impl Store for EmbeddedStore {
             txn.commit().map_err(fail)?;
             return Ok(Redemption::Invalid);
         }
+        if let Some((family, expires)) = &issued.family {
+            txn.open_table(FAMILIES)
+                .map_err(fail)?
+                .insert(family.as_str(), *expires)
+                .map_err(fail)?;
+        }
         code.redeemed = Some(Redeemed {
-            family: issued.family.clone(),
+            family: issued.family.as_ref().map(|(family, _)| family.clone()),
             jti: issued.access.0.clone(),
             access_expires: issued.access.1,
         });
+        // Keep the spent code while what it issued lives, so a late reuse still revokes.
+        code.expires = issued
+            .family
+            .as_ref()
+            .map_or(issued.access.1, |(_, expires)| *expires)
+            .max(issued.access.1);
         put(&txn, CODES, key, &code)?;
         txn.commit().map_err(fail)?;
         Ok(Redemption::Fresh(Box::new(code)))
@@ -487,6 +538,16 @@ mod tests {
         (EmbeddedStore::open(&dir).expect("open"), dir)
     }
 
+    /// Starts a live refresh family, as a code redemption does.
+    fn start_family(store: &EmbeddedStore, family: &str, expires: u64) {
+        let txn = store.db.begin_write().expect("txn");
+        txn.open_table(FAMILIES)
+            .expect("table")
+            .insert(family, expires)
+            .expect("insert");
+        txn.commit().expect("commit");
+    }
+
     fn refresh(key: &str, family: &str, expires: u64) -> RefreshToken {
         RefreshToken {
             key: key.into(),
@@ -522,7 +583,7 @@ mod tests {
         );
         let twin = User::new("u2".into(), "alice".into(), 0);
         let error = store.commit(vec![Write::CreateUser(twin)]).unwrap_err();
-        assert!(error.0.contains("taken"), "{error}");
+        assert!(error.to_string().contains("taken"), "{error}");
         assert_eq!(
             store.user("u2").expect("read"),
             None,
@@ -535,6 +596,56 @@ mod tests {
             .expect("update");
         assert!(store.user_by_login("alice").expect("read").is_none());
         assert!(store.user_by_login("alicia").expect("read").is_some());
+    }
+
+    #[test]
+    fn a_username_cannot_shadow_another_users_email() {
+        let (store, _dir) = store();
+        let mut alice = User::new("u1".into(), "alice".into(), 0);
+        alice.email = "alice@example.com".into();
+        store
+            .commit(vec![Write::CreateUser(alice)])
+            .expect("create");
+        let shadow = User::new("u2".into(), "Alice@Example.com".into(), 0);
+        assert!(store.commit(vec![Write::CreateUser(shadow)]).is_err());
+        let mut bob = User::new("u3".into(), "bob".into(), 0);
+        bob.email = "alice".into();
+        assert!(store.commit(vec![Write::CreateUser(bob)]).is_err());
+    }
+
+    #[test]
+    fn a_login_advances_only_from_the_state_a_request_read() {
+        let (store, _dir) = store();
+        let login = |seq| Login {
+            key: "k".into(),
+            seq,
+            browser: String::new(),
+            csrf: String::new(),
+            run: idflow_engine::Run::new("f", "v", "s", Default::default()),
+            output: idflow_engine::Output::Denied {
+                reason: String::new(),
+            },
+            authorize: None,
+            expires: 100,
+        };
+        store.commit(vec![Write::PutLogin(login(0))]).expect("put");
+        let step = |seq, next| Write::AdvanceLogin {
+            key: "k".into(),
+            seq,
+            next,
+        };
+        store
+            .commit(vec![step(0, Some(login(1)))])
+            .expect("first step");
+        // A second request that read seq 0 lost the race.
+        let error = store.commit(vec![step(0, Some(login(1)))]).unwrap_err();
+        assert!(matches!(error, StoreError::Conflict(_)), "{error}");
+        store.commit(vec![step(1, None)]).expect("finish");
+        assert_eq!(store.login("k").expect("read"), None);
+        assert!(
+            store.commit(vec![step(1, None)]).is_err(),
+            "a finished login cannot finish twice"
+        );
     }
 
     #[test]
@@ -596,7 +707,7 @@ mod tests {
         };
         store.commit(vec![Write::PutCode(code)]).expect("put");
         let issued = IssuedByCode {
-            family: Some("f1".into()),
+            family: Some(("f1".into(), 1000)),
             access: ("jti1".into(), 400),
         };
         assert!(matches!(
@@ -610,6 +721,9 @@ mod tests {
             store.redeem_code("k", 51, &issued).expect("redeem"),
             Redemption::Reused
         );
+        // The spent code outlives its 100 s: a late replay still revokes.
+        assert_eq!(store.purge_expired(300).expect("purge"), 0);
+        assert!(store.code("k").expect("read").is_some());
         assert!(store.access_revoked("jti1").expect("read"));
         assert_eq!(
             store.rotate_refresh("r1", "r2", 60).expect("rotate"),
@@ -646,6 +760,7 @@ mod tests {
     #[test]
     fn refresh_rotation_spends_and_reuse_revokes_the_family() {
         let (store, _dir) = store();
+        start_family(&store, "f", 1000);
         store
             .commit(vec![Write::PutRefresh(refresh("r1", "f", 1000))])
             .expect("put");
@@ -671,6 +786,7 @@ mod tests {
     #[test]
     fn refresh_tokens_expire() {
         let (store, _dir) = store();
+        start_family(&store, "f", 1000);
         store
             .commit(vec![Write::PutRefresh(refresh("r1", "f", 1000))])
             .expect("put");
@@ -696,7 +812,7 @@ mod tests {
             ))])
             .expect("create");
         let error = EmbeddedStore::open(&dir).err().expect("second open fails");
-        assert!(error.0.contains("in use"), "{error}");
+        assert!(error.to_string().contains("in use"), "{error}");
         drop(store);
         let store = EmbeddedStore::open(&dir).expect("reopen");
         assert!(store.user("u1").expect("read").is_some());

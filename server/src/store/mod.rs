@@ -16,14 +16,24 @@ pub mod records;
 pub use embedded::EmbeddedStore;
 pub use records::*;
 
-/// A store failure: I/O, corruption or a broken invariant. Handlers answer 500 (a
-/// `server_error` for OAuth) and log it; no handler panics on one.
+/// A store failure. `Failed` is I/O, corruption or a broken invariant: handlers answer 500 (a
+/// `server_error` for OAuth) and log it; no handler panics on one. `Conflict` means a
+/// conditional write found the record changed under it (two tabs submitting one login): the
+/// batch was not applied and the request may be retried from fresh state.
 #[derive(Debug)]
-pub struct StoreError(pub String);
+pub enum StoreError {
+    /// The store could not do the work.
+    Failed(String),
+    /// A conditional write lost a race.
+    Conflict(String),
+}
 
 impl std::fmt::Display for StoreError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "store: {}", self.0)
+        match self {
+            StoreError::Failed(why) => write!(f, "store: {why}"),
+            StoreError::Conflict(why) => write!(f, "conflict: {why}"),
+        }
     }
 }
 
@@ -83,13 +93,23 @@ pub enum Write {
     PutSession(Session),
     /// Remove a session.
     DeleteSession(String),
-    /// Insert or replace a login in progress.
+    /// Insert a new login in progress.
     PutLogin(Login),
-    /// Remove a login in progress.
-    DeleteLogin(String),
+    /// Move a login on from the state the request read: fails the batch with a conflict
+    /// unless the stored login still has sequence number `seq`; then stores `next` (whose
+    /// `seq` must be one more) or, when `next` is `None`, deletes the login.
+    AdvanceLogin {
+        /// The login's key.
+        key: String,
+        /// The sequence number the request read.
+        seq: u64,
+        /// The new state, or `None` when the login is over.
+        next: Option<Login>,
+    },
     /// Store a new authorization code.
     PutCode(AuthCode),
-    /// Store a new refresh token (its family must exist or is created).
+    /// Store a new refresh token; fails the batch if its family is not live (revoked by a
+    /// code or token reuse in the meantime).
     PutRefresh(RefreshToken),
     /// Revoke every refresh token of a family.
     RevokeFamily(String),
@@ -135,8 +155,9 @@ pub enum Rotation {
 /// that marks it used, so that a second use can revoke them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IssuedByCode {
-    /// The refresh family, when one is issued.
-    pub family: Option<String>,
+    /// The refresh family, when one is issued, and its expiry: created live in the same
+    /// transaction.
+    pub family: Option<(String, u64)>,
     /// The access token's `jti` and `exp`.
     pub access: (String, u64),
 }
@@ -153,10 +174,10 @@ pub trait Store: Send + Sync {
     fn role(&self, name: &str) -> StoreResult<Option<Role>>;
     /// Every role, by name.
     fn roles(&self) -> StoreResult<Vec<Role>>;
-    /// A session.
-    fn session(&self, id: &str) -> StoreResult<Option<Session>>;
-    /// A login in progress.
-    fn login(&self, handle: &str) -> StoreResult<Option<Login>>;
+    /// A session by [`token_key`] of its cookie.
+    fn session(&self, key: &str) -> StoreResult<Option<Session>>;
+    /// A login in progress by [`token_key`] of its handle.
+    fn login(&self, key: &str) -> StoreResult<Option<Login>>;
     /// An authorization code by [`token_key`].
     fn code(&self, key: &str) -> StoreResult<Option<AuthCode>>;
     /// Whether a refresh family is live (not revoked, not expired and purged).

@@ -103,8 +103,11 @@ pub struct Role {
 /// A browser session (single sign-on).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Session {
-    /// The session id (the cookie holds it; it is also the `sid` claim).
-    pub id: String,
+    /// [`super::token_key`] of the cookie's secret value (the value itself is not stored).
+    pub key: String,
+    /// The public session id: the `sid` claim of tokens. Unrelated to the cookie, so a token
+    /// never carries a credential.
+    pub sid: String,
     /// The user.
     pub user: String,
     /// When the user authenticated.
@@ -155,8 +158,15 @@ pub struct AuthorizeRequest {
 /// A login in progress: the engine's run plus what the browser and protocol need.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Login {
-    /// The opaque handle (a cookie binds the browser to it).
-    pub handle: String,
+    /// [`super::token_key`] of the login's handle (the handle travels in the login page's
+    /// forms and URL; the store keeps only its hash).
+    pub key: String,
+    /// Increases by one with every step; a step applies only if no other got there first.
+    #[serde(default)]
+    pub seq: u64,
+    /// [`super::token_key`] of the browser cookie of the browser that started the login.
+    #[serde(default)]
+    pub browser: String,
     /// The CSRF token every form of this login carries.
     pub csrf: String,
     /// The engine's run.
