@@ -7,4 +7,4 @@
 
 pub mod password;
 
-pub use password::{PasswordError, PasswordHasher, PasswordPolicy};
+pub use password::{PasswordError, PasswordHasher, PasswordPolicy, Scratch};

@@ -1,5 +1,6 @@
 -- Password logins through the login pages, one connection per thread: GET /authorize (a new
--- login), GET /login (the form and its CSRF token), POST /login (argon2id, session, code).
+-- login; the first one also sets the browser cookie), GET /login (the form and its CSRF
+-- token), POST /login (argon2id, session, code).
 -- USERNAME and PASSWORD name the account. Prints completed logins and their rate.
 -- NEW_CONNECTION=1 closes the connection after each request.
 local threads = {}
@@ -23,13 +24,14 @@ end
 
 function request()
   if step == 1 then
+    local cookie = browser and { Cookie = "idflow_browser=" .. browser } or nil
     return wrk.format("GET", "/authorize?client_id=demo-web&response_type=code&scope=openid&state=s"
-      .. "&redirect_uri=http%3A%2F%2Flocalhost%3A8000%2Fcallback", headers())
+      .. "&redirect_uri=http%3A%2F%2Flocalhost%3A8000%2Fcallback", headers(cookie))
   elseif step == 2 then
-    return wrk.format("GET", "/login?login=" .. handle, headers({ Cookie = "idflow_login=" .. handle }))
+    return wrk.format("GET", "/login?login=" .. handle, headers({ Cookie = "idflow_browser=" .. browser }))
   else
     return wrk.format("POST", "/login", headers({
-      Cookie = "idflow_login=" .. handle,
+      Cookie = "idflow_browser=" .. browser,
       ["Content-Type"] = "application/x-www-form-urlencoded",
     }), "login=" .. handle .. "&csrf=" .. csrf .. body_tail)
   end
@@ -38,8 +40,10 @@ end
 function response(status, h, body)
   if step == 1 then
     local cookie = h["set-cookie"] or h["Set-Cookie"] or ""
-    handle = cookie:match("idflow_login=([^;]+)")
-    step = handle and 2 or 1
+    browser = cookie:match("idflow_browser=([^;]+)") or browser
+    local location = h["location"] or h["Location"] or ""
+    handle = location:match("login=([^&]+)")
+    step = (handle and browser) and 2 or 1
   elseif step == 2 then
     csrf = body:match('name="csrf" value="([^"]+)"')
     step = csrf and 3 or 1

@@ -28,9 +28,8 @@ pub struct App {
     pub registry: Registry,
     /// argon2id with the configured parameters.
     pub passwords: PasswordHasher,
-    /// Bounds concurrent password hashes (each holds `memory_kib` of memory): a burst of
-    /// login attempts queues instead of exhausting memory and threads.
-    pub hashing: Arc<tokio::sync::Semaphore>,
+    /// Verifies passwords on a few threads with reused memory.
+    pub password_pool: crate::hashing::PasswordPool,
     /// Login page templates.
     pub pages: crate::http::pages::Pages,
     /// Counters and latencies for `/metrics`.
@@ -91,6 +90,9 @@ pub fn start(config: ServerConfig, admin_password: Option<String>) -> Result<Sta
     let registry = Registry::new(engine.sandbox());
     load_flows(&registry, &config)?;
     let cors_origins = crate::http::cors::allowed_origins(config.applications.values());
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let password_pool = crate::hashing::PasswordPool::new(passwords.clone(), threads)
+        .map_err(|e| StartError(format!("cannot start password threads: {e}")))?;
     let app = App {
         cors_origins,
         config,
@@ -99,9 +101,7 @@ pub fn start(config: ServerConfig, admin_password: Option<String>) -> Result<Sta
         engine,
         registry,
         passwords,
-        hashing: Arc::new(tokio::sync::Semaphore::new(
-            std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
-        )),
+        password_pool,
         pages: crate::http::pages::Pages::new(),
         metrics: Metrics::default(),
     };

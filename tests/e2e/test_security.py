@@ -157,6 +157,23 @@ def test_a_code_is_bound_to_its_client_and_redirect_uri(server):
     assert exchange(server, code).status_code == 200, "the failed attempts did not spend it"
 
 
+def test_an_id_token_on_refresh_when_configured():
+    directory = tempfile.mkdtemp(prefix="idflow-e2e-")
+    server = Server(directory, "\n[tokens]\nid_token_on_refresh = true\n")
+    server.cli("user", "add", "alice", "--password-stdin", stdin=USER_PASSWORD + "\n")
+    server.start()
+    try:
+        code, _ = get_code(server)
+        first = exchange(server, code).json()
+        refreshed = token_request(server, grant_type="refresh_token", refresh_token=first["refresh_token"]).json()
+        header, payload, _ = refreshed["id_token"].split(".")
+        claims = __import__("json").loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        assert "nonce" not in claims and claims["aud"] == "demo-web"
+    finally:
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def test_expired_codes_are_refused():
     directory = tempfile.mkdtemp(prefix="idflow-e2e-")
     server = Server(directory, "\n[tokens]\ncode_seconds = 1\n")

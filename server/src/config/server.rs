@@ -146,6 +146,9 @@ pub struct TokenSettings {
 
     /// `RS256` or `ES256` for access tokens. Default `ES256`: 15x cheaper to sign.
     pub access_token_alg: String,
+    /// Whether a refresh also returns a new ID token (OpenID Connect Core 12.2 makes it
+    /// optional). Default false: an RS256 signature is most of a refresh's cost.
+    pub id_token_on_refresh: bool,
 }
 
 impl Default for TokenSettings {
@@ -159,6 +162,7 @@ impl Default for TokenSettings {
             login_seconds: 1800,
 
             access_token_alg: "ES256".into(),
+            id_token_on_refresh: false,
         }
     }
 }

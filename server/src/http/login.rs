@@ -322,20 +322,7 @@ async fn input_for(
                 .as_ref()
                 .filter(|u| !u.disabled && !u.locked_at(now))
                 .and_then(|u| u.password_hash.clone());
-            let hasher = app.passwords.clone();
-            let permit = Arc::clone(&app.hashing)
-                .acquire_owned()
-                .await
-                .map_err(|e| server_error(app, &e))?;
-            let verified = blocking(move || {
-                let _permit = permit;
-                match hash {
-                    Some(hash) => hasher.verify(&password, &hash),
-                    None => hasher.verify_decoy(&password),
-                }
-            })
-            .await
-            .map_err(|e| server_error(app, &e))?;
+            let verified = app.password_pool.verify(password, hash).await;
             let view = user.map(|u| u.view(now));
             Ok(Some(match (verified, view) {
                 (true, Some(user)) => Input::Passed { option, user },

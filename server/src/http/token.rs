@@ -337,7 +337,7 @@ async fn refresh(
         "refresh_token": next,
         "scope": scopes.join(" "),
     });
-    if scopes.iter().any(|s| s == "openid") {
+    if app.config.tokens.id_token_on_refresh && scopes.iter().any(|s| s == "openid") {
         response["id_token"] = json!(tokens::id_token(
             app,
             &IdTokenSubject {

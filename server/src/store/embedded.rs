@@ -10,8 +10,11 @@
 //! the CLI's `user` and `role` commands work on a stopped server's data directory.
 
 use std::path::Path;
+use std::sync::{Condvar, Mutex};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -35,6 +38,8 @@ const FAMILIES: TableDefinition<&str, u64> = TableDefinition::new("refresh_famil
 const REVOKED_ACCESS: TableDefinition<&str, u64> = TableDefinition::new("revoked_access");
 const KEYS: Json = TableDefinition::new("keys");
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+/// Bookkeeping: the flush counter a group-commit flush writes.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// The file name inside the data directory.
 pub const FILE_NAME: &str = "idflow.redb";
@@ -42,6 +47,23 @@ pub const FILE_NAME: &str = "idflow.redb";
 /// The embedded store.
 pub struct EmbeddedStore {
     db: Database,
+    syncs: Mutex<Syncs>,
+    synced: Condvar,
+}
+
+/// Group commit: transactions commit without flushing, then wait for a flush that started
+/// after their commit. One flush (an `Immediate` commit, which fdatasyncs and thereby makes
+/// every earlier commit durable) serves every transaction that committed before it started,
+/// so under load many requests share one fsync instead of queueing for one each. No request
+/// is answered before its writes are durable.
+#[derive(Default)]
+struct Syncs {
+    /// Flushes started so far.
+    started: u64,
+    /// The number of the last flush that succeeded (they run one at a time, in order).
+    finished: u64,
+    /// Whether a flush is running.
+    running: bool,
 }
 
 fn fail(error: impl std::fmt::Display) -> StoreError {
@@ -79,8 +101,58 @@ impl EmbeddedStore {
         txn.open_table(FAMILIES).map_err(fail)?;
         txn.open_table(REVOKED_ACCESS).map_err(fail)?;
         txn.open_table(AUDIT).map_err(fail)?;
+        txn.open_table(META).map_err(fail)?;
         txn.commit().map_err(fail)?;
-        Ok(EmbeddedStore { db })
+        Ok(EmbeddedStore {
+            db,
+            syncs: Mutex::new(Syncs::default()),
+            synced: Condvar::new(),
+        })
+    }
+
+    /// A write transaction that commits without flushing; [`Self::finish`] makes it durable.
+    fn begin(&self) -> StoreResult<WriteTransaction> {
+        let mut txn = self.db.begin_write().map_err(fail)?;
+        txn.set_durability(Durability::None).map_err(fail)?;
+        Ok(txn)
+    }
+
+    /// Commits `txn` and returns once it is durable (see [`Syncs`]).
+    fn finish(&self, txn: WriteTransaction) -> StoreResult<()> {
+        txn.commit().map_err(fail)?;
+        let mut syncs = self.syncs.lock().unwrap_or_else(|p| p.into_inner());
+        // The first flush to start from now on covers this commit.
+        let needed = syncs.started;
+        while syncs.finished <= needed {
+            if syncs.running {
+                syncs = self.synced.wait(syncs).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            syncs.running = true;
+            syncs.started += 1;
+            let flush = syncs.started;
+            drop(syncs);
+            let flushed = self.flush(flush);
+            syncs = self.syncs.lock().unwrap_or_else(|p| p.into_inner());
+            syncs.running = false;
+            // A failed flush proves nothing: waiters stay and one of them flushes again.
+            if flushed.is_ok() {
+                syncs.finished = flush;
+            }
+            self.synced.notify_all();
+            flushed?;
+        }
+        Ok(())
+    }
+
+    /// An `Immediate` commit: persists every commit before it.
+    fn flush(&self, counter: u64) -> StoreResult<()> {
+        let txn = self.db.begin_write().map_err(fail)?;
+        txn.open_table(META)
+            .map_err(fail)?
+            .insert("flushes", counter)
+            .map_err(fail)?;
+        txn.commit().map_err(fail)
     }
 
     fn get<T: DeserializeOwned>(&self, table: Json, key: &str) -> StoreResult<Option<T>> {
@@ -417,16 +489,16 @@ impl Store for EmbeddedStore {
         if batch.is_empty() {
             return Ok(());
         }
-        let txn = self.db.begin_write().map_err(fail)?;
+        let txn = self.begin()?;
         for write in batch {
             // An error drops `txn`, which aborts it: nothing of the batch is written.
             apply(&txn, write)?;
         }
-        txn.commit().map_err(fail)
+        self.finish(txn)
     }
 
     fn redeem_code(&self, key: &str, now: u64, issued: &IssuedByCode) -> StoreResult<Redemption> {
-        let txn = self.db.begin_write().map_err(fail)?;
+        let txn = self.begin()?;
         let Some(mut code) = get_in::<AuthCode>(&txn, CODES, key)? else {
             return Ok(Redemption::Invalid);
         };
@@ -439,12 +511,12 @@ impl Store for EmbeddedStore {
                 .map_err(fail)?
                 .insert(redeemed.jti.as_str(), redeemed.access_expires)
                 .map_err(fail)?;
-            txn.commit().map_err(fail)?;
+            self.finish(txn)?;
             return Ok(Redemption::Reused);
         }
         if code.expires <= now {
             remove(&txn, CODES, key)?;
-            txn.commit().map_err(fail)?;
+            self.finish(txn)?;
             return Ok(Redemption::Invalid);
         }
         if let Some((family, expires)) = &issued.family {
@@ -465,12 +537,12 @@ impl Store for EmbeddedStore {
             .map_or(issued.access.1, |(_, expires)| *expires)
             .max(issued.access.1);
         put(&txn, CODES, key, &code)?;
-        txn.commit().map_err(fail)?;
+        self.finish(txn)?;
         Ok(Redemption::Fresh(Box::new(code)))
     }
 
     fn rotate_refresh(&self, key: &str, new_key: &str, now: u64) -> StoreResult<Rotation> {
-        let txn = self.db.begin_write().map_err(fail)?;
+        let txn = self.begin()?;
         let Some(mut token) = get_in::<RefreshToken>(&txn, REFRESH, key)? else {
             return Ok(Rotation::Invalid);
         };
@@ -479,7 +551,7 @@ impl Store for EmbeddedStore {
         }
         if token.spent {
             revoke_family(&txn, &token.family)?;
-            txn.commit().map_err(fail)?;
+            self.finish(txn)?;
             return Ok(Rotation::Reused);
         }
         token.spent = true;
@@ -490,12 +562,12 @@ impl Store for EmbeddedStore {
             ..token
         };
         put(&txn, REFRESH, new_key, &next)?;
-        txn.commit().map_err(fail)?;
+        self.finish(txn)?;
         Ok(Rotation::Rotated(Box::new(next)))
     }
 
     fn purge_expired(&self, now: u64) -> StoreResult<usize> {
-        let txn = self.db.begin_write().map_err(fail)?;
+        let txn = self.begin()?;
         let mut removed = 0usize;
         for table in [SESSIONS, LOGINS, CODES, REFRESH] {
             let mut table = txn.open_table(table).map_err(fail)?;
@@ -520,7 +592,7 @@ impl Store for EmbeddedStore {
                 })
                 .map_err(fail)?;
         }
-        txn.commit().map_err(fail)?;
+        self.finish(txn)?;
         Ok(removed)
     }
 }
@@ -646,6 +718,29 @@ mod tests {
             store.commit(vec![step(1, None)]).is_err(),
             "a finished login cannot finish twice"
         );
+    }
+
+    #[test]
+    fn concurrent_commits_all_land_through_group_commit() {
+        let (store, _dir) = store();
+        let store = std::sync::Arc::new(store);
+        let writers: Vec<_> = (0..8)
+            .map(|t| {
+                let store = std::sync::Arc::clone(&store);
+                std::thread::spawn(move || {
+                    for i in 0..20 {
+                        let user = User::new(format!("u{t}-{i}"), format!("n{t}-{i}"), 0);
+                        store.commit(vec![Write::CreateUser(user)]).expect("commit");
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.join().expect("writer");
+        }
+        assert_eq!(store.users().expect("read").len(), 160);
+        let flushes = store.syncs.lock().expect("lock").finished;
+        assert!((1..=160).contains(&flushes), "{flushes} flushes");
     }
 
     #[test]
