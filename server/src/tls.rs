@@ -39,6 +39,13 @@ pub fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, String> {
         .with_single_cert(certs, key)
         .map_err(|e| format!("[server.tls]: the key does not fit the certificate: {e}"))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // Stateless resumption tickets (encrypted with a rotating in-memory key): a returning
+    // client skips the full handshake, and the server keeps no per-session memory. One
+    // ticket per connection rather than rustls' default of two halves the work for clients
+    // that never resume.
+    config.ticketer = tokio_rustls::rustls::crypto::aws_lc_rs::Ticketer::new()
+        .map_err(|e| format!("[server.tls]: cannot create the ticket key: {e}"))?;
+    config.send_tls13_tickets = 1;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
