@@ -69,7 +69,8 @@ impl std::fmt::Display for StartError {
 
 /// Opens the store in the configured data directory.
 pub fn open_store(config: &ServerConfig) -> Result<Arc<dyn Store>, StartError> {
-    let store = EmbeddedStore::open(&config.data_dir).map_err(|e| StartError(e.to_string()))?;
+    let store = EmbeddedStore::open_with_cache(&config.data_dir, config.store_cache_bytes)
+        .map_err(|e| StartError(e.to_string()))?;
     Ok(Arc::new(store))
 }
 

@@ -101,6 +101,8 @@ pub struct ServerConfig {
     pub secure_cookies: bool,
     /// The data directory.
     pub data_dir: PathBuf,
+    /// The embedded store's page cache, in bytes (`[store] cache_mib`, default 128).
+    pub store_cache_bytes: usize,
     /// The flows.
     pub flows: FlowsSource,
     /// Native TLS, when configured.
@@ -250,6 +252,7 @@ struct LogSection {
 #[serde(deny_unknown_fields)]
 struct StoreSection {
     kind: Option<Spanned<String>>,
+    cache_mib: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -402,6 +405,12 @@ pub fn parse(
         secure_cookies: issuer.starts_with("https://"),
         issuer,
         data_dir,
+        store_cache_bytes: file
+            .store
+            .cache_mib
+            .map_or(crate::store::embedded::DEFAULT_CACHE_BYTES, |mib| {
+                mib.saturating_mul(1024 * 1024)
+            }),
         flows,
         tls: file.server.tls.map(|tls| TlsFiles {
             cert: relative(tls.cert),

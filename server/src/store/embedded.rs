@@ -41,6 +41,9 @@ const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 /// Bookkeeping: the flush counter a group-commit flush writes.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
+/// The default page cache: 128 MiB.
+pub const DEFAULT_CACHE_BYTES: usize = 128 * 1024 * 1024;
+
 /// The file name inside the data directory.
 pub const FILE_NAME: &str = "idflow.redb";
 
@@ -79,19 +82,28 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
 }
 
 impl EmbeddedStore {
-    /// Opens (creating if needed) the store in `data_dir`.
+    /// Opens (creating if needed) the store in `data_dir` with the default page cache.
     pub fn open(data_dir: &Path) -> StoreResult<EmbeddedStore> {
+        EmbeddedStore::open_with_cache(data_dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens the store with a page cache of at most `cache_bytes` (what bounds the server's
+    /// memory as sessions and tokens accumulate).
+    pub fn open_with_cache(data_dir: &Path, cache_bytes: usize) -> StoreResult<EmbeddedStore> {
         std::fs::create_dir_all(data_dir).map_err(|e| {
             StoreError::Failed(format!("cannot create {}: {e}", data_dir.display()))
         })?;
         let path = data_dir.join(FILE_NAME);
-        let db = Database::create(&path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Failed(format!(
-                "{} is in use by another idflow process (stop the server to use the CLI on it)",
-                path.display()
-            )),
-            other => StoreError::Failed(format!("cannot open {}: {other}", path.display())),
-        })?;
+        let db = Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(&path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Failed(format!(
+                    "{} is in use by another idflow process (stop the server to use the CLI on it)",
+                    path.display()
+                )),
+                other => StoreError::Failed(format!("cannot open {}: {other}", path.display())),
+            })?;
         let txn = db.begin_write().map_err(fail)?;
         for table in [USERS, ROLES, SESSIONS, LOGINS, CODES, REFRESH, KEYS] {
             txn.open_table(table).map_err(fail)?;
