@@ -2,7 +2,7 @@
 //! login rate against (BENCHMARKS.md).
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use idflow_authenticators::{PasswordHasher, PasswordPolicy};
+use idflow_authenticators::{PasswordHasher, PasswordPolicy, Scratch};
 
 fn verify(c: &mut Criterion) {
     let mut group = c.benchmark_group("argon2id verify");
@@ -22,6 +22,11 @@ fn verify(c: &mut Criterion) {
         let hash = hasher.hash("correct horse battery").expect("hash");
         group.bench_function(name, |b| {
             b.iter(|| assert!(hasher.verify("correct horse battery", &hash)))
+        });
+        // The server's path: one buffer reused across verifications.
+        let mut scratch = Scratch::default();
+        group.bench_function(format!("{name}, reused memory"), |b| {
+            b.iter(|| assert!(hasher.verify_in("correct horse battery", &hash, &mut scratch)))
         });
     }
     group.finish();

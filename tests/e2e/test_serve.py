@@ -1,6 +1,7 @@
 """Starting the server: the embedded default, the first admin password, configuration errors,
 overrides from the environment, the CLI on the data directory, and key rotation."""
 
+import json
 import os
 import pathlib
 import re
@@ -131,6 +132,14 @@ def test_user_and_role_commands_work_on_the_data_directory():
         server.stop()
     server.cli("user", "revoke", "bob", "auditor")
     assert '"auditor"' not in server.cli("user", "show", "bob").stdout
+    # The audit log has the logins (one failed attempt, one success) and the admin actions.
+    events = [json.loads(line) for line in server.cli("audit", "--limit", "100").stdout.splitlines()]
+    names = [e["event"] for e in events]
+    assert names[0] == "user.revoke", names
+    for expected in ("login.success", "login.failed_attempt", "user.set_password", "user.create", "role.put"):
+        assert expected in names, (expected, names)
+    success = next(e for e in events if e["event"] == "login.success")
+    assert success["ip"] == "127.0.0.1" and success["detail"]["flow"] == "password"
 
 
 def test_key_rotation_keeps_old_keys_published():

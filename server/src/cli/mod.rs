@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod audit;
 pub mod flow;
 pub mod keys;
 pub mod serve;
@@ -38,6 +39,8 @@ pub enum Command {
     /// Rotate and list signing keys in a data directory.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Print the newest audit log entries of a data directory.
+    Audit(audit::AuditArgs),
 }
 
 /// Exit code: success.
@@ -80,6 +83,7 @@ pub fn main() -> ExitCode {
         Command::User(command) => user::run_user(command),
         Command::Role(command) => user::run_role(command),
         Command::Keys(command) => keys::run(command),
+        Command::Audit(args) => audit::run(&args),
     };
     ExitCode::from(code)
 }
