@@ -21,7 +21,7 @@ import pytest
 import requests
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-BIN = os.environ.get("IDFLOW_BIN", str(REPO / "target" / "debug" / "idflow"))
+BIN = str(pathlib.Path(os.environ.get("IDFLOW_BIN", REPO / "target" / "debug" / "idflow")).resolve())
 ADMIN_PASSWORD = "admin-password-for-tests"
 WEB_SECRET = "demo-web-secret-change-me"
 WEB_REDIRECT = "http://localhost:8000/callback"
