@@ -90,6 +90,7 @@ pub fn start(config: ServerConfig, admin_password: Option<String>) -> Result<Sta
     let engine = Engine::new();
     let registry = Registry::new(engine.sandbox());
     load_flows(&registry, &config)?;
+    keep_flow_versions(store.as_ref(), &registry).map_err(|e| StartError(e.to_string()))?;
     let cors_origins = crate::http::cors::allowed_origins(config.applications.values());
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let password_pool = crate::hashing::PasswordPool::new(passwords.clone(), threads)
@@ -202,4 +203,53 @@ pub fn ensure_admin(
     }
     store.commit(batch).map_err(fail)?;
     Ok(generated)
+}
+
+/// Stores the IR of every live flow version not stored yet (see [`Write::PutFlowVersion`]).
+pub fn keep_flow_versions(
+    store: &dyn Store,
+    registry: &Registry,
+) -> Result<(), crate::store::StoreError> {
+    let mut batch = Vec::new();
+    for flow in registry.snapshot().flows.values() {
+        if store.flow_version(&flow.version)?.is_none() {
+            let ir = serde_json::to_string(&flow.ir)
+                .map_err(|e| crate::store::StoreError::Failed(e.to_string()))?;
+            batch.push(Write::PutFlowVersion {
+                version: flow.version.clone(),
+                ir,
+            });
+        }
+    }
+    store.commit(batch)
+}
+
+/// The flow of `version`: live or retained in the registry, else loaded from its stored IR
+/// (a login that started before a restart, or on another node, after the files changed).
+pub fn flow_version(app: &App, version: &str) -> Option<Arc<idflow_engine::LoadedFlow>> {
+    if let Some(flow) = app.registry.snapshot().version(version) {
+        return Some(flow);
+    }
+    let ir = match app.store.flow_version(version) {
+        Ok(Some(ir)) => ir,
+        Ok(None) => return None,
+        Err(error) => {
+            tracing::error!(%error, version, "cannot read a stored flow version");
+            return None;
+        }
+    };
+    let ir: idflow_dsl::FlowIr = match serde_json::from_str(&ir) {
+        Ok(ir) => ir,
+        Err(error) => {
+            tracing::error!(%error, version, "stored flow version does not parse");
+            return None;
+        }
+    };
+    match app.registry.load_version(version, ir) {
+        Ok(flow) => Some(flow),
+        Err(error) => {
+            tracing::error!(%error, version, "stored flow version does not load");
+            None
+        }
+    }
 }

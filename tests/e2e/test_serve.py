@@ -5,13 +5,14 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import tempfile
 import time
 
 import requests
 
-from conftest import BIN, WEB_REDIRECT, Browser, Server, free_port, query
+from conftest import BIN, REPO, USER_PASSWORD, WEB_REDIRECT, Browser, Server, free_port, query
 
 
 def start_bare(cwd, env_extra=None, args=()):
@@ -157,3 +158,32 @@ def test_key_rotation_keeps_old_keys_published():
     finally:
         server.stop()
     assert server.cli("keys", "list").stdout.count("active") == 2
+
+
+def test_a_login_in_flight_finishes_on_its_flow_version_after_a_restart(tmp_path):
+    flows = tmp_path / "flows"
+    shutil.copytree(REPO / "flows", flows)
+    server = Server(tmp_path)
+    server.config.write_text(server.config.read_text().replace(f'flows = "{REPO / "flows"}"', f'flows = "{flows}"'))
+    server.cli("user", "add", "alice", "--password-stdin", stdin=USER_PASSWORD + "\n")
+    server.start()
+    try:
+        url = server.url(f"/authorize?client_id=demo-web&response_type=code&scope=openid&redirect_uri={WEB_REDIRECT}")
+        browser = Browser(server)
+        page = browser.go(url).text
+        server.stop()
+        # The default flow changes while the login is in flight: a new version.
+        (flows / "password.flow").unlink()
+        text = (flows / "password.yaml").read_text()
+        (flows / "password.yaml").write_text(text.replace("attempts: 3", "attempts: 4"))
+        server.start()
+        callback = browser.submit(page, "password", username="alice", password=USER_PASSWORD)
+        assert isinstance(callback, str) and "code" in query(callback), getattr(callback, "text", callback)
+        # New logins run the new version: four tries before denial.
+        page = browser.go(server.url(f"/authorize?client_id=demo-web&response_type=code&scope=openid&prompt=login&redirect_uri={WEB_REDIRECT}")).text
+        for _ in range(3):
+            page = browser.submit(page, "password", username="alice", password="wrong-password")
+            assert page.status_code == 422
+            page = page.text
+    finally:
+        server.stop()

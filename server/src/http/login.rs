@@ -234,7 +234,7 @@ pub async fn submit(
             Err(response) => return response,
         }
     };
-    let Some(flow) = app.registry.snapshot().version(&login.run.version) else {
+    let Some(flow) = crate::app::flow_version(&app, &login.run.version) else {
         return app.pages.message(
             StatusCode::CONFLICT,
             "This sign-in cannot continue",

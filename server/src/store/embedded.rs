@@ -37,6 +37,8 @@ const REFRESH: Json = TableDefinition::new("refresh_tokens");
 const FAMILIES: TableDefinition<&str, u64> = TableDefinition::new("refresh_families");
 const REVOKED_ACCESS: TableDefinition<&str, u64> = TableDefinition::new("revoked_access");
 const KEYS: Json = TableDefinition::new("keys");
+/// Flow versions that were live: version → IR (JSON text).
+const FLOW_VERSIONS: TableDefinition<&str, &str> = TableDefinition::new("flow_versions");
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 /// Bookkeeping: the flush counter a group-commit flush writes.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -114,6 +116,7 @@ impl EmbeddedStore {
         txn.open_table(REVOKED_ACCESS).map_err(fail)?;
         txn.open_table(AUDIT).map_err(fail)?;
         txn.open_table(META).map_err(fail)?;
+        txn.open_table(FLOW_VERSIONS).map_err(fail)?;
         txn.commit().map_err(fail)?;
         Ok(EmbeddedStore {
             db,
@@ -402,6 +405,13 @@ fn apply(txn: &WriteTransaction, write: Write) -> StoreResult<()> {
             Ok(())
         }
         Write::PutKey(key) => put(txn, KEYS, &key.kid.clone(), &key),
+        Write::PutFlowVersion { version, ir } => {
+            txn.open_table(FLOW_VERSIONS)
+                .map_err(fail)?
+                .insert(version.as_str(), ir.as_str())
+                .map_err(fail)?;
+            Ok(())
+        }
         Write::Audit(event) => {
             let mut table = txn.open_table(AUDIT).map_err(fail)?;
             let next = table
@@ -484,6 +494,15 @@ impl Store for EmbeddedStore {
 
     fn keys(&self) -> StoreResult<Vec<KeyRecord>> {
         self.all(KEYS)
+    }
+
+    fn flow_version(&self, version: &str) -> StoreResult<Option<String>> {
+        let txn = self.db.begin_read().map_err(fail)?;
+        let table = txn.open_table(FLOW_VERSIONS).map_err(fail)?;
+        Ok(table
+            .get(version)
+            .map_err(fail)?
+            .map(|ir| ir.value().to_string()))
     }
 
     fn audit_log(&self, limit: usize) -> StoreResult<Vec<AuditEvent>> {

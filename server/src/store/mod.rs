@@ -122,6 +122,14 @@ pub enum Write {
     },
     /// Insert or replace a signing key.
     PutKey(KeyRecord),
+    /// Keep a flow version's IR (canonical JSON), so a login started on it can finish after a
+    /// restart or on another node even when the flow files have changed since.
+    PutFlowVersion {
+        /// The version.
+        version: String,
+        /// The IR as JSON.
+        ir: String,
+    },
     /// Append to the audit log.
     Audit(AuditEvent),
 }
@@ -188,6 +196,8 @@ pub trait Store: Send + Sync {
     fn access_revoked(&self, jti: &str) -> StoreResult<bool>;
     /// Every signing key.
     fn keys(&self) -> StoreResult<Vec<KeyRecord>>;
+    /// A flow version's IR (canonical JSON), if it was ever live.
+    fn flow_version(&self, version: &str) -> StoreResult<Option<String>>;
     /// The newest `limit` audit events, newest first.
     fn audit_log(&self, limit: usize) -> StoreResult<Vec<AuditEvent>>;
 
