@@ -187,3 +187,23 @@ def test_a_login_in_flight_finishes_on_its_flow_version_after_a_restart(tmp_path
             page = page.text
     finally:
         server.stop()
+
+
+def test_a_hash_made_under_older_parameters_is_upgraded_at_login(tmp_path):
+    server = Server(tmp_path)
+    older = tmp_path / "older.toml"
+    older.write_text(server.config.read_text().replace("memory_kib = 1024", "memory_kib = 2048"))
+    subprocess.run([BIN, "user", "add", "carol", "--password-stdin", "--config", str(older),
+                    "--data-dir", str(server.data)], input=USER_PASSWORD + "\n", text=True, check=True,
+                   capture_output=True, timeout=60)
+    assert "m=2048" in server.cli("user", "show", "carol").stdout
+    server.start()
+    try:
+        url = server.url(f"/authorize?client_id=demo-web&response_type=code&scope=openid&redirect_uri={WEB_REDIRECT}")
+        assert "code" in query(Browser(server).login(url, username="carol"))
+        time.sleep(0.5)  # the rehash runs after the login's answer
+    finally:
+        server.stop()
+    shown = server.cli("user", "show", "carol").stdout
+    assert "argon2id v=19 m=1024,t=1,p=1" in shown, shown
+    assert "$" not in shown.split('"password_hash"')[1].split("\n")[0], "no salt or hash is printed"

@@ -249,7 +249,14 @@ fn run_user_inner(command: UserCommand) -> Result<(), u8> {
         UserCommand::Show(args) => {
             let opened = open(&args.location)?;
             let mut user = find(opened.store.as_ref(), &args.name)?;
-            user.password_hash = user.password_hash.map(|_| "(set)".into());
+            // The parameters are not secret and tell whether a rehash is due; salt and hash are.
+            user.password_hash = user.password_hash.map(|hash| {
+                hash.split('$')
+                    .filter(|part| !part.is_empty())
+                    .take(3)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            });
             let text = serde_json::to_string_pretty(&user).map_err(fail)?;
             out(&format!("{text}\n"));
         }

@@ -322,7 +322,15 @@ async fn input_for(
                 .as_ref()
                 .filter(|u| !u.disabled && !u.locked_at(now))
                 .and_then(|u| u.password_hash.clone());
-            let verified = app.password_pool.verify(password, hash).await;
+            let verified = app
+                .password_pool
+                .verify(password.clone(), hash.clone())
+                .await;
+            if let (true, Some(hash), Some(user)) = (verified, hash, &user)
+                && app.passwords.needs_rehash(&hash)
+            {
+                rehash_later(app, user.id.clone(), hash, password);
+            }
             let view = user.map(|u| u.view(now));
             Ok(Some(match (verified, view) {
                 (true, Some(user)) => Input::Passed { option, user },
@@ -331,6 +339,26 @@ async fn input_for(
         }
         _ => Ok(None),
     }
+}
+
+/// Re-hashes a verified password made under older argon2id parameters with the current ones,
+/// in the background: housekeeping, not part of the login, so it neither delays nor fails it.
+fn rehash_later(app: &Arc<App>, user: String, old: String, password: String) {
+    let app = Arc::clone(app);
+    tokio::spawn(async move {
+        let hasher = app.passwords.clone();
+        let store = Arc::clone(&app.store);
+        let done = blocking(move || {
+            let new = hasher
+                .hash(&password)
+                .map_err(|e| StoreError::Failed(e.to_string()))?;
+            store.commit(vec![Write::RehashPassword { user, old, new }])
+        })
+        .await;
+        if let Ok(Err(error)) | Err(error) = done {
+            tracing::warn!(%error, "password rehash failed");
+        }
+    });
 }
 
 /// The store writes for the engine's effects.

@@ -359,6 +359,11 @@ fn apply(txn: &WriteTransaction, write: Write) -> StoreResult<()> {
             }
         }),
         Write::ResetFailures(user) => update_user(txn, &user, |user| user.failed_attempts = 0),
+        Write::RehashPassword { user, old, new } => update_user(txn, &user, |user| {
+            if user.password_hash.as_deref() == Some(old.as_str()) {
+                user.password_hash = Some(new);
+            }
+        }),
         Write::LockUser { user, until } => update_user(txn, &user, |user| {
             user.locked_until = user.locked_until.max(until);
         }),

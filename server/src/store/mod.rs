@@ -66,6 +66,16 @@ pub enum Write {
     },
     /// A login succeeded: the failure count starts again.
     ResetFailures(String),
+    /// Replace a user's password hash with one made under the current parameters, only if the
+    /// stored hash is still `old` (a password changed meanwhile stays changed).
+    RehashPassword {
+        /// The user id.
+        user: String,
+        /// The hash that verified.
+        old: String,
+        /// The new hash of the same password.
+        new: String,
+    },
     /// Lock a user until a time.
     LockUser {
         /// The user id.
