@@ -446,8 +446,11 @@ pub async fn continue_login(
     };
     match login.output.clone() {
         Output::Prompt { .. } | Output::Redirect { .. } | Output::Confirm { .. } => {
+            // A login that has had no input yet is worth nothing if lost: it need not wait for
+            // a flush (see `Store::commit_unflushed`).
+            let fresh = read_seq.is_none() && batch.is_empty();
             batch.extend(last_write(Some(login.clone())));
-            if let Err(response) = commit_step(app, batch).await {
+            if let Err(response) = commit_step(app, batch, fresh).await {
                 return response;
             }
             to_login_page(handle)
@@ -488,7 +491,7 @@ pub async fn continue_login(
                 }
                 None => Redirect::to("/").into_response(),
             };
-            if let Err(response) = commit_step(app, batch).await {
+            if let Err(response) = commit_step(app, batch, false).await {
                 return response;
             }
             response.headers_mut().append(
@@ -517,7 +520,7 @@ pub async fn continue_login(
                 now,
                 serde_json::json!({ "flow": flow, "reason": reason }),
             ));
-            if let Err(response) = commit_step(app, batch).await {
+            if let Err(response) = commit_step(app, batch, false).await {
                 return response;
             }
             match &login.authorize {
@@ -540,9 +543,20 @@ pub async fn continue_login(
 
 /// Commits a login step; a conflict (another tab or request moved the login on) is a page
 /// asking to continue from the current state, not an error.
-async fn commit_step(app: &Arc<App>, batch: crate::store::Batch) -> Result<(), Response> {
+async fn commit_step(
+    app: &Arc<App>,
+    batch: crate::store::Batch,
+    unflushed: bool,
+) -> Result<(), Response> {
     let store = Arc::clone(&app.store);
-    match blocking(move || store.commit(batch)).await {
+    let committed = blocking(move || {
+        if unflushed {
+            store.commit_unflushed(batch)
+        } else {
+            store.commit(batch)
+        }
+    });
+    match committed.await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(StoreError::Conflict(_))) => Err(app.pages.message(
             StatusCode::CONFLICT,

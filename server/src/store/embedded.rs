@@ -533,6 +533,17 @@ impl Store for EmbeddedStore {
         self.finish(txn)
     }
 
+    fn commit_unflushed(&self, batch: Batch) -> StoreResult<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let txn = self.begin()?;
+        for write in batch {
+            apply(&txn, write)?;
+        }
+        txn.commit().map_err(fail)
+    }
+
     fn redeem_code(&self, key: &str, now: u64, issued: &IssuedByCode) -> StoreResult<Redemption> {
         let txn = self.begin()?;
         let Some(mut code) = get_in::<AuthCode>(&txn, CODES, key)? else {
@@ -777,6 +788,29 @@ mod tests {
         assert_eq!(store.users().expect("read").len(), 160);
         let flushes = store.syncs.lock().expect("lock").finished;
         assert!((1..=160).contains(&flushes), "{flushes} flushes");
+    }
+
+    #[test]
+    fn unflushed_commits_are_visible_at_once_and_kept_after_a_durable_one() {
+        let (store, dir) = store();
+        store
+            .commit_unflushed(vec![Write::CreateUser(User::new(
+                "u1".into(),
+                "a".into(),
+                0,
+            ))])
+            .expect("unflushed");
+        assert!(store.user("u1").expect("read").is_some());
+        store
+            .commit(vec![Write::CreateUser(User::new(
+                "u2".into(),
+                "b".into(),
+                0,
+            ))])
+            .expect("durable");
+        drop(store);
+        let store = EmbeddedStore::open(&dir).expect("reopen");
+        assert!(store.user("u1").expect("read").is_some());
     }
 
     #[test]

@@ -213,6 +213,13 @@ pub trait Store: Send + Sync {
 
     /// Applies `batch` in one durable transaction.
     fn commit(&self, batch: Batch) -> StoreResult<()>;
+    /// Applies `batch` in one transaction without waiting for it to be flushed (the next
+    /// durable commit flushes it). Only for writes whose loss in a crash costs nothing but a
+    /// retry: a login that has not yet received any input. Anyone can start a login, so this
+    /// keeps unauthenticated requests from costing a flush each.
+    fn commit_unflushed(&self, batch: Batch) -> StoreResult<()> {
+        self.commit(batch)
+    }
     /// Marks a code used and records what it issues, atomically; see [`Redemption`].
     fn redeem_code(&self, key: &str, now: u64, issued: &IssuedByCode) -> StoreResult<Redemption>;
     /// Spends a refresh token and stores its successor under `new_key`, atomically.
