@@ -149,6 +149,59 @@ async fn authorization_code(
         family: family.clone().map(|family| (family, refresh_expires)),
         access: (jti.clone(), access_expires),
     };
+    if record.redeemed.is_none() && record.expires <= now {
+        return Err(OAuthError::invalid_grant("the code has expired"));
+    }
+    // Sign before spending the code: a failure here leaves the code usable. A code already
+    // used goes straight to redemption, which revokes what it issued.
+    let prepared = if record.redeemed.is_none() {
+        let user = app
+            .store
+            .user(&record.user)?
+            .filter(|u| !u.disabled && !u.locked_at(now))
+            .ok_or_else(|| OAuthError::invalid_grant("the user is not active"))?;
+        let scopes = granted_scopes(&record.request.scopes);
+        let authentication = Authentication {
+            user: user.id.clone(),
+            sid: record.sid.clone(),
+            auth_time: record.auth_time,
+            amr: record.amr.clone(),
+            acr: record.acr.clone(),
+            claims: record.claims.clone(),
+        };
+        let access = tokens::access_token(
+            app,
+            &client.client_id,
+            &user.id,
+            &scopes,
+            Some(&authentication),
+            now,
+            jti,
+        )?;
+        let mut response = json!({
+            "access_token": access.token,
+            "token_type": "Bearer",
+            "expires_in": app.config.tokens.access_token_seconds,
+            "scope": scopes.join(" "),
+        });
+        if scopes.iter().any(|s| s == "openid") {
+            response["id_token"] = json!(tokens::id_token(
+                app,
+                &IdTokenSubject {
+                    client_id: &client.client_id,
+                    user: &user,
+                    scopes: &scopes,
+                    authentication: &authentication,
+                    nonce: record.request.nonce.as_deref(),
+                },
+                &access.token,
+                now,
+            )?);
+        }
+        Some((user, scopes, response))
+    } else {
+        None
+    };
     let store = Arc::clone(&app.store);
     let key_for_redeem = key.clone();
     let redemption = blocking(move || store.redeem_code(&key_for_redeem, now, &issued)).await??;
@@ -170,49 +223,10 @@ async fn authorization_code(
         }
         Redemption::Invalid => return Err(OAuthError::invalid_grant("the code is not valid")),
     };
-    let user = app
-        .store
-        .user(&code.user)?
-        .filter(|u| !u.disabled && !u.locked_at(now))
-        .ok_or_else(|| OAuthError::invalid_grant("the user is not active"))?;
-    let scopes = granted_scopes(&code.request.scopes);
-    let authentication = Authentication {
-        user: user.id.clone(),
-        sid: code.sid.clone(),
-        auth_time: code.auth_time,
-        amr: code.amr.clone(),
-        acr: code.acr.clone(),
-        claims: code.claims.clone(),
+    // Redeemed fresh, so it was unused when read and `prepared` is set.
+    let Some((user, scopes, mut response)) = prepared else {
+        return Err(OAuthError::invalid_grant("the code is not valid"));
     };
-    let access = tokens::access_token(
-        app,
-        &client.client_id,
-        &user.id,
-        &scopes,
-        Some(&authentication),
-        now,
-        jti,
-    )?;
-    let mut response = json!({
-        "access_token": access.token,
-        "token_type": "Bearer",
-        "expires_in": app.config.tokens.access_token_seconds,
-        "scope": scopes.join(" "),
-    });
-    if scopes.iter().any(|s| s == "openid") {
-        response["id_token"] = json!(tokens::id_token(
-            app,
-            &IdTokenSubject {
-                client_id: &client.client_id,
-                user: &user,
-                scopes: &scopes,
-                authentication: &authentication,
-                nonce: code.request.nonce.as_deref(),
-            },
-            &access.token,
-            now,
-        )?);
-    }
     if let Some(family) = family {
         let refresh = tokens::new_refresh_token();
         let record_family = family.clone();
