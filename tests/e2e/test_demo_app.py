@@ -2,9 +2,7 @@
 
 import subprocess
 import sys
-import time
 
-import requests
 
 from conftest import REPO, USER_PASSWORD, Browser, free_port
 

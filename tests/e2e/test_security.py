@@ -12,7 +12,6 @@ import urllib.parse
 
 import pytest
 import requests
-from authlib.integrations.requests_client import OAuth2Session
 
 from conftest import (
     SPA_REDIRECT, USER_PASSWORD, WEB_REDIRECT, WEB_SECRET, Browser, Server, forms, option_form,
@@ -285,7 +284,7 @@ def test_cookies_are_http_only_and_same_site(server):
 
 
 def test_login_pages_forbid_framing_and_caching(server):
-    _, response = Browser(server), requests.get(server.url("/"), timeout=10)
+    response = requests.get(server.url("/"), timeout=10)
     assert response.headers["X-Frame-Options"] == "DENY"
     assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
     assert response.headers["Cache-Control"] == "no-store"
