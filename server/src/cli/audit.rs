@@ -4,8 +4,7 @@
 use clap::Args;
 
 use super::serve::Location;
-use super::{EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, out};
-use crate::config::Overrides;
+use super::{EXIT_OK, EXIT_PROBLEMS, out};
 
 /// Flags of `idflow audit`.
 #[derive(Debug, Args)]
@@ -20,16 +19,9 @@ pub struct AuditArgs {
 
 /// Prints the audit log.
 pub fn run(args: &AuditArgs) -> u8 {
-    let config = match args.location.load(Overrides::default()) {
-        Ok(config) => config,
+    let store = match args.location.open_store() {
+        Ok((_, store)) => store,
         Err(code) => return code,
-    };
-    let store = match crate::app::open_store(&config) {
-        Ok(store) => store,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return EXIT_USAGE;
-        }
     };
     match store.audit_log(args.limit) {
         Ok(events) => {

@@ -3,8 +3,7 @@
 use clap::Subcommand;
 
 use super::serve::Location;
-use super::{EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, out};
-use crate::config::Overrides;
+use super::{EXIT_OK, EXIT_PROBLEMS, out};
 use crate::keys::KeySet;
 
 /// `idflow keys` subcommands.
@@ -30,16 +29,9 @@ pub fn run(command: KeysCommand) -> u8 {
     let location = match &command {
         KeysCommand::Rotate { location } | KeysCommand::List { location } => location,
     };
-    let config = match location.load(Overrides::default()) {
-        Ok(config) => config,
+    let store = match location.open_store() {
+        Ok((_, store)) => store,
         Err(code) => return code,
-    };
-    let store = match crate::app::open_store(&config) {
-        Ok(store) => store,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return EXIT_USAGE;
-        }
     };
     let result = match command {
         KeysCommand::Rotate { .. } => {

@@ -42,6 +42,26 @@ pub struct Location {
 }
 
 impl Location {
+    /// Loads the configuration and opens the store of its data directory: what every command
+    /// that works on a stopped server's data does first. Prints the error and returns the exit
+    /// code on failure.
+    pub fn open_store(
+        &self,
+    ) -> Result<
+        (
+            crate::config::ServerConfig,
+            std::sync::Arc<dyn crate::store::Store>,
+        ),
+        u8,
+    > {
+        let config = self.load(Overrides::default())?;
+        let store = crate::app::open_store(&config).map_err(|e| {
+            eprintln!("error: {e}");
+            EXIT_USAGE
+        })?;
+        Ok((config, store))
+    }
+
     /// Loads the configuration with these flags and `extra` overrides.
     pub fn load(&self, mut extra: Overrides) -> Result<crate::config::ServerConfig, u8> {
         extra.data_dir = self.data_dir.clone();

@@ -9,7 +9,6 @@ use idflow_authenticators::PasswordHasher;
 use super::serve::Location;
 use super::{EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, out};
 use crate::app::now;
-use crate::config::Overrides;
 use crate::crypto::random_token;
 use crate::store::{AuditEvent, Role, Store, User, Write};
 
@@ -124,11 +123,7 @@ struct Opened {
 }
 
 fn open(location: &Location) -> Result<Opened, u8> {
-    let config = location.load(Overrides::default())?;
-    let store = crate::app::open_store(&config).map_err(|e| {
-        eprintln!("error: {e}");
-        EXIT_USAGE
-    })?;
+    let (config, store) = location.open_store()?;
     let hasher = PasswordHasher::new(config.password).map_err(|e| {
         eprintln!("error: [password]: {e}");
         EXIT_USAGE

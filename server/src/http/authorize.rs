@@ -19,7 +19,7 @@ use super::params::Params;
 use super::{AppState, blocking, client_ip, cookies};
 use crate::app::{App, now};
 use crate::crypto::random_token;
-use crate::store::{AuthCode, AuthorizeRequest, Login, Session, Write, token_key};
+use crate::store::{AuthCode, Authentication, AuthorizeRequest, Login, Session, Write, token_key};
 
 /// `GET /authorize`.
 pub async fn get(
@@ -258,12 +258,14 @@ pub fn issue_code(
     let record = AuthCode {
         key: token_key(&code),
         request: request.clone(),
-        user: session.user.clone(),
-        sid: session.sid.clone(),
-        auth_time: session.auth_time,
-        amr: session.amr.clone(),
-        acr: session.acr.clone(),
-        claims: session.claims.clone(),
+        authentication: Authentication {
+            user: session.user.clone(),
+            sid: session.sid.clone(),
+            auth_time: session.auth_time,
+            amr: session.amr.clone(),
+            acr: session.acr.clone(),
+            claims: session.claims.clone(),
+        },
         expires: now + app.config.tokens.code_seconds,
         redeemed: None,
     };

@@ -65,7 +65,7 @@ pub async fn introspect(State(app): AppState, headers: HeaderMap, body: Bytes) -
                 && app.store.family_live(&refresh.family).unwrap_or(false)
                 && app
                     .store
-                    .user(&refresh.user)
+                    .user(&refresh.authentication.user)
                     .ok()
                     .flatten()
                     .is_some_and(|u| !u.disabled) =>
@@ -75,7 +75,7 @@ pub async fn introspect(State(app): AppState, headers: HeaderMap, body: Bytes) -
                 "token_type": "refresh_token",
                 "scope": refresh.scopes.join(" "),
                 "client_id": refresh.client_id,
-                "sub": refresh.user,
+                "sub": refresh.authentication.user,
                 "exp": refresh.expires,
                 "iss": app.config.issuer,
             }))

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::client_auth::{self, Method};
 use super::oauth_error::OAuthError;
 use super::params::Params;
-use super::tokens::{self, Authentication, IdTokenSubject, granted_scopes};
+use super::tokens::{self, IdTokenSubject, granted_scopes};
 use super::{AppState, blocking};
 use crate::app::{App, now};
 use crate::config::{Application, GrantType};
@@ -157,24 +157,17 @@ async fn authorization_code(
     let prepared = if record.redeemed.is_none() {
         let user = app
             .store
-            .user(&record.user)?
+            .user(&record.authentication.user)?
             .filter(|u| !u.disabled && !u.locked_at(now))
             .ok_or_else(|| OAuthError::invalid_grant("the user is not active"))?;
         let scopes = granted_scopes(&record.request.scopes);
-        let authentication = Authentication {
-            user: user.id.clone(),
-            sid: record.sid.clone(),
-            auth_time: record.auth_time,
-            amr: record.amr.clone(),
-            acr: record.acr.clone(),
-            claims: record.claims.clone(),
-        };
+        let authentication = &record.authentication;
         let access = tokens::access_token(
             app,
             &client.client_id,
             &user.id,
             &scopes,
-            Some(&authentication),
+            Some(authentication),
             now,
             jti,
         )?;
@@ -191,14 +184,14 @@ async fn authorization_code(
                     client_id: &client.client_id,
                     user: &user,
                     scopes: &scopes,
-                    authentication: &authentication,
+                    authentication,
                     nonce: record.request.nonce.as_deref(),
                 },
                 &access.token,
                 now,
             )?);
         }
-        Some((user, scopes, response))
+        Some((scopes, response))
     } else {
         None
     };
@@ -212,7 +205,7 @@ async fn authorization_code(
                 time: now,
                 event: "token.code_reuse".into(),
                 actor: client.client_id.clone(),
-                subject: record.user.clone(),
+                subject: record.authentication.user.clone(),
                 ip: String::new(),
                 detail: json!({ "revoked_family": record.redeemed.as_ref().and_then(|r| r.family.clone()) }),
             };
@@ -224,7 +217,7 @@ async fn authorization_code(
         Redemption::Invalid => return Err(OAuthError::invalid_grant("the code is not valid")),
     };
     // Redeemed fresh, so it was unused when read and `prepared` is set.
-    let Some((user, scopes, mut response)) = prepared else {
+    let Some((scopes, mut response)) = prepared else {
         return Err(OAuthError::invalid_grant("the code is not valid"));
     };
     if let Some(family) = family {
@@ -234,13 +227,8 @@ async fn authorization_code(
             key: token_key(&refresh),
             family,
             client_id: client.client_id.clone(),
-            user: user.id.clone(),
-            sid: code.sid.clone(),
             scopes: scopes.clone(),
-            auth_time: code.auth_time,
-            amr: code.amr.clone(),
-            acr: code.acr.clone(),
-            claims: code.claims.clone(),
+            authentication: code.authentication,
             expires: refresh_expires,
             spent: false,
         };
@@ -307,7 +295,7 @@ async fn refresh(
     if record.expires <= now || (!record.spent && !app.store.family_live(&record.family)?) {
         return Err(OAuthError::invalid_grant("the refresh token is not valid"));
     }
-    let user = app.store.user(&record.user)?;
+    let user = app.store.user(&record.authentication.user)?;
     let user = match user {
         Some(user) if !user.disabled && !user.locked_at(now) => user,
         // A lock is temporary (anyone can cause one with wrong passwords): refuse, keep the
@@ -326,20 +314,13 @@ async fn refresh(
     } else {
         granted_scopes(&requested)
     };
-    let authentication = Authentication {
-        user: user.id.clone(),
-        sid: token.sid.clone(),
-        auth_time: token.auth_time,
-        amr: token.amr.clone(),
-        acr: token.acr.clone(),
-        claims: token.claims.clone(),
-    };
+    let authentication = &token.authentication;
     let access = tokens::access_token(
         app,
         &client.client_id,
         &user.id,
         &scopes,
-        Some(&authentication),
+        Some(authentication),
         now,
         random_token(16),
     )?;
@@ -358,7 +339,7 @@ async fn refresh(
                 client_id: &client.client_id,
                 user: &user,
                 scopes: &scopes,
-                authentication: &authentication,
+                authentication,
                 nonce: None,
             },
             &access.token,
@@ -375,7 +356,7 @@ async fn refresh(
                 time: now,
                 event: "token.refresh_reuse".into(),
                 actor: client.client_id.clone(),
-                subject: token.user.clone(),
+                subject: token.authentication.user.clone(),
                 ip: String::new(),
                 detail: json!({ "revoked_family": token.family }),
             };

@@ -1,14 +1,12 @@
 //! Minting tokens: JWT access tokens (RFC 9068 profile), ID tokens (OpenID Connect Core §2)
 //! and refresh tokens, and the claims each scope releases.
 
-use std::collections::BTreeMap;
-
 use serde_json::{Map, Value, json};
 
 use crate::app::App;
 use crate::crypto::{b64url, random_token, sha256};
 use crate::keys::Alg;
-use crate::store::{StoreError, User};
+use crate::store::{Authentication, StoreError, User};
 
 /// Scopes the server knows; others are ignored (OpenID Connect Core §3.1.2.1).
 pub const SCOPES: [&str; 5] = ["openid", "profile", "email", "roles", "offline_access"];
@@ -30,23 +28,6 @@ pub const RESERVED_CLAIMS: [&str; 14] = [
     "c_hash",
     "nonce",
 ];
-
-/// Who and how, for the tokens of one grant.
-#[derive(Debug, Clone)]
-pub struct Authentication {
-    /// The user id.
-    pub user: String,
-    /// The session id.
-    pub sid: String,
-    /// When the user authenticated.
-    pub auth_time: u64,
-    /// Methods used.
-    pub amr: Vec<String>,
-    /// The context class reached.
-    pub acr: String,
-    /// Claims the flow set.
-    pub claims: BTreeMap<String, Value>,
-}
 
 /// An access token and what the store needs to know about it.
 #[derive(Debug, Clone)]

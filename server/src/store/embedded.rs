@@ -647,6 +647,7 @@ impl Store for EmbeddedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Authentication;
 
     fn store() -> (EmbeddedStore, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!(
@@ -667,21 +668,47 @@ mod tests {
         txn.commit().expect("commit");
     }
 
+    fn authentication() -> Authentication {
+        Authentication {
+            user: "u1".into(),
+            sid: "s".into(),
+            auth_time: 1,
+            amr: vec!["pwd".into()],
+            acr: "1".into(),
+            claims: Default::default(),
+        }
+    }
+
     fn refresh(key: &str, family: &str, expires: u64) -> RefreshToken {
         RefreshToken {
             key: key.into(),
             family: family.into(),
             client_id: "app".into(),
-            user: "u1".into(),
-            sid: String::new(),
             scopes: vec!["openid".into()],
-            auth_time: 1,
-            amr: vec!["pwd".into()],
-            acr: "1".into(),
-            claims: Default::default(),
+            authentication: authentication(),
             expires,
             spent: false,
         }
+    }
+
+    fn code(key: &str, expires: u64) -> AuthCode {
+        AuthCode {
+            key: key.into(),
+            request: Default::default(),
+            authentication: authentication(),
+            expires,
+            redeemed: None,
+        }
+    }
+
+    #[test]
+    fn records_keep_their_flat_stored_form() {
+        // `Authentication` is flattened: stored codes and tokens keep top-level fields.
+        let stored = serde_json::to_value(refresh("r", "f", 9)).expect("json");
+        assert_eq!(stored["user"], "u1");
+        assert_eq!(stored["amr"], serde_json::json!(["pwd"]));
+        let back: RefreshToken = serde_json::from_value(stored).expect("parse");
+        assert_eq!(back, refresh("r", "f", 9));
     }
 
     #[test]
@@ -858,19 +885,9 @@ mod tests {
     #[test]
     fn a_code_redeems_once_and_its_reuse_revokes_what_it_issued() {
         let (store, _dir) = store();
-        let code = AuthCode {
-            key: "k".into(),
-            request: Default::default(),
-            user: "u1".into(),
-            sid: "s".into(),
-            auth_time: 1,
-            amr: vec![],
-            acr: String::new(),
-            claims: Default::default(),
-            expires: 100,
-            redeemed: None,
-        };
-        store.commit(vec![Write::PutCode(code)]).expect("put");
+        store
+            .commit(vec![Write::PutCode(code("k", 100))])
+            .expect("put");
         let issued = IssuedByCode {
             family: Some(("f1".into(), 1000)),
             access: ("jti1".into(), 400),
@@ -899,19 +916,9 @@ mod tests {
     #[test]
     fn an_expired_code_is_invalid() {
         let (store, _dir) = store();
-        let code = AuthCode {
-            key: "k".into(),
-            request: Default::default(),
-            user: "u1".into(),
-            sid: "s".into(),
-            auth_time: 1,
-            amr: vec![],
-            acr: String::new(),
-            claims: Default::default(),
-            expires: 100,
-            redeemed: None,
-        };
-        store.commit(vec![Write::PutCode(code)]).expect("put");
+        store
+            .commit(vec![Write::PutCode(code("k", 100))])
+            .expect("put");
         let issued = IssuedByCode {
             family: None,
             access: ("j".into(), 1),

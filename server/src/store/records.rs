@@ -179,16 +179,14 @@ pub struct Login {
     pub expires: u64,
 }
 
-/// An authorization code.
+/// Who logged in and how: what a code hands to its tokens and a refresh token carries from
+/// one rotation to the next.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AuthCode {
-    /// [`super::token_key`] of the code.
-    pub key: String,
-    /// The request it answers.
-    pub request: AuthorizeRequest,
+pub struct Authentication {
     /// The user.
     pub user: String,
-    /// The session.
+    /// The session's public id (the `sid` claim).
+    #[serde(default)]
     pub sid: String,
     /// When the user authenticated.
     pub auth_time: u64,
@@ -199,6 +197,18 @@ pub struct AuthCode {
     /// Claims the flow set.
     #[serde(default)]
     pub claims: BTreeMap<String, Value>,
+}
+
+/// An authorization code.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuthCode {
+    /// [`super::token_key`] of the code.
+    pub key: String,
+    /// The request it answers.
+    pub request: AuthorizeRequest,
+    /// The login it comes from (stored as top-level fields).
+    #[serde(flatten)]
+    pub authentication: Authentication,
     /// Expiry.
     pub expires: u64,
     /// Set when redeemed: the refresh family and access token issued.
@@ -227,22 +237,11 @@ pub struct RefreshToken {
     pub family: String,
     /// The client.
     pub client_id: String,
-    /// The user.
-    pub user: String,
-    /// The session it came from.
-    #[serde(default)]
-    pub sid: String,
     /// Granted scopes.
     pub scopes: Vec<String>,
-    /// When the user authenticated.
-    pub auth_time: u64,
-    /// Methods used.
-    pub amr: Vec<String>,
-    /// The context class reached.
-    pub acr: String,
-    /// Claims the flow set.
-    #[serde(default)]
-    pub claims: BTreeMap<String, Value>,
+    /// The login it comes from (stored as top-level fields).
+    #[serde(flatten)]
+    pub authentication: Authentication,
     /// Absolute expiry (rotation keeps it).
     pub expires: u64,
     /// Spent by rotation.
