@@ -2,9 +2,12 @@
 //! to the engine. The server does the I/O (reads the user, stores what changed); these modules
 //! only decide.
 //!
-//! Now: the password authenticator (argon2id). TOTP, passkeys, email OTP and federated
-//! authenticators arrive with the MFA and federation issues.
+//! Here: passwords (argon2id), TOTP codes, recovery codes and email one-time codes. Passkeys
+//! live in the server, because webauthn-rs binds them to the server's relying-party identity.
 
+pub mod email_code;
 pub mod password;
+pub mod recovery;
+pub mod totp;
 
 pub use password::{PasswordError, PasswordHasher, PasswordPolicy, Scratch};

@@ -75,20 +75,29 @@ pub struct Step {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub when: Option<Spanned<String>>,
     /// The options the user may choose from; any one of them passes the step.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub authenticate: Vec<Spanned<AuthRef>>,
+    /// Instead of `authenticate`: have the identified user enroll one of these factors now
+    /// (`totp`, `passkey`), proving it with a first use, like a required action.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub enroll: Vec<Spanned<AuthRef>>,
     /// How many tries the user gets before the step fails (default 3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempts: Option<Spanned<u32>>,
 }
 
-/// One state of the state form. Exactly one of `authenticate`, `decide`, `do` and `deny`.
+/// One state of the state form. Exactly one of `authenticate`, `enroll`, `decide`, `do` and
+/// `deny`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StateDef {
     /// Authenticate with one of these options.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authenticate: Option<Vec<Spanned<AuthRef>>>,
-    /// For `authenticate`: how many tries before `fail` (default 3).
+    /// Have the identified user enroll one of these factors (`totp`, `passkey`) now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enroll: Option<Vec<Spanned<AuthRef>>>,
+    /// For `authenticate` and `enroll`: how many tries before `fail` (default 3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempts: Option<Spanned<u32>>,
     /// A Rhai script returning a label (a string, or a bool read as "true"/"false").
@@ -106,7 +115,7 @@ pub struct StateDef {
     /// Where to go next: a state id, or for `decide` a map from label to state id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<Spanned<Next>>,
-    /// For `authenticate`: where to go when the attempts are used up (default `deny`).
+    /// For `authenticate` and `enroll`: where to go when the attempts are used up (default `deny`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fail: Option<Spanned<String>>,
 }

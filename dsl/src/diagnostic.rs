@@ -51,6 +51,7 @@ codes! {
     UnknownApplication = "F012", "an application id that the configuration does not declare";
     UnknownProvisioningTarget = "F013", "a provisioning target that the configuration does not declare";
     UnknownEvent = "F014", "a provisioning trigger on an event that does not exist";
+    NotEnrollable = "F015", "an `enroll` names an authenticator that cannot be enrolled during a login";
     DuplicateFlow = "F020", "two files declare the same flow id with different content";
     DuplicateId = "F021", "two steps, states, labels or attributes share an id";
     ApplicationClaimedTwice = "F022", "two flows claim the same application";
@@ -70,7 +71,7 @@ codes! {
     InvariantViolated = "F060", "a `require` invariant fails on some path to success";
     NoCredential = "F061", "a path reaches success without verifying any credential";
     NoBody = "F070", "a flow needs exactly one of `steps` or `states`";
-    StateKind = "F071", "a state needs exactly one of `authenticate`, `decide`, `do` or `deny`";
+    StateKind = "F071", "a state needs exactly one of `authenticate`, `enroll`, `decide`, `do` or `deny`";
     MisplacedField = "F072", "a field that does not apply to this kind of state";
     OutOfRange = "F073", "a number outside its allowed range";
     BadDuration = "F074", "a duration that is not a number followed by s, m, h or d";

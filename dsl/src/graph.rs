@@ -14,9 +14,14 @@ pub enum GraphFormat {
 
 fn label(kind: &StateKind) -> String {
     match kind {
-        StateKind::Authenticate { options, attempts } => {
+        StateKind::Authenticate {
+            options,
+            attempts,
+            enroll,
+        } => {
             let options: Vec<String> = options.iter().map(|o| o.to_string()).collect();
-            format!("authenticate {}, {attempts} attempts", options.join(" | "))
+            let verb = if *enroll { "enroll" } else { "authenticate" };
+            format!("{verb} {}, {attempts} attempts", options.join(" | "))
         }
         StateKind::Decide { .. } => "decide".into(),
         StateKind::Action { actions } => format!("{} action(s)", actions.len()),

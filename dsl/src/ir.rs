@@ -93,6 +93,10 @@ pub enum StateKind {
         options: Vec<AuthOption>,
         /// Tries before the `failure` transition.
         attempts: u32,
+        /// The state enrolls a new factor for the identified user instead of checking one it
+        /// has (a required action); passing it proves possession of the new factor.
+        #[serde(default, skip_serializing_if = "is_false")]
+        enroll: bool,
     },
     /// Run a Rhai script; its result (a string, or a bool as "true"/"false") is the label taken.
     /// Any other result, an error or a limit breach takes the `error` label.
@@ -113,6 +117,13 @@ pub enum StateKind {
         reason: String,
     },
 }
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// Authenticators a user can enroll during a login (`enroll` steps).
+pub const ENROLLABLE: &[&str] = &["totp", "passkey"];
 
 /// One way to pass an authenticate state.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -116,10 +116,15 @@ impl Printer {
             None => format!("step {} {{", step.id.value),
         };
         self.line(1, &header);
-        self.line(
-            2,
-            &format!("authenticate {}", auth_refs(&step.authenticate)),
-        );
+        if !step.authenticate.is_empty() || step.enroll.is_empty() {
+            self.line(
+                2,
+                &format!("authenticate {}", auth_refs(&step.authenticate)),
+            );
+        }
+        if !step.enroll.is_empty() {
+            self.line(2, &format!("enroll {}", auth_refs(&step.enroll)));
+        }
         if let Some(attempts) = &step.attempts {
             self.line(2, &format!("attempts {}", attempts.value));
         }
@@ -131,6 +136,9 @@ impl Printer {
         self.line(1, &format!("state {id} {{"));
         if let Some(refs) = &state.authenticate {
             self.line(2, &format!("authenticate {}", auth_refs(refs)));
+        }
+        if let Some(refs) = &state.enroll {
+            self.line(2, &format!("enroll {}", auth_refs(refs)));
         }
         if let Some(attempts) = &state.attempts {
             self.line(2, &format!("attempts {}", attempts.value));

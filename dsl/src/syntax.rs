@@ -238,6 +238,7 @@ impl Builder {
             id,
             when: None,
             authenticate: Vec::new(),
+            enroll: Vec::new(),
             attempts: None,
         };
         let mut seen = Vec::new();
@@ -248,6 +249,7 @@ impl Builder {
             match item.as_rule() {
                 Rule::when => step.when = parts(item).next().map(|p| body(&p)),
                 Rule::authenticate => step.authenticate.extend(parts(item).map(auth_ref)),
+                Rule::enroll => step.enroll.extend(parts(item).map(auth_ref)),
                 Rule::attempts => step.attempts = parts(item).next().map(|p| self.number(&p)),
                 _ => {}
             }
@@ -271,6 +273,10 @@ impl Builder {
             match item.as_rule() {
                 Rule::authenticate => state
                     .authenticate
+                    .get_or_insert_with(Vec::new)
+                    .extend(parts(item).map(auth_ref)),
+                Rule::enroll => state
+                    .enroll
                     .get_or_insert_with(Vec::new)
                     .extend(parts(item).map(auth_ref)),
                 Rule::attempts => state.attempts = parts(item).next().map(|p| self.number(&p)),

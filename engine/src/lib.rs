@@ -23,6 +23,6 @@ pub mod scenario;
 pub use directory::{Directory, Fixtures};
 pub use flow::LoadedFlow;
 pub use machine::{Engine, Step};
-pub use model::{Effect, Input, Output, Request, UserView};
+pub use model::{Carried, Effect, Input, Output, Request, UserView};
 pub use registry::Registry;
 pub use run::Run;

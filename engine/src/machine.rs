@@ -15,7 +15,7 @@ use crate::directory::Directory;
 use crate::flow::LoadedFlow;
 use crate::jit::{self, JitOutcome};
 use crate::model::{
-    Effect, Input, Output, PromptOption, Request, StepRecord, UiHint, UserView, Value,
+    Carried, Effect, Input, Output, PromptOption, Request, StepRecord, UiHint, UserView, Value,
 };
 use crate::run::{Run, Status};
 use crate::sandbox::{ContextView, FlowScope, Sandbox, to_value};
@@ -85,7 +85,44 @@ impl Engine {
         now: u64,
         directory: &dyn Directory,
     ) -> Step {
+        self.start_carried(flow, request, None, now, directory)
+    }
+
+    /// Starts a login for a browser that already has a session: the session's user is known
+    /// from the start and the steps it passed satisfy the states they match ([`Carried`]).
+    /// With `carried` absent this is [`Engine::start`].
+    pub fn start_carried(
+        &self,
+        flow: &LoadedFlow,
+        request: Request,
+        carried: Option<Carried>,
+        now: u64,
+        directory: &dyn Directory,
+    ) -> Step {
         let mut run = Run::new(&flow.ir.flow, &flow.version, &flow.ir.start, request);
+        if let Some(carried) = carried {
+            run.note(
+                &flow.ir.start,
+                format!(
+                    "session of {} carries {}",
+                    carried.user.id,
+                    carried
+                        .steps
+                        .iter()
+                        .map(|s| s.idp.as_deref().unwrap_or(&s.authenticator))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+            run.carried_user = Some(carried.user.id.clone());
+            run.identifier = if carried.identifier.is_empty() {
+                carried.user.username.clone()
+            } else {
+                carried.identifier
+            };
+            run.user = Some(carried.user);
+            run.carried = carried.steps;
+        }
         let mut ctx = Ctx {
             flow,
             sandbox: &self.sandbox,
@@ -244,6 +281,18 @@ fn step_into(ctx: &mut Ctx, run: &mut Run, id: &str) -> Flowing {
         };
     }
     match &state.kind {
+        StateKind::Authenticate { enroll: true, .. } if run.user.is_none() => Flowing::Stop(deny(
+            run,
+            "nothing to enroll for: no user is identified yet",
+        )),
+        StateKind::Authenticate {
+            options,
+            enroll: false,
+            ..
+        } => match carried_pass(run, options) {
+            Some(option) => satisfied_by_session(ctx, run, option),
+            None => Flowing::Stop(prompt(ctx, run, None)),
+        },
         StateKind::Authenticate { .. } => Flowing::Stop(prompt(ctx, run, None)),
         StateKind::Decide { script } => decide(ctx, run, id, script),
         StateKind::Action { actions } => act(ctx, run, id, actions),
@@ -255,6 +304,68 @@ fn step_into(ctx: &mut Ctx, run: &mut Run, id: &str) -> Flowing {
             Flowing::Stop(deny(run, &reason))
         }
     }
+}
+
+/// The first option of an authenticate state that a step carried from the session passed.
+fn carried_pass(run: &Run, options: &[AuthOption]) -> Option<AuthOption> {
+    let same_user = matches!((&run.user, &run.carried_user), (Some(user), Some(carried)) if user.id == *carried);
+    if !same_user {
+        return None;
+    }
+    let identify = AuthOption::Authenticator("identifier_first".into());
+    options
+        .iter()
+        .find(|option| {
+            // The session already knows who this is: identification needs no step of its own.
+            **option == identify || run.carried.iter().any(|step| passes(step, option))
+        })
+        .cloned()
+}
+
+fn passes(step: &StepRecord, option: &AuthOption) -> bool {
+    match option {
+        AuthOption::Authenticator(name) => step.idp.is_none() && &step.authenticator == name,
+        AuthOption::Federated(idp) => step.idp.as_deref() == Some(idp.as_str()),
+    }
+}
+
+/// Passes the current state with a step the session carried, keeping when it really ran (so
+/// `auth_time` and `max_age` see the original time).
+fn satisfied_by_session(ctx: &mut Ctx, run: &mut Run, option: AuthOption) -> Flowing {
+    let state = run.state.clone();
+    if option == AuthOption::Authenticator("identifier_first".into()) {
+        run.note(
+            &state,
+            format!("identified as `{}` by the session", run.identifier),
+        );
+        run.steps.push(StepRecord {
+            state,
+            authenticator: "identifier_first".into(),
+            idp: None,
+            at: ctx.now,
+        });
+        return Flowing::Take(ir::LABEL_SUCCESS);
+    }
+    let Some(carried) = run.carried.iter().find(|s| passes(s, &option)).cloned() else {
+        return Flowing::Stop(prompt(ctx, run, None));
+    };
+    let Some(user) = run.user.clone() else {
+        return Flowing::Stop(prompt(ctx, run, None));
+    };
+    run.note(
+        &state,
+        format!(
+            "{option} satisfied by the session (passed at {})",
+            carried.at
+        ),
+    );
+    let flowing = identified(ctx, run, user, option);
+    if let Some(step) = run.steps.last_mut()
+        && step.state == state
+    {
+        step.at = carried.at;
+    }
+    flowing
 }
 
 fn scope<'a>(run: &'a Run, empty: &'a UserView) -> FlowScope<'a> {
@@ -355,9 +466,14 @@ fn act(ctx: &mut Ctx, run: &mut Run, id: &str, actions: &[ActionIr]) -> Flowing 
     Flowing::Take(ir::LABEL_NEXT)
 }
 
-fn options(ctx: &Ctx, run: &Run) -> Option<(Vec<AuthOption>, u32)> {
+/// The options, attempts and whether it enrolls, of the current state when it asks for input.
+fn options(ctx: &Ctx, run: &Run) -> Option<(Vec<AuthOption>, u32, bool)> {
     match &ctx.flow.ir.states.get(&run.state)?.kind {
-        StateKind::Authenticate { options, attempts } => Some((options.clone(), *attempts)),
+        StateKind::Authenticate {
+            options,
+            attempts,
+            enroll,
+        } => Some((options.clone(), *attempts, *enroll)),
         _ => None,
     }
 }
@@ -383,7 +499,7 @@ pub fn ui_hint(option: &AuthOption) -> UiHint {
 }
 
 fn prompt(ctx: &Ctx, run: &mut Run, error: Option<String>) -> Output {
-    let Some((options, attempts)) = options(ctx, run) else {
+    let Some((options, attempts, enroll)) = options(ctx, run) else {
         return deny(run, "not at an authenticate state");
     };
     if let [AuthOption::Federated(idp)] = options.as_slice() {
@@ -401,6 +517,7 @@ fn prompt(ctx: &Ctx, run: &mut Run, error: Option<String>) -> Output {
             .collect(),
         attempts_left: attempts.saturating_sub(run.attempts),
         error,
+        enroll,
     }
 }
 
@@ -441,7 +558,7 @@ fn on_input(ctx: &mut Ctx, run: &mut Run, input: Input) -> Flowing {
             }),
         };
     }
-    let Some((offered, attempts)) = options(ctx, run) else {
+    let Some((offered, attempts, enrolling)) = options(ctx, run) else {
         return Flowing::Stop(deny(run, "no input is expected here"));
     };
     let not_offered = |run: &mut Run, option: &AuthOption| {
@@ -516,7 +633,11 @@ fn on_input(ctx: &mut Ctx, run: &mut Run, input: Input) -> Flowing {
             }
             identified(ctx, run, user, option)
         }
-        Input::Failed { option, user } => {
+        Input::Failed {
+            option,
+            user,
+            reason,
+        } => {
             if !offered.contains(&option) {
                 return not_offered(run, &option);
             }
@@ -525,8 +646,10 @@ fn on_input(ctx: &mut Ctx, run: &mut Run, input: Input) -> Flowing {
             }
             run.attempts += 1;
             run.failed_attempts += 1;
-            // Lockout protects local credentials; an upstream failure is not a guess at them.
-            if !matches!(option, AuthOption::Federated(_)) && count_failure(ctx, run) {
+            // Lockout protects local credentials; an upstream failure is not a guess at them,
+            // and neither is a mistyped first code while setting up a new factor.
+            if !enrolling && !matches!(option, AuthOption::Federated(_)) && count_failure(ctx, run)
+            {
                 return Flowing::Stop(deny(run, "account locked"));
             }
             run.note(
@@ -537,11 +660,8 @@ fn on_input(ctx: &mut Ctx, run: &mut Run, input: Input) -> Flowing {
                 run.note(&state, "attempts used up");
                 Flowing::Take(ir::LABEL_FAILURE)
             } else {
-                Flowing::Stop(prompt(
-                    ctx,
-                    run,
-                    Some("that did not work; try again".into()),
-                ))
+                let error = reason.unwrap_or_else(|| "that did not work; try again".into());
+                Flowing::Stop(prompt(ctx, run, Some(error)))
             }
         }
         Input::Federated {

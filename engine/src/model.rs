@@ -92,6 +92,10 @@ pub enum Input {
         /// not identify anyone).
         #[serde(default)]
         user: Option<UserView>,
+        /// What the person should be told, when the server has something more useful than
+        /// "that did not work" (a code already used, a code that has expired).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     /// An upstream identity provider logged the user in.
     Federated {
@@ -134,6 +138,10 @@ pub enum Output {
         /// Why the last input was not accepted, when it was not.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
+        /// The state enrolls a new factor (set it up, then prove it once) rather than checking
+        /// an enrolled one.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        enroll: bool,
     },
     /// Send the user to an upstream identity provider.
     Redirect {
@@ -256,6 +264,23 @@ pub enum Effect {
         /// Its value.
         value: Value,
     },
+}
+
+/// What an existing single-sign-on session brings to a new login: its user, re-read from the
+/// store, and the steps that user passed in it. An authenticate state one of whose options a
+/// carried step passed is satisfied without asking again; everything else (conditions, deny
+/// states, missing factors) runs as for a fresh login, so an application's flow is enforced on
+/// every sign-in and a step-up asks only for what is missing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Carried {
+    /// The session's user, as the store has them now.
+    pub user: UserView,
+    /// What the session's user typed at `identifier_first`, when a flow asked.
+    #[serde(default)]
+    pub identifier: String,
+    /// Steps passed in the session still fresh enough to count (the server drops those older
+    /// than a requested `max_age`).
+    pub steps: Vec<StepRecord>,
 }
 
 /// A completed step of a run, visible to scripts as `context.steps`.

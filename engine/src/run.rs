@@ -96,6 +96,13 @@ pub struct Run {
     /// user sent with a later attempt is not counted twice.
     #[serde(default)]
     pub baseline_failures: BTreeMap<String, i64>,
+    /// Steps a single-sign-on session carried into this login; they satisfy authenticate
+    /// states without asking again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub carried: Vec<StepRecord>,
+    /// The user the carried steps belong to; they count only while the login is for them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carried_user: Option<String>,
 }
 
 /// Why a stored run cannot be resumed.
@@ -147,6 +154,8 @@ impl Run {
             locked: false,
             failures_by_user: BTreeMap::new(),
             baseline_failures: BTreeMap::new(),
+            carried: Vec::new(),
+            carried_user: None,
         }
     }
 

@@ -19,7 +19,9 @@ use serde::{Deserialize, Serialize};
 use crate::directory::{Directory, Fixtures};
 use crate::flow::LoadedFlow;
 use crate::machine::Engine;
-use crate::model::{Effect, Input, Output, Request, TraceEntry, UserView, Value};
+use crate::model::{
+    Carried, Effect, Input, Output, Request, StepRecord, TraceEntry, UserView, Value,
+};
 
 /// A scenario file.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -46,11 +48,26 @@ pub struct Scenario {
     /// Other users and upstream links in the store.
     #[serde(default)]
     pub directory: Fixtures,
+    /// The login starts in a browser with a single-sign-on session of `user` that passed
+    /// these options (`password`, `totp`, `federated(x)`, ...).
+    #[serde(default)]
+    pub session: Option<SessionSpec>,
     /// The inputs, in order.
     #[serde(default)]
     pub steps: Vec<StepSpec>,
     /// What must hold at the end.
     pub expect: Expect,
+}
+
+/// An existing single-sign-on session a scenario starts with.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionSpec {
+    /// The options the session's user passed, in order.
+    pub passed: Vec<String>,
+    /// What the user typed at `identifier_first` (default: the username).
+    #[serde(default)]
+    pub identifier: Option<String>,
 }
 
 /// One input of a scenario.
@@ -188,9 +205,17 @@ fn subset(expected: &Value, actual: &Value) -> bool {
 /// Runs `scenario` on `flow` at time 0 and checks its expectations.
 pub fn run(engine: &Engine, flow: &LoadedFlow, scenario: &Scenario) -> Outcome {
     let directory = &scenario.directory;
-    let mut step = engine.start(flow, scenario.request.clone(), 0, directory);
-    let mut effects = std::mem::take(&mut step.effects);
     let mut failures = Vec::new();
+    let carried = match (&scenario.session, &scenario.user) {
+        (Some(session), Some(user)) => Some(carried(session, user)),
+        (Some(_), None) => {
+            failures.push("a `session` needs the scenario's `user`".to_string());
+            None
+        }
+        _ => None,
+    };
+    let mut step = engine.start_carried(flow, scenario.request.clone(), carried, 0, directory);
+    let mut effects = std::mem::take(&mut step.effects);
     for (i, spec) in scenario.steps.iter().enumerate() {
         let input = match to_input(spec, scenario, directory) {
             Ok(input) => input,
@@ -293,6 +318,34 @@ pub fn run(engine: &Engine, flow: &LoadedFlow, scenario: &Scenario) -> Outcome {
     }
 }
 
+/// The session a scenario describes, as the server would carry it (steps timed at 0).
+fn carried(session: &SessionSpec, user: &UserView) -> Carried {
+    let steps = session
+        .passed
+        .iter()
+        .map(|passed| {
+            let (authenticator, idp) = match option(passed) {
+                AuthOption::Authenticator(name) => (name, None),
+                AuthOption::Federated(idp) => ("federated".to_string(), Some(idp)),
+            };
+            StepRecord {
+                state: "session".into(),
+                authenticator,
+                idp,
+                at: 0,
+            }
+        })
+        .collect();
+    Carried {
+        user: user.clone(),
+        identifier: session
+            .identifier
+            .clone()
+            .unwrap_or_else(|| user.username.clone()),
+        steps,
+    }
+}
+
 fn to_input(spec: &StepSpec, scenario: &Scenario, directory: &Fixtures) -> Result<Input, String> {
     let user = || {
         scenario
@@ -312,7 +365,11 @@ fn to_input(spec: &StepSpec, scenario: &Scenario, directory: &Fixtures) -> Resul
                 AuthOption::Federated(_) => None,
                 _ => scenario.user.clone(),
             };
-            Input::Failed { option, user }
+            Input::Failed {
+                option,
+                user,
+                reason: None,
+            }
         }
         StepSpec::Choose(o) => Input::Choose(option(o)),
         StepSpec::Identify(identifier) => {

@@ -64,6 +64,7 @@ fn an_exhausted_attempt_counter_denies() {
         Input::Failed {
             option: password(),
             user: None,
+            reason: None,
         },
         1,
         &directory,
@@ -85,6 +86,7 @@ fn an_exhausted_attempt_counter_denies() {
         Input::Failed {
             option: password(),
             user: None,
+            reason: None,
         },
         2,
         &directory,
@@ -275,6 +277,7 @@ fn identification_alone_is_not_a_login_and_one_factor_twice_is_not_mfa() {
         state.kind = idflow_dsl::ir::StateKind::Authenticate {
             options: vec![AuthOption::Authenticator("identifier_first".into())],
             attempts: 3,
+            enroll: false,
         };
     }
     let flow = engine.load(ir).expect("loads");
@@ -499,9 +502,11 @@ fn arbitrary_input() -> impl Strategy<Value = Input> {
     prop_oneof![
         options.clone().prop_map(Input::Choose),
         (options.clone(), users.clone()).prop_map(|(option, user)| Input::Passed { option, user }),
-        options
-            .clone()
-            .prop_map(|option| Input::Failed { option, user: None }),
+        options.clone().prop_map(|option| Input::Failed {
+            option,
+            user: None,
+            reason: None,
+        }),
         prop::sample::select(vec!["a@acme.example", "b@other.example", ""]).prop_map(|i| {
             Input::Identify {
                 identifier: i.into(),
@@ -569,4 +574,93 @@ proptest! {
             prop_assert!(step.run.path.len() < 200, "path grows without bound");
         }
     }
+}
+
+#[test]
+fn an_enroll_state_before_anyone_is_identified_denies() {
+    let engine = Engine::new();
+    let flow = load(
+        &engine,
+        "flow: f\nstart: setup\nstates:\n  setup: { enroll: [totp], next: login }\n  login: { authenticate: [password], next: success }\n",
+    );
+    let step = engine.start(&flow, Request::default(), 0, &Fixtures::default());
+    assert_eq!(
+        step.output,
+        Output::Denied {
+            reason: "nothing to enroll for: no user is identified yet".into()
+        }
+    );
+}
+
+#[test]
+fn steps_a_session_carried_count_only_for_the_session_user() {
+    let engine = Engine::new();
+    let flow = load(
+        &engine,
+        "flow: f\nstart: who\nstates:\n  who: { authenticate: [identifier_first], next: login }\n  login: { authenticate: [password], next: success }\n",
+    );
+    let carried = idflow_engine::Carried {
+        user: user("alice"),
+        identifier: String::new(),
+        steps: vec![idflow_engine::model::StepRecord {
+            state: "login".into(),
+            authenticator: "password".into(),
+            idp: None,
+            at: 7,
+        }],
+    };
+    let directory = Fixtures::default();
+    // The session's own user: identification and the password are satisfied, at their time.
+    let step = engine.start_carried(
+        &flow,
+        Request::default(),
+        Some(carried.clone()),
+        100,
+        &directory,
+    );
+    assert!(
+        matches!(&step.output, Output::Complete { subject, .. } if subject == "alice"),
+        "{:?}",
+        step.output
+    );
+    assert_eq!(step.run.steps.last().map(|s| s.at), Some(7));
+    // A flow that asks who is signing in before the password: someone typing another name in
+    // the same browser must not inherit alice's password.
+    let flow = load(
+        &engine,
+        "flow: g\nstart: login\nstates:\n  login: { authenticate: [password], next: who }\n  who: { authenticate: [identifier_first], next: again }\n  again: { authenticate: [password], next: success }\n",
+    );
+    let step = engine.start_carried(&flow, Request::default(), Some(carried), 100, &directory);
+    assert!(
+        matches!(step.output, Output::Complete { .. }),
+        "{:?}",
+        step.output
+    );
+    let flow = load(
+        &engine,
+        "flow: h\nstart: who\nstates:\n  who: { authenticate: [identifier_first, password], next: login }\n  login: { authenticate: [password], next: success }\n",
+    );
+    let mut run = Run::new("h", &flow.version, "who", Request::default());
+    run.carried = vec![idflow_engine::model::StepRecord {
+        state: "login".into(),
+        authenticator: "password".into(),
+        idp: None,
+        at: 7,
+    }];
+    run.carried_user = Some("alice".into());
+    let step = engine.advance(
+        &flow,
+        run,
+        Input::Identify {
+            identifier: "bob".into(),
+            user: Some(user("bob")),
+        },
+        100,
+        &directory,
+    );
+    assert!(
+        matches!(&step.output, Output::Prompt { state, .. } if state == "login"),
+        "bob must type his own password: {:?}",
+        step.output
+    );
 }

@@ -36,6 +36,10 @@ pub struct App {
     pub metrics: Metrics,
     /// Origins of public clients, allowed to call the token endpoints from a browser.
     pub cors_origins: std::collections::BTreeSet<String>,
+    /// Second factors: sealing key, WebAuthn relying party, mail.
+    pub mfa: crate::mfa::Mfa,
+    /// Limits on failed attempts per address and per user and address.
+    pub throttle: crate::throttle::Throttle,
 }
 
 /// Seconds since the Unix epoch.
@@ -95,7 +99,11 @@ pub fn start(config: ServerConfig, admin_password: Option<String>) -> Result<Sta
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let password_pool = crate::hashing::PasswordPool::new(passwords.clone(), threads)
         .map_err(|e| StartError(format!("cannot start password threads: {e}")))?;
+    let mfa = crate::mfa::Mfa::new(&config).map_err(StartError)?;
+    let throttle = crate::throttle::Throttle::new(config.throttle.clone());
     let app = App {
+        mfa,
+        throttle,
         cors_origins,
         config,
         store,

@@ -32,7 +32,7 @@ impl Directory for StoreDirectory<'_> {
         match found {
             Ok(user) => user
                 .filter(|u| attribute != "email" || u.email.eq_ignore_ascii_case(value))
-                .map(|u| u.view(self.now)),
+                .and_then(|u| crate::mfa::user_view(self.store, &u, self.now).ok()),
             Err(error) => {
                 // The engine's lookups cannot fail; a store error reads as "no such user",
                 // which denies rather than admits.

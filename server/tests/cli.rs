@@ -239,7 +239,7 @@ fn compile_emits_canonical_ir_and_version() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let ir: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
     assert_eq!(
-        ir["states"]["second.when"]["transitions"]["error"], "deny.script_error",
+        ir["states"]["admin-passkey.when"]["transitions"]["error"], "deny.script_error",
         "scripts must fail closed"
     );
     let out = idflow(&["flow", "compile", "flows/risk-adaptive.flow"]);
@@ -295,9 +295,16 @@ fn graph_draws_the_state_machine() {
     assert_eq!(out.status.code(), Some(0));
     let text = stdout(&out);
     assert!(text.starts_with("stateDiagram-v2\n"), "{text}");
-    assert!(text.contains("    s6: second.when — decide\n"), "{text}");
     assert!(
-        text.contains("s6 --> s1: error"),
+        text.contains("    s3: admin-passkey.when — decide\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("    s0: admin-enroll — enroll passkey, 3 attempts\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("s3 --> s5: error"),
         "the fail-closed edge is drawn: {text}"
     );
     let out = idflow(&[
@@ -308,7 +315,7 @@ fn graph_draws_the_state_machine() {
         "dot",
     ]);
     assert!(
-        stdout(&out).contains("\"first\" -> \"second.when\" [label=\"success\"];"),
+        stdout(&out).contains("\"first\" -> \"admin-passkey.when\" [label=\"success\"];"),
         "{}",
         stdout(&out)
     );
@@ -455,11 +462,13 @@ fn explain_prints_the_trace_and_diff_the_changes() {
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
     assert!(
-        text.contains("second.when: `user.has_role(\"admin\") || request.risk > 50` = true"),
+        text.contains(
+            "admin-enroll.when: `user.has_role(\"admin\") && !user.has_factor(\"passkey\")` = true"
+        ),
         "{text}"
     );
     assert!(
-        text.contains("path: first -> second.when -> second -> on_success -> success"),
+        text.contains("path: first -> admin-passkey.when -> admin-enroll.when -> admin-enroll -> step-up.when -> on_success -> success"),
         "{text}"
     );
 

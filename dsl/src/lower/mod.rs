@@ -271,6 +271,27 @@ impl Lowerer<'_> {
         self.diagnostics.push(d);
     }
 
+    /// The options of an `enroll`: only authenticators a user can set up during a login.
+    fn enroll_options(&mut self, refs: &[Spanned<AuthRef>], at: Span) -> Vec<AuthOption> {
+        let options = self.options(refs, at);
+        for r in refs {
+            let enrollable = matches!(&r.value, AuthRef::Builtin(name) if ir::ENROLLABLE.contains(&name.as_str()));
+            if !enrollable
+                && !matches!(&r.value, AuthRef::Builtin(name) if !Names::is_authenticator(name))
+            {
+                self.diagnostics.push(
+                    Diagnostic::error(
+                        Code::NotEnrollable,
+                        r.span,
+                        format!("`{}` cannot be enrolled during a login", r.value),
+                    )
+                    .with_hint(format!("enroll one of: {}", ir::ENROLLABLE.join(", "))),
+                );
+            }
+        }
+        options
+    }
+
     fn options(&mut self, refs: &[Spanned<AuthRef>], at: Span) -> Vec<AuthOption> {
         if refs.is_empty() {
             self.error(Code::Shape, at, "`authenticate` needs at least one option");

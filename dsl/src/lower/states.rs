@@ -63,6 +63,7 @@ impl Lowerer<'_> {
     ) -> Option<State> {
         let kinds = [
             def.authenticate.is_some(),
+            def.enroll.is_some(),
             def.decide.is_some(),
             def.actions.is_some(),
             def.deny.is_some(),
@@ -73,7 +74,7 @@ impl Lowerer<'_> {
                     Code::StateKind,
                     id.span,
                     format!(
-                        "state `{}` must have exactly one of authenticate, decide, do, deny",
+                        "state `{}` must have exactly one of authenticate, enroll, decide, do, deny",
                         id.value
                     ),
                 )
@@ -120,15 +121,24 @@ impl Lowerer<'_> {
             }
         };
         let mut transitions = BTreeMap::new();
-        let kind = if let Some(refs) = &def.authenticate {
-            let options = self.options(refs, id.span);
+        let asks = def
+            .authenticate
+            .as_ref()
+            .map(|refs| (refs, false))
+            .or(def.enroll.as_ref().map(|refs| (refs, true)));
+        let kind = if let Some((refs, enroll)) = asks {
+            let options = if enroll {
+                self.enroll_options(refs, id.span)
+            } else {
+                self.options(refs, id.span)
+            };
             let attempts = self.ranged(
                 def.attempts.as_ref(),
                 Some(DEFAULT_ATTEMPTS),
                 MAX_ATTEMPTS,
                 "attempts",
             );
-            if let Some(next) = next_one(self, "authenticate") {
+            if let Some(next) = next_one(self, if enroll { "enroll" } else { "authenticate" }) {
                 transitions.insert(ir::LABEL_SUCCESS.to_string(), next);
             }
             let fail = match &def.fail {
@@ -139,6 +149,7 @@ impl Lowerer<'_> {
             StateKind::Authenticate {
                 options,
                 attempts: attempts.unwrap_or(DEFAULT_ATTEMPTS),
+                enroll,
             }
         } else if let Some(script) = &def.decide {
             misplaced(

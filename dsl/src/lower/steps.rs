@@ -1,4 +1,4 @@
-//! The step form: each step becomes an `authenticate` state, preceded by a `decide` guard
+//! The step form: each step becomes an `authenticate` state (an enrolling one for `enroll`), preceded by a `decide` guard
 //! (`STEP.when`, labels true/false) when it has a `when`.
 
 use std::collections::BTreeMap;
@@ -22,7 +22,22 @@ impl Lowerer<'_> {
                 .get(i + 1)
                 .map(entry)
                 .unwrap_or_else(|| ends.success.to_string());
-            let options = self.options(&step.authenticate, step.id.span);
+            let enroll = !step.enroll.is_empty();
+            if enroll && !step.authenticate.is_empty() {
+                self.error(
+                    Code::Shape,
+                    step.id.span,
+                    format!(
+                        "step `{}` has both `authenticate` and `enroll`; a step does one",
+                        step.id.value
+                    ),
+                );
+            }
+            let options = if enroll {
+                self.enroll_options(&step.enroll, step.id.span)
+            } else {
+                self.options(&step.authenticate, step.id.span)
+            };
             let attempts = self.ranged(
                 step.attempts.as_ref(),
                 Some(DEFAULT_ATTEMPTS),
@@ -37,6 +52,7 @@ impl Lowerer<'_> {
                 kind: StateKind::Authenticate {
                     options,
                     attempts: attempts.unwrap_or(DEFAULT_ATTEMPTS),
+                    enroll,
                 },
                 max_visits: None,
                 transitions,

@@ -2,9 +2,11 @@
 //! ([`server`]). One file serves both, so `flow check` and `serve` cannot disagree about which
 //! applications exist.
 
+pub mod mfa;
 pub mod names;
 pub mod server;
 
+pub use mfa::{EmailSettings, MfaSettings, ThrottleSettings};
 pub use names::{
     ConfigError, DEFAULT_CONFIG, FlowNames, IdentityProvider, load_names, parse_names,
 };

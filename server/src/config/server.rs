@@ -17,6 +17,7 @@ use idflow_authenticators::PasswordPolicy;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::mfa::{EmailSettings, MfaSettings, ThrottleSettings};
 use super::names::{ConfigError, parse_names};
 
 /// The quickstart configuration, compiled in: what `idflow serve` runs on when no file is named
@@ -111,6 +112,12 @@ pub struct ServerConfig {
     pub tokens: TokenSettings,
     /// argon2id parameters.
     pub password: PasswordPolicy,
+    /// Second factors: the sealing key, TOTP issuer, email codes.
+    pub mfa: MfaSettings,
+    /// How mail is sent.
+    pub email: EmailSettings,
+    /// Limits on failed attempts per address and per user and address.
+    pub throttle: ThrottleSettings,
     /// `text` or `json` logs.
     pub log_json: bool,
     /// OAuth clients by client id (the application id).
@@ -222,6 +229,12 @@ struct File {
     log: LogSection,
     #[serde(default)]
     store: StoreSection,
+    #[serde(default)]
+    mfa: MfaSettings,
+    #[serde(default)]
+    email: EmailSettings,
+    #[serde(default)]
+    throttle: ThrottleSettings,
     #[serde(default)]
     applications: BTreeMap<String, ApplicationSection>,
     // Only checked to be tables here: `names` reads the verified attributes, and the
@@ -418,6 +431,15 @@ pub fn parse(
         }),
         tokens: file.tokens,
         password: file.password,
+        mfa: MfaSettings {
+            secret_key_file: file.mfa.secret_key_file.clone().map(relative),
+            ..file.mfa
+        },
+        email: EmailSettings {
+            outbox: file.email.outbox.clone().map(relative),
+            ..file.email
+        },
+        throttle: file.throttle,
         log_json,
         applications,
         names,

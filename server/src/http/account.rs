@@ -1,15 +1,31 @@
-//! The account page at `/`: who is signed in, and a way to sign in or out without an
-//! application.
+//! The account page at `/`: who is signed in, their second factors (listed, removable, and a
+//! passkey can be added), and a way to sign in or out without an application.
+//!
+//! Every change is a POST carrying the session's CSRF token and is audited.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Serialize;
 
-use super::AppState;
-use super::authorize::{current_session, start_login};
-use crate::app::now;
+use super::authorize::{commit, current_session, server_error, start_login};
+use super::params::Params;
+use super::{AppState, blocking};
+use crate::app::{App, now};
+use crate::crypto::constant_time_eq;
+use crate::store::{AuditEvent, FactorKind, Session, Write};
+
+#[derive(Serialize)]
+struct FactorView {
+    id: String,
+    kind: &'static str,
+    label: String,
+    detail: String,
+}
 
 /// `GET /`.
 pub async fn page(State(app): AppState, headers: HeaderMap) -> Response {
@@ -17,15 +33,200 @@ pub async fn page(State(app): AppState, headers: HeaderMap) -> Response {
         Ok(session) => session,
         Err(response) => return response,
     };
-    let user = session
-        .as_ref()
-        .and_then(|s| app.store.user(&s.user).ok().flatten())
-        .map(|u| u.username);
+    render(&app, session.as_ref(), None).await
+}
+
+async fn render(app: &Arc<App>, session: Option<&Session>, message: Option<&str>) -> Response {
+    let now = now();
+    let Some(session) = session else {
+        return app.pages.render(
+            StatusCode::OK,
+            "account.html",
+            serde_json::json!({ "user": null }),
+        );
+    };
+    let store = app.store.as_ref();
+    let user = match store.user(&session.user) {
+        Ok(Some(user)) => user,
+        Ok(None) => {
+            return app.pages.render(
+                StatusCode::OK,
+                "account.html",
+                serde_json::json!({ "user": null }),
+            );
+        }
+        Err(error) => return server_error(app, &error),
+    };
+    let factors = match store.factors(&user.id) {
+        Ok(factors) => factors,
+        Err(error) => return server_error(app, &error),
+    };
+    let factors: Vec<FactorView> = factors
+        .into_iter()
+        .map(|f| FactorView {
+            detail: match f.kind {
+                FactorKind::RecoveryCodes => format!("{} unused", f.code_hashes.len()),
+                _ if f.last_used > 0 => "used before".into(),
+                _ => "not used yet".into(),
+            },
+            id: f.id,
+            kind: f.kind.authenticator(),
+            label: f.label,
+        })
+        .collect();
+    let registration = crate::mfa::passkey::start_registration(
+        &app.mfa,
+        store,
+        &session.key,
+        &user,
+        now,
+        app.config.tokens.login_seconds,
+    );
+    let options = match registration {
+        Ok((options, write)) => {
+            let store = Arc::clone(&app.store);
+            match blocking(move || store.commit_unflushed(vec![write])).await {
+                Ok(Ok(())) => Some(super::login::script_json(&options)),
+                _ => None,
+            }
+        }
+        Err(error) => {
+            tracing::error!(%error, "cannot start a passkey registration");
+            None
+        }
+    };
     app.pages.render(
         StatusCode::OK,
         "account.html",
-        serde_json::json!({ "user": user, "csrf": session.map(|s| s.csrf) }),
+        serde_json::json!({
+            "user": user.username, "csrf": session.csrf, "factors": factors,
+            "passkey_options": options, "message": message,
+        }),
     )
+}
+
+/// A POST from the account page: the session and its CSRF token, or the page to answer with.
+fn authorized(app: &App, headers: &HeaderMap, params: &Params) -> Result<Session, Response> {
+    let session = current_session(app, headers, now())?.ok_or_else(|| {
+        app.pages.message(
+            StatusCode::UNAUTHORIZED,
+            "You are not signed in",
+            "Sign in again to change your account.",
+        )
+    })?;
+    let csrf_ok = params
+        .get("csrf")
+        .is_some_and(|csrf| constant_time_eq(csrf.as_bytes(), session.csrf.as_bytes()));
+    if !csrf_ok {
+        return Err(app.pages.message(
+            StatusCode::FORBIDDEN,
+            "The form was not valid",
+            "The form's security token is missing or wrong. Go back, reload the page and try again.",
+        ));
+    }
+    Ok(session)
+}
+
+fn audit(event: &str, user: &str, addr: SocketAddr, detail: serde_json::Value) -> Write {
+    Write::Audit(AuditEvent {
+        time: now(),
+        event: event.into(),
+        actor: user.into(),
+        subject: user.into(),
+        ip: addr.ip().to_string(),
+        detail,
+    })
+}
+
+/// `POST /account/passkeys`: finish registering a passkey started on the account page.
+pub async fn add_passkey(
+    State(app): AppState,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params = Params::parse(&body).unwrap_or_default();
+    let session = match authorized(&app, &headers, &params) {
+        Ok(session) => session,
+        Err(response) => return response,
+    };
+    let user = match app.store.user(&session.user) {
+        Ok(Some(user)) => user,
+        Ok(None) => return render(&app, None, None).await,
+        Err(error) => return server_error(&app, &error),
+    };
+    let checked = crate::mfa::passkey::finish_registration(
+        &app.mfa,
+        app.store.as_ref(),
+        &session.key,
+        &user,
+        params.get("credential").unwrap_or_default(),
+        params.get("label").unwrap_or_default(),
+        now(),
+    );
+    match checked {
+        Ok(crate::mfa::Checked::Passed(mut writes)) => {
+            writes.push(audit(
+                "factor.added",
+                &user.id,
+                addr,
+                serde_json::json!({ "kind": "passkey" }),
+            ));
+            match commit(&app, writes).await {
+                Ok(()) => Redirect::to("/").into_response(),
+                Err(response) => response,
+            }
+        }
+        Ok(crate::mfa::Checked::Refused(reason)) => {
+            let mut response = render(&app, Some(&session), Some(&reason)).await;
+            *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+            response
+        }
+        Err(error) => server_error(&app, &error),
+    }
+}
+
+/// `POST /account/factors/remove`: remove one of the signed-in user's factors.
+pub async fn remove_factor(
+    State(app): AppState,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params = Params::parse(&body).unwrap_or_default();
+    let session = match authorized(&app, &headers, &params) {
+        Ok(session) => session,
+        Err(response) => return response,
+    };
+    let id = params.get("factor").unwrap_or_default().to_string();
+    let owned = match app.store.factors(&session.user) {
+        Ok(factors) => factors.into_iter().find(|f| f.id == id),
+        Err(error) => return server_error(&app, &error),
+    };
+    let Some(factor) = owned else {
+        return render(
+            &app,
+            Some(&session),
+            Some("That factor is not yours or is already gone."),
+        )
+        .await;
+    };
+    let writes = vec![
+        Write::DeleteFactor {
+            user: session.user.clone(),
+            id: factor.id.clone(),
+        },
+        audit(
+            "factor.removed",
+            &session.user,
+            addr,
+            serde_json::json!({ "kind": factor.kind.authenticator(), "label": factor.label }),
+        ),
+    ];
+    match commit(&app, writes).await {
+        Ok(()) => Redirect::to("/").into_response(),
+        Err(response) => response,
+    }
 }
 
 /// `GET /login/start`: a login on the default flow, ending at the account page.
@@ -34,5 +235,5 @@ pub async fn start_login_page(
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    start_login(&app, None, addr, &headers, now()).await
+    start_login(&app, None, addr, &headers, now(), None, false).await
 }

@@ -2,9 +2,11 @@
 //!
 //! Validation order matters: until the client and its exact redirect URI are known, errors are
 //! pages for the person (redirecting to an unvalidated URI would make us an open redirector);
-//! after, errors go back to the client. A valid session answers at once unless `prompt=login`,
-//! `max_age` or `acr_values` ask for more, or the application runs another flow than the one
-//! that made the session; otherwise a login starts on the application's flow.
+//! after, errors go back to the client. Every request runs the application's flow; a valid
+//! session (unless `prompt=login`, or an `id_token_hint` names someone else) carries its user and
+//! the steps it passed (within `max_age`) into the run, so the flow answers at once when those
+//! satisfy it, asks only for what is missing (step-up), and still applies its conditions and
+//! denials to the signed-in user.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -155,7 +157,12 @@ async fn authorize(
         login_hint: params.take("login_hint"),
     };
     let now = now();
-    let Some(flow) = app.registry.snapshot().flow_for(&client.client_id) else {
+    if app
+        .registry
+        .snapshot()
+        .flow_for(&client.client_id)
+        .is_none()
+    {
         return app.pages.message(
             StatusCode::SERVICE_UNAVAILABLE,
             "Sign-in is not available",
@@ -173,27 +180,53 @@ async fn authorize(
         .get("id_token_hint")
         .and_then(|token| app.keys.verify(token).ok())
         .and_then(|(_, claims)| claims["sub"].as_str().map(String::from));
-    let reusable = session.filter(|session| {
+    let session = session.filter(|session| {
         !prompt.iter().any(|p| p == "login")
             && hinted.as_ref().is_none_or(|sub| *sub == session.user)
-            && max_age.is_none_or(|max| now.saturating_sub(session.auth_time) <= max)
-            && (request.acr_values.is_empty() || request.acr_values.contains(&session.acr))
-            && session.flow == flow.ir.flow
     });
-    if let Some(session) = reusable {
-        let (write, response) = issue_code(&app, &request, &session, now);
-        return match commit(&app, vec![write]).await {
-            Ok(()) => response,
-            Err(response) => response,
-        };
-    }
-    if prompt_none {
+    let sso = match &session {
+        Some(session) => match carry(&app, session, max_age, now) {
+            Ok(carried) => carried.map(|carried| (session.key.clone(), carried)),
+            Err(response) => return response,
+        },
+        None => None,
+    };
+    if prompt_none && sso.is_none() {
         return error("login_required", "the user is not signed in");
     }
-    start_login(&app, Some(request), addr, &headers, now).await
+    start_login(&app, Some(request), addr, &headers, now, sso, prompt_none).await
 }
 
-/// Whether a PKCE challenge is a base64url SHA-256 (43 characters).
+/// What a session brings to a new login: its user as stored now, and the steps it passed
+/// within `max_age` (all of them without one). `None` when its user is gone.
+fn carry(
+    app: &App,
+    session: &Session,
+    max_age: Option<u64>,
+    now: u64,
+) -> Result<Option<idflow_engine::Carried>, Response> {
+    let Some(user) = app
+        .store
+        .user(&session.user)
+        .map_err(|e| server_error(app, &e))?
+    else {
+        return Ok(None);
+    };
+    let user =
+        crate::mfa::user_view(app.store.as_ref(), &user, now).map_err(|e| server_error(app, &e))?;
+    let steps = session
+        .steps
+        .iter()
+        .filter(|step| max_age.is_none_or(|max| step.at.saturating_add(max) >= now))
+        .cloned()
+        .collect();
+    Ok(Some(idflow_engine::Carried {
+        user,
+        identifier: session.identifier.clone(),
+        steps,
+    }))
+}
+
 fn valid_challenge(challenge: &str) -> bool {
     challenge.len() == 43
         && challenge
@@ -288,6 +321,8 @@ pub async fn start_login(
     addr: SocketAddr,
     headers: &HeaderMap,
     now: u64,
+    sso: Option<(String, idflow_engine::Carried)>,
+    prompt_none: bool,
 ) -> Response {
     let application = request
         .as_ref()
@@ -325,7 +360,25 @@ pub async fn start_login(
         weekday: (((now / 86_400) + 3) % 7 + 1) as i64,
     };
     let directory = crate::directory::StoreDirectory::new(app.store.as_ref(), now);
-    let step = app.engine.start(&flow, engine_request, now, &directory);
+    let (replaces, carried) = match sso {
+        Some((key, carried)) => (Some(key), Some(carried)),
+        None => (None, None),
+    };
+    let step = app
+        .engine
+        .start_carried(&flow, engine_request, carried, now, &directory);
+    if prompt_none && !matches!(step.output, idflow_engine::Output::Complete { .. }) {
+        // The session does not satisfy this application's flow without asking the user.
+        if let Some(request) = &request {
+            return redirect_error(
+                &request.redirect_uri,
+                "interaction_required",
+                "signing in to this application needs the user",
+                request.state.as_deref(),
+                &app.config.issuer,
+            );
+        }
+    }
     let handle = random_token(32);
     // One binding value per browser: every tab's login records it, so tabs do not collide.
     let (browser, new_browser) = match cookies::read(headers, cookies::BROWSER) {
@@ -341,9 +394,18 @@ pub async fn start_login(
         output: step.output,
         authorize: request,
         expires: now + app.config.tokens.login_seconds,
+        replaces,
     };
-    let mut response =
-        super::login::continue_login(app, &handle, None, login, step.effects, addr, now).await;
+    let mut response = super::login::continue_login(
+        app,
+        &handle,
+        None,
+        login,
+        super::login::effect_writes(step.effects, &client_ip(Some(&addr)), now),
+        addr,
+        now,
+    )
+    .await;
     if new_browser {
         let cookie = cookies::set(
             cookies::BROWSER,

@@ -38,6 +38,36 @@ struct OptionView {
     value: String,
     label: String,
     fields: Vec<FieldView>,
+    /// False when the option cannot be used now (`note` says why).
+    available: bool,
+    note: Option<String>,
+    /// TOTP enrollment: QR code, key, recovery codes.
+    totp: Option<crate::mfa::totp::EnrollView>,
+    /// A passkey ceremony: `get` or `create`, and its options.
+    webauthn: Option<WebauthnView>,
+    /// Email code: sent or not, and whether to ask for the address.
+    email: Option<EmailView>,
+}
+
+#[derive(Serialize)]
+struct WebauthnView {
+    mode: &'static str,
+    /// JSON, safe inside a `<script>` element.
+    options: String,
+}
+
+#[derive(Serialize)]
+struct EmailView {
+    sent_to: Option<String>,
+    ask_address: bool,
+    prefill: String,
+}
+
+/// JSON made safe to place inside a `<script>` element (no `</script>` can end it early).
+pub fn script_json(json: &str) -> String {
+    json.replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026")
 }
 
 fn field(name: &str, prefill: &str) -> Option<FieldView> {
@@ -106,17 +136,108 @@ pub async fn page(State(app): AppState, headers: HeaderMap, RawQuery(query): Raw
     let params = Params::parse(query.unwrap_or_default().as_bytes()).unwrap_or_default();
     let handle = params.get("login").unwrap_or_default();
     match load(&app, &headers, Some(handle), now()) {
-        Ok(login) => render(&app, handle, &login, None),
+        Ok(login) => render(&app, handle, &login, None).await,
         Err(response) => response,
     }
 }
 
-fn render(app: &App, handle: &str, login: &Login, override_error: Option<&str>) -> Response {
+/// Prepares what an option needs on the page: a ceremony's challenge (passkeys), an
+/// enrollment (TOTP), whether a code was sent (email). Challenges to store go to `writes`.
+fn prepare(
+    app: &App,
+    login: &Login,
+    view: &mut OptionView,
+    enroll: bool,
+    writes: &mut Vec<Write>,
+    now: u64,
+) {
+    let mfa = &app.mfa;
+    let store = app.store.as_ref();
+    let lifetime = app.config.tokens.login_seconds;
+    let user = login
+        .run
+        .user
+        .as_ref()
+        .and_then(|u| store.user(&u.id).ok().flatten());
+    let unavailable = |view: &mut OptionView, why: &str| {
+        view.available = false;
+        view.note = Some(why.to_string());
+    };
+    let prepared: Result<(), String> = match (view.value.as_str(), enroll, &user) {
+        ("totp", true, Some(user)) => crate::mfa::totp::enrollment(
+            mfa, store, &login.key, user, now, lifetime,
+        )
+        .map(|(enrollment, write)| {
+            view.totp = Some(enrollment);
+            writes.extend(write);
+        }),
+        ("passkey", true, Some(user)) => {
+            crate::mfa::passkey::start_registration(mfa, store, &login.key, user, now, lifetime)
+                .map(|(options, write)| {
+                    view.webauthn = Some(WebauthnView {
+                        mode: "create",
+                        options: script_json(&options),
+                    });
+                    writes.push(write);
+                })
+        }
+        ("passkey", false, _) => crate::mfa::passkey::start_sign_in(
+            mfa,
+            store,
+            &login.key,
+            user.as_ref().map(|u| u.id.as_str()),
+            now,
+            lifetime,
+        )
+        .map(|started| match started {
+            Some((options, write)) => {
+                view.webauthn = Some(WebauthnView {
+                    mode: "get",
+                    options: script_json(&options),
+                });
+                writes.push(write);
+            }
+            None => unavailable(view, "No passkey is registered for this account."),
+        }),
+        ("email_otp", _, _) => {
+            view.email = Some(EmailView {
+                sent_to: crate::mfa::email_otp::pending(store, &login.key, now),
+                ask_address: user.is_none(),
+                prefill: login
+                    .authorize
+                    .as_ref()
+                    .and_then(|a| a.login_hint.clone())
+                    .unwrap_or_default(),
+            });
+            Ok(())
+        }
+        (_, true, None) => {
+            unavailable(view, "Sign in first.");
+            Ok(())
+        }
+        _ => Ok(()),
+    };
+    if let Err(error) = prepared {
+        tracing::error!(%error, option = view.value, "could not prepare a login option");
+        unavailable(
+            view,
+            "This is not available right now. Try again in a moment.",
+        );
+    }
+}
+
+async fn render(
+    app: &Arc<App>,
+    handle: &str,
+    login: &Login,
+    override_error: Option<&str>,
+) -> Response {
     match &login.output {
         Output::Prompt {
             options,
             attempts_left,
             error,
+            enroll,
             ..
         } => {
             let prefill = login
@@ -126,29 +247,47 @@ fn render(app: &App, handle: &str, login: &Login, override_error: Option<&str>) 
                 .map(|u| u.username.clone())
                 .or_else(|| login.authorize.as_ref().and_then(|a| a.login_hint.clone()))
                 .unwrap_or_default();
+            let now = now();
+            let mut writes = Vec::new();
             let options: Vec<OptionView> = options
                 .iter()
-                .map(|o| OptionView {
-                    value: o.option.to_string(),
-                    label: o.hint.label.clone(),
-                    fields: o
-                        .hint
-                        .fields
-                        .iter()
-                        .filter_map(|f| field(f, &prefill))
-                        .collect(),
+                .map(|o| {
+                    let mut view = OptionView {
+                        value: o.option.to_string(),
+                        label: o.hint.label.clone(),
+                        fields: o
+                            .hint
+                            .fields
+                            .iter()
+                            .filter_map(|f| field(f, &prefill))
+                            .collect(),
+                        available: true,
+                        note: None,
+                        totp: None,
+                        webauthn: None,
+                        email: None,
+                    };
+                    prepare(app, login, &mut view, *enroll, &mut writes, now);
+                    view
                 })
                 .collect();
+            if !writes.is_empty() {
+                // A challenge lost in a crash costs a reload, nothing more.
+                let store = Arc::clone(&app.store);
+                match blocking(move || store.commit_unflushed(writes)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => return server_error(app, &error),
+                    Err(error) => return server_error(app, &error),
+                }
+            }
             let application = login
                 .authorize
                 .as_ref()
                 .and_then(|a| app.config.applications.get(&a.client_id))
                 .map(|c| c.name.clone());
-            let error = override_error.map(String::from).or_else(|| {
-                error
-                    .as_ref()
-                    .map(|_| "That did not work. Check what you entered and try again.".to_string())
-            });
+            let error = override_error
+                .map(String::from)
+                .or_else(|| error.as_deref().map(sentence));
             app.pages.render(
                 if error.is_some() {
                     StatusCode::UNPROCESSABLE_ENTITY
@@ -157,7 +296,7 @@ fn render(app: &App, handle: &str, login: &Login, override_error: Option<&str>) 
                 },
                 "login.html",
                 serde_json::json!({
-                    "handle": handle, "csrf": login.csrf, "options": options,
+                    "handle": handle, "csrf": login.csrf, "options": options, "enroll": enroll,
                     "error": error, "application": application, "attempts_left": attempts_left,
                 }),
             )
@@ -168,6 +307,19 @@ fn render(app: &App, handle: &str, login: &Login, override_error: Option<&str>) 
             &format!("This server cannot sign you in through `{idp}` yet."),
         ),
         Output::Complete { .. } | Output::Denied { .. } => expired(app),
+    }
+}
+
+/// The engine's short error as a sentence for the page.
+fn sentence(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => {
+            let rest: String = chars.collect();
+            let end = if rest.ends_with('.') { "" } else { "." };
+            format!("{}{rest}{end}", first.to_uppercase())
+        }
+        None => String::new(),
     }
 }
 
@@ -202,10 +354,16 @@ pub async fn submit(
             "The form's security token is missing or wrong. Go back, reload the page and try again.",
         );
     }
-    let Output::Prompt { options, .. } = &login.output else {
-        return render(&app, &handle, &login, None);
+    let Output::Prompt {
+        options, enroll, ..
+    } = &login.output
+    else {
+        return render(&app, &handle, &login, None).await;
     };
+    let enroll = *enroll;
+    let ip = addr.ip().to_string();
     let chosen = params.get("option").unwrap_or_default();
+    let mut writes = Vec::new();
     let input = if chosen == "cancel" {
         Input::Cancel
     } else {
@@ -213,23 +371,67 @@ pub async fn submit(
             .iter()
             .map(|o| &o.option)
             .find(|o| o.to_string() == chosen)
+            .cloned()
         else {
             return render(
                 &app,
                 &handle,
                 &login,
                 Some("Choose one of the ways to sign in shown here."),
-            );
+            )
+            .await;
         };
-        match input_for(&app, &login, option.clone(), &params, now).await {
-            Ok(Some(input)) => input,
+        let email = AuthOption::Authenticator("email_otp".into());
+        if option == email && params.get("send").is_some() {
+            return send_email_code(&app, &handle, &login, &params, &ip, now).await;
+        }
+        // Who the attempt is at, for the per-user-and-address limit: the login's user, or
+        // what was typed.
+        let target = login.run.user.as_ref().map(|u| u.id.clone()).or_else(|| {
+            params
+                .get("username")
+                .or(params.get("identifier"))
+                .map(|name| name.trim().to_lowercase())
+        });
+        if let Err(throttled) = app.throttle.check(&ip, target.as_deref(), now) {
+            return throttled_page(&app, &throttled, &login, &ip, now).await;
+        }
+        match input_for(&app, &login, option.clone(), enroll, &params, now).await {
+            Ok(Some((input, checked))) => {
+                writes = checked;
+                match &input {
+                    Input::Failed { user, reason, .. } => {
+                        let who = user.as_ref().map(|u| u.id.clone()).or(target);
+                        writes.push(audit(
+                            "login.factor_refused",
+                            who.as_deref().unwrap_or_default(),
+                            &ip,
+                            now,
+                            serde_json::json!({ "option": chosen, "reason": reason }),
+                        ));
+                        if let Some(limit) = app.throttle.failed(&ip, who.as_deref(), now) {
+                            writes.push(audit(
+                                "login.throttled",
+                                who.as_deref().unwrap_or_default(),
+                                &ip,
+                                now,
+                                serde_json::json!({ "limit": limit }),
+                            ));
+                        }
+                    }
+                    Input::Passed { user, .. } => app.throttle.passed(&ip, &user.id),
+                    _ => {}
+                }
+                input
+            }
             Ok(None) => {
                 return render(
                     &app,
                     &handle,
                     &login,
                     Some("This way of signing in is not available on this server yet."),
-                );
+                )
+                .await;
             }
             Err(response) => return response,
         }
@@ -264,30 +466,150 @@ pub async fn submit(
     login.run = step.run;
     login.output = step.output;
     login.seq = read_seq + 1;
-    continue_login(
-        &app,
-        &handle,
-        Some(read_seq),
-        login,
-        step.effects,
-        addr,
-        now,
-    )
-    .await
+    // What made a factor pass (a TOTP step, a passkey counter, a spent challenge) commits with
+    // the step it passed, or not at all.
+    writes.extend(effect_writes(step.effects, &ip, now));
+    continue_login(&app, &handle, Some(read_seq), login, writes, addr, now).await
 }
 
-/// Turns the submitted form for `option` into the engine's input; `None` when this server
-/// has no authenticator for the option yet.
+/// The page for an attempt refused by `[throttle]`, with an audit entry.
+async fn throttled_page(
+    app: &Arc<App>,
+    throttled: &crate::throttle::Throttled,
+    login: &Login,
+    ip: &str,
+    now: u64,
+) -> Response {
+    let who = login
+        .run
+        .user
+        .as_ref()
+        .map(|u| u.id.clone())
+        .unwrap_or_default();
+    let entry = audit(
+        "login.throttled",
+        &who,
+        ip,
+        now,
+        serde_json::json!({ "limit": throttled.limit, "retry_after": throttled.retry_after }),
+    );
+    if let Err(response) = commit_step(app, vec![entry], true).await {
+        return response;
+    }
+    let minutes = throttled.retry_after.div_ceil(60);
+    let mut response = app.pages.message(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Too many failed attempts",
+        &format!(
+            "There have been too many failed sign-in attempts from your network. Try again in {minutes} minute{}.",
+            if minutes == 1 { "" } else { "s" }
+        ),
+    );
+    if let Ok(value) = header::HeaderValue::from_str(&throttled.retry_after.to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
+/// "Email me a code": sends one (when the limits allow) and shows the page again.
+async fn send_email_code(
+    app: &Arc<App>,
+    handle: &str,
+    login: &Login,
+    params: &Params,
+    ip: &str,
+    now: u64,
+) -> Response {
+    let typed = params
+        .get("identifier")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let user = match &login.run.user {
+        Some(known) => app.store.user(&known.id),
+        None if typed.is_empty() => {
+            return render(
+                app,
+                handle,
+                login,
+                Some("Type your email address or username."),
+            )
+            .await;
+        }
+        None => app.store.user_by_login(&typed),
+    };
+    let user = match user {
+        Ok(user) => user.filter(|u| !u.disabled),
+        Err(error) => return server_error(app, &error),
+    };
+    match crate::mfa::email_otp::send(&app.mfa, &login.key, user.as_ref(), &typed, now).await {
+        Ok(write) => {
+            let who = user.as_ref().map(|u| u.id.as_str()).unwrap_or_default();
+            let entry = audit("email_otp.sent", who, ip, now, serde_json::Value::Null);
+            match commit_step(app, vec![write, entry], false).await {
+                Ok(()) => to_login_page(handle),
+                Err(response) => response,
+            }
+        }
+        Err(crate::mfa::email_otp::NotSent::Throttled(seconds)) => {
+            let who = user.as_ref().map(|u| u.id.as_str()).unwrap_or_default();
+            let entry = audit(
+                "email_otp.throttled",
+                who,
+                ip,
+                now,
+                serde_json::json!({ "retry_after": seconds }),
+            );
+            if let Err(response) = commit_step(app, vec![entry], true).await {
+                return response;
+            }
+            let message = format!(
+                "A code was sent a moment ago. Wait {seconds} seconds before asking for another."
+            );
+            let mut response = render(app, handle, login, Some(&message)).await;
+            *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+            response
+        }
+        Err(crate::mfa::email_otp::NotSent::Failed) => {
+            render(
+                app,
+                handle,
+                login,
+                Some("The code could not be sent. Try again in a moment."),
+            )
+            .await
+        }
+    }
+}
+
+/// Turns the submitted form for `option` into the engine's input and the writes that make a
+/// pass stick (a TOTP step used, a passkey counter); `None` when this server has no
+/// authenticator for the option.
 async fn input_for(
     app: &Arc<App>,
     login: &Login,
     option: AuthOption,
+    enroll: bool,
     params: &Params,
     now: u64,
-) -> Result<Option<Input>, Response> {
+) -> Result<Option<(Input, Vec<Write>)>, Response> {
     let AuthOption::Authenticator(name) = &option else {
         return Ok(None);
     };
+    let store = app.store.as_ref();
+    let view = |user: &crate::store::User| {
+        crate::mfa::user_view(store, user, now).map_err(|e| server_error(app, &e))
+    };
+    let known = match &login.run.user {
+        Some(known) => store.user(&known.id).map_err(|e| server_error(app, &e))?,
+        None => None,
+    };
+    let failed = |user: Option<idflow_engine::UserView>, reason: &str| Input::Failed {
+        option: option.clone(),
+        user,
+        reason: Some(reason.to_string()),
+    };
+    let code = params.get("code").unwrap_or_default();
     match name.as_str() {
         "identifier_first" => {
             let identifier = params
@@ -295,50 +617,200 @@ async fn input_for(
                 .unwrap_or_default()
                 .trim()
                 .to_string();
-            let user = app
-                .store
+            let user = store
                 .user_by_login(&identifier)
                 .map_err(|e| server_error(app, &e))?;
-            Ok(Some(Input::Identify {
-                identifier,
-                user: user.map(|u| u.view(now)),
+            let user = match user {
+                Some(user) => Some(view(&user)?),
+                None => None,
+            };
+            Ok(Some((Input::Identify { identifier, user }, Vec::new())))
+        }
+        "password" => password_input(app, login, option, params, now)
+            .await
+            .map(|input| Some((input, Vec::new()))),
+        "totp" | "recovery_code" | "passkey"
+            if known.is_none() && (enroll || name != "passkey") =>
+        {
+            Ok(Some((
+                failed(None, "sign in with your first factor before this one"),
+                Vec::new(),
+            )))
+        }
+        "totp" | "recovery_code" | "passkey" => {
+            let fail = |e: String| server_error(app, &e);
+            let user = known.as_ref();
+            let checked = match (name.as_str(), enroll, user) {
+                ("totp", true, Some(user)) => crate::mfa::totp::finish_enrollment(
+                    &app.mfa, store, &login.key, user, code, now,
+                )
+                .map_err(fail)?,
+                ("totp", false, Some(user)) => {
+                    crate::mfa::totp::check(&app.mfa, store, &user.id, code, now)
+                        .map_err(|e| server_error(app, &e))?
+                }
+                ("recovery_code", _, Some(user)) => {
+                    crate::mfa::recovery::check(store, &user.id, code, now)
+                        .map_err(|e| server_error(app, &e))?
+                }
+                ("passkey", true, Some(user)) => crate::mfa::passkey::finish_registration(
+                    &app.mfa,
+                    store,
+                    &login.key,
+                    user,
+                    params.get("credential").unwrap_or_default(),
+                    params.get("label").unwrap_or_default(),
+                    now,
+                )
+                .map_err(fail)?,
+                _ => {
+                    // Passkey sign-in: the assertion names the user (usernameless) or must be
+                    // one of the known user's credentials.
+                    return passkey_input(app, login, option.clone(), params, known.as_ref(), now);
+                }
+            };
+            let Some(user) = user else {
+                return Ok(None);
+            };
+            let mut user_view = view(user)?;
+            Ok(Some(match checked {
+                crate::mfa::Checked::Passed(writes) => {
+                    if enroll && !user_view.factors.contains(name) {
+                        user_view.factors.push(name.clone());
+                    }
+                    (
+                        Input::Passed {
+                            option,
+                            user: user_view,
+                        },
+                        writes,
+                    )
+                }
+                crate::mfa::Checked::Refused(reason) => {
+                    (failed(Some(user_view), &reason), Vec::new())
+                }
             }))
         }
-        "password" => {
-            // Once the login knows who is signing in (identifier-first, an earlier step), the
-            // password is checked against that user only; a username in the form is ignored.
-            let user = match &login.run.user {
-                Some(known) => app.store.user(&known.id),
-                None => {
-                    let username = params.get("username").unwrap_or_default().trim();
-                    app.store.user_by_login(username)
+        "email_otp" => {
+            let (checked, sent_to) = crate::mfa::email_otp::check(store, &login.key, code, now)
+                .map_err(|e| server_error(app, &e))?;
+            let user = match sent_to {
+                Some(id) => store.user(&id).map_err(|e| server_error(app, &e))?,
+                None => None,
+            };
+            let user_view = match &user {
+                Some(user) => Some(view(user)?),
+                None => None,
+            };
+            Ok(Some(match (checked, user_view) {
+                (crate::mfa::Checked::Passed(writes), Some(user)) => {
+                    (Input::Passed { option, user }, writes)
                 }
-            }
-            .map_err(|e| server_error(app, &e))?;
-            let password = params.take("password").unwrap_or_default();
-            // A locked or disabled account is checked against the decoy: its answer must not
-            // tell whether the password was right.
-            let hash = user
-                .as_ref()
-                .filter(|u| !u.disabled && !u.locked_at(now))
-                .and_then(|u| u.password_hash.clone());
-            let verified = app
-                .password_pool
-                .verify(password.clone(), hash.clone())
-                .await;
-            if let (true, Some(hash), Some(user)) = (verified, hash, &user)
-                && app.passwords.needs_rehash(&hash)
-            {
-                rehash_later(app, user.id.clone(), hash, password);
-            }
-            let view = user.map(|u| u.view(now));
-            Ok(Some(match (verified, view) {
-                (true, Some(user)) => Input::Passed { option, user },
-                (_, user) => Input::Failed { option, user },
+                (crate::mfa::Checked::Refused(reason), user) => (failed(user, &reason), Vec::new()),
+                (crate::mfa::Checked::Passed(_), None) => {
+                    (failed(None, "that code is wrong"), Vec::new())
+                }
             }))
         }
         _ => Ok(None),
     }
+}
+
+/// A passkey assertion: verified against the login's user when known, else usernameless.
+fn passkey_input(
+    app: &Arc<App>,
+    login: &Login,
+    option: AuthOption,
+    params: &Params,
+    known: Option<&crate::store::User>,
+    now: u64,
+) -> Result<Option<(Input, Vec<Write>)>, Response> {
+    let store = app.store.as_ref();
+    let answer = params.get("credential").unwrap_or_default();
+    let verified = crate::mfa::passkey::finish_sign_in(&app.mfa, store, &login.key, answer, now)
+        .map_err(|e| server_error(app, &e))?;
+    let known_view = match known {
+        Some(user) => {
+            Some(crate::mfa::user_view(store, user, now).map_err(|e| server_error(app, &e))?)
+        }
+        None => None,
+    };
+    match verified {
+        Ok((user_id, writes)) => {
+            let user = store.user(&user_id).map_err(|e| server_error(app, &e))?;
+            let Some(user) = user else {
+                return Ok(Some((
+                    Input::Failed {
+                        option,
+                        user: known_view,
+                        reason: Some("this passkey's account no longer exists".into()),
+                    },
+                    Vec::new(),
+                )));
+            };
+            let user =
+                crate::mfa::user_view(store, &user, now).map_err(|e| server_error(app, &e))?;
+            Ok(Some((Input::Passed { option, user }, writes)))
+        }
+        Err(reason) => Ok(Some((
+            Input::Failed {
+                option,
+                user: known_view,
+                reason: Some(reason),
+            },
+            Vec::new(),
+        ))),
+    }
+}
+
+/// A password attempt, checked against the login's user once known (a username in the form
+/// is then ignored), else against the user the username names.
+async fn password_input(
+    app: &Arc<App>,
+    login: &Login,
+    option: AuthOption,
+    params: &Params,
+    now: u64,
+) -> Result<Input, Response> {
+    let user = match &login.run.user {
+        Some(known) => app.store.user(&known.id),
+        None => {
+            let username = params.get("username").unwrap_or_default().trim();
+            app.store.user_by_login(username)
+        }
+    }
+    .map_err(|e| server_error(app, &e))?;
+    let password = params.take("password").unwrap_or_default();
+    // A locked or disabled account is checked against the decoy: its answer must not tell
+    // whether the password was right.
+    let hash = user
+        .as_ref()
+        .filter(|u| !u.disabled && !u.locked_at(now))
+        .and_then(|u| u.password_hash.clone());
+    let verified = app
+        .password_pool
+        .verify(password.clone(), hash.clone())
+        .await;
+    if let (true, Some(hash), Some(user)) = (verified, hash, &user)
+        && app.passwords.needs_rehash(&hash)
+    {
+        rehash_later(app, user.id.clone(), hash, password);
+    }
+    let view = match user {
+        Some(user) => Some(
+            crate::mfa::user_view(app.store.as_ref(), &user, now)
+                .map_err(|e| server_error(app, &e))?,
+        ),
+        None => None,
+    };
+    Ok(match (verified, view) {
+        (true, Some(user)) => Input::Passed { option, user },
+        (_, user) => Input::Failed {
+            option,
+            user,
+            reason: None,
+        },
+    })
 }
 
 /// Re-hashes a verified password made under older argon2id parameters with the current ones,
@@ -362,7 +834,7 @@ fn rehash_later(app: &Arc<App>, user: String, old: String, password: String) {
 }
 
 /// The store writes for the engine's effects.
-fn effect_writes(effects: Vec<Effect>, ip: &str, now: u64) -> Vec<Write> {
+pub fn effect_writes(effects: Vec<Effect>, ip: &str, now: u64) -> Vec<Write> {
     let mut writes = Vec::new();
     for effect in effects {
         match effect {
@@ -425,12 +897,12 @@ pub async fn continue_login(
     handle: &str,
     read_seq: Option<u64>,
     login: Login,
-    effects: Vec<Effect>,
+    writes: Vec<Write>,
     addr: SocketAddr,
     now: u64,
 ) -> Response {
     let ip = addr.ip().to_string();
-    let mut batch = effect_writes(effects, &ip, now);
+    let mut batch = writes;
     let secure = app.config.secure_cookies;
     let flow = login.run.flow.clone();
     // The login's last write: replace it if the request read the current state, else conflict.
@@ -462,19 +934,27 @@ pub async fn continue_login(
             acr,
         } => {
             let secret = random_token(32);
+            // The latest step that really ran: a login that asked nothing new keeps the time
+            // the user last authenticated (OpenID Connect's auth_time).
+            let auth_time = login.run.steps.iter().map(|s| s.at).max().unwrap_or(now);
             let session = Session {
                 key: token_key(&secret),
                 sid: random_token(16),
                 user: subject.clone(),
-                auth_time: now,
+                auth_time,
                 amr,
                 acr,
                 claims,
                 flow: flow.clone(),
                 expires: now + app.config.tokens.session_seconds,
                 csrf: random_token(32),
+                steps: login.run.steps.clone(),
+                identifier: login.run.identifier.clone(),
             };
             batch.extend(last_write(None));
+            if let Some(previous) = &login.replaces {
+                batch.push(Write::DeleteSession(previous.clone()));
+            }
             batch.push(Write::PutSession(session.clone()));
             batch.push(audit(
                 "login.success",

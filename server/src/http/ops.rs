@@ -39,9 +39,21 @@ pub async fn metrics(State(app): AppState) -> Response {
 
 /// `GET /static/idflow.css`.
 pub async fn stylesheet() -> Response {
-    let mut response = STYLESHEET.into_response();
+    static_file(STYLESHEET, "text/css")
+}
+
+/// `GET /static/webauthn.js`: the passkey ceremonies of the login and account pages.
+pub async fn webauthn_script() -> Response {
+    static_file(
+        include_str!("../../templates/webauthn.js"),
+        "text/javascript; charset=utf-8",
+    )
+}
+
+fn static_file(body: &'static str, content_type: &'static str) -> Response {
+    let mut response = body.into_response();
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/css"));
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=3600"),

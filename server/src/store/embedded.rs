@@ -19,8 +19,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{
-    AuditEvent, AuthCode, Batch, IssuedByCode, KeyRecord, Login, Redeemed, Redemption,
-    RefreshToken, Role, Rotation, Session, Store, StoreError, StoreResult, User, Write,
+    AuditEvent, AuthCode, Batch, Challenge, Factor, IssuedByCode, KeyRecord, Login, Redeemed,
+    Redemption, RefreshToken, Role, Rotation, Session, Store, StoreError, StoreResult, User, Write,
 };
 
 type Json = TableDefinition<'static, &'static str, &'static [u8]>;
@@ -37,6 +37,11 @@ const REFRESH: Json = TableDefinition::new("refresh_tokens");
 const FAMILIES: TableDefinition<&str, u64> = TableDefinition::new("refresh_families");
 const REVOKED_ACCESS: TableDefinition<&str, u64> = TableDefinition::new("revoked_access");
 const KEYS: Json = TableDefinition::new("keys");
+/// Factors by `USER/FACTOR_ID`, so one user's factors are one key range.
+const FACTORS: Json = TableDefinition::new("factors");
+/// WebAuthn user handle to user id (usernameless passkey login).
+const HANDLES: TableDefinition<&str, &str> = TableDefinition::new("webauthn_handles");
+const CHALLENGES: Json = TableDefinition::new("challenges");
 /// Flow versions that were live: version → IR (JSON text).
 const FLOW_VERSIONS: TableDefinition<&str, &str> = TableDefinition::new("flow_versions");
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
@@ -107,11 +112,14 @@ impl EmbeddedStore {
                 other => StoreError::Failed(format!("cannot open {}: {other}", path.display())),
             })?;
         let txn = db.begin_write().map_err(fail)?;
-        for table in [USERS, ROLES, SESSIONS, LOGINS, CODES, REFRESH, KEYS] {
+        for table in [
+            USERS, ROLES, SESSIONS, LOGINS, CODES, REFRESH, KEYS, FACTORS, CHALLENGES,
+        ] {
             txn.open_table(table).map_err(fail)?;
         }
         txn.open_table(USERNAMES).map_err(fail)?;
         txn.open_table(EMAILS).map_err(fail)?;
+        txn.open_table(HANDLES).map_err(fail)?;
         txn.open_table(FAMILIES).map_err(fail)?;
         txn.open_table(REVOKED_ACCESS).map_err(fail)?;
         txn.open_table(AUDIT).map_err(fail)?;
@@ -330,6 +338,24 @@ fn family_live(txn: &WriteTransaction, family: &str) -> StoreResult<bool> {
         .is_some())
 }
 
+fn factor_key(user: &str, id: &str) -> String {
+    format!("{user}/{id}")
+}
+
+/// Reads a factor, changes it, and writes it back; a missing factor fails the batch.
+fn update_factor(
+    txn: &WriteTransaction,
+    user: &str,
+    id: &str,
+    change: impl FnOnce(&mut Factor) -> StoreResult<()>,
+) -> StoreResult<()> {
+    let key = factor_key(user, id);
+    let mut factor: Factor = get_in(txn, FACTORS, &key)?
+        .ok_or_else(|| StoreError::Conflict(format!("factor {id} of {user} is gone")))?;
+    change(&mut factor)?;
+    put(txn, FACTORS, &key, &factor)
+}
+
 fn apply(txn: &WriteTransaction, write: Write) -> StoreResult<()> {
     match write {
         Write::CreateUser(user) => {
@@ -416,6 +442,90 @@ fn apply(txn: &WriteTransaction, write: Write) -> StoreResult<()> {
                 .insert(version.as_str(), ir.as_str())
                 .map_err(fail)?;
             Ok(())
+        }
+        Write::PutFactor(factor) => {
+            if let Some(handle) = &factor.user_handle {
+                let mut handles = txn.open_table(HANDLES).map_err(fail)?;
+                let owner = handles
+                    .get(handle.as_str())
+                    .map_err(fail)?
+                    .map(|v| v.value().to_string());
+                if owner.as_ref().is_some_and(|owner| *owner != factor.user) {
+                    return Err(StoreError::Failed(
+                        "that WebAuthn user handle belongs to another user".into(),
+                    ));
+                }
+                handles
+                    .insert(handle.as_str(), factor.user.as_str())
+                    .map_err(fail)?;
+            }
+            put(txn, FACTORS, &factor_key(&factor.user, &factor.id), &factor)
+        }
+        Write::DeleteFactor { user, id } => remove(txn, FACTORS, &factor_key(&user, &id)),
+        Write::UseTotpStep {
+            user,
+            id,
+            step,
+            now,
+        } => update_factor(txn, &user, &id, |factor| {
+            if step <= factor.last_step {
+                return Err(StoreError::Conflict(
+                    "that TOTP code was already used".into(),
+                ));
+            }
+            factor.last_step = step;
+            factor.last_used = now;
+            Ok(())
+        }),
+        Write::UseRecoveryCode {
+            user,
+            id,
+            hash,
+            now,
+        } => update_factor(txn, &user, &id, |factor| {
+            let before = factor.code_hashes.len();
+            factor.code_hashes.retain(|h| *h != hash);
+            if factor.code_hashes.len() == before {
+                return Err(StoreError::Conflict(
+                    "that recovery code was already used".into(),
+                ));
+            }
+            factor.last_used = now;
+            Ok(())
+        }),
+        Write::UsePasskey {
+            user,
+            id,
+            passkey,
+            counter,
+            now,
+        } => update_factor(txn, &user, &id, |factor| {
+            if (counter != 0 || factor.counter != 0) && counter <= factor.counter {
+                return Err(StoreError::Conflict(format!(
+                    "passkey counter {counter} does not exceed {}",
+                    factor.counter
+                )));
+            }
+            factor.counter = counter;
+            factor.passkey = Some(passkey);
+            factor.last_used = now;
+            Ok(())
+        }),
+        Write::PutChallenge(challenge) => put(txn, CHALLENGES, &challenge.key.clone(), &challenge),
+        Write::TakeChallenge(key) => {
+            let found = txn
+                .open_table(CHALLENGES)
+                .map_err(fail)?
+                .remove(key.as_str())
+                .map_err(fail)?
+                .is_some();
+            if found {
+                Ok(())
+            } else {
+                Err(StoreError::Conflict(
+                    "the challenge was already used".into(),
+                ))
+            }
         }
         Write::Audit(event) => {
             let mut table = txn.open_table(AUDIT).map_err(fail)?;
@@ -521,6 +631,36 @@ impl Store for EmbeddedStore {
         Ok(out)
     }
 
+    fn factors(&self, user: &str) -> StoreResult<Vec<Factor>> {
+        let txn = self.db.begin_read().map_err(fail)?;
+        let table = txn.open_table(FACTORS).map_err(fail)?;
+        let start = format!("{user}/");
+        // `0` is the character after `/`: the range is exactly the keys starting with `USER/`.
+        let end = format!("{user}0");
+        let mut out: Vec<Factor> = Vec::new();
+        for entry in table.range(start.as_str()..end.as_str()).map_err(fail)? {
+            let (_, value) = entry.map_err(fail)?;
+            out.push(decode(value.value())?);
+        }
+        out.sort_by_key(|f| f.created);
+        Ok(out)
+    }
+
+    fn user_by_handle(&self, handle: &str) -> StoreResult<Option<String>> {
+        let txn = self.db.begin_read().map_err(fail)?;
+        let table = txn.open_table(HANDLES).map_err(fail)?;
+        Ok(table
+            .get(handle)
+            .map_err(fail)?
+            .map(|v| v.value().to_string()))
+    }
+
+    fn challenge(&self, key: &str, now: u64) -> StoreResult<Option<Challenge>> {
+        Ok(self
+            .get::<Challenge>(CHALLENGES, key)?
+            .filter(|c| c.expires > now))
+    }
+
     fn commit(&self, batch: Batch) -> StoreResult<()> {
         if batch.is_empty() {
             return Ok(());
@@ -616,7 +756,7 @@ impl Store for EmbeddedStore {
     fn purge_expired(&self, now: u64) -> StoreResult<usize> {
         let txn = self.begin()?;
         let mut removed = 0usize;
-        for table in [SESSIONS, LOGINS, CODES, REFRESH] {
+        for table in [SESSIONS, LOGINS, CODES, REFRESH, CHALLENGES] {
             let mut table = txn.open_table(table).map_err(fail)?;
             table
                 .retain(|_, value| {
@@ -666,6 +806,147 @@ mod tests {
             .insert(family, expires)
             .expect("insert");
         txn.commit().expect("commit");
+    }
+
+    fn factor(user: &str, id: &str, kind: crate::store::FactorKind) -> Factor {
+        Factor {
+            id: id.into(),
+            user: user.into(),
+            kind,
+            label: String::new(),
+            created: 1,
+            last_used: 0,
+            sealed_secret: None,
+            last_step: 0,
+            passkey: None,
+            credential_id: None,
+            counter: 0,
+            user_handle: None,
+            code_hashes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_totp_step_passes_once_and_never_goes_back() {
+        let (store, dir) = store();
+        let totp = factor("u1", "f1", crate::store::FactorKind::Totp);
+        store.commit(vec![Write::PutFactor(totp)]).expect("put");
+        let using = |step| Write::UseTotpStep {
+            user: "u1".into(),
+            id: "f1".into(),
+            step,
+            now: 5,
+        };
+        store.commit(vec![using(10)]).expect("first use");
+        assert!(matches!(
+            store.commit(vec![using(10)]),
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(matches!(
+            store.commit(vec![using(9)]),
+            Err(StoreError::Conflict(_))
+        ));
+        store.commit(vec![using(11)]).expect("a later step");
+        assert_eq!(store.factors("u1").expect("factors")[0].last_step, 11);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn recovery_codes_strike_once_and_passkey_counters_only_rise() {
+        let (store, dir) = store();
+        let mut codes = factor("u1", "r", crate::store::FactorKind::RecoveryCodes);
+        codes.code_hashes = vec!["h1".into(), "h2".into()];
+        let passkey = factor("u1", "p", crate::store::FactorKind::Passkey);
+        store
+            .commit(vec![Write::PutFactor(codes), Write::PutFactor(passkey)])
+            .expect("put");
+        let strike = || Write::UseRecoveryCode {
+            user: "u1".into(),
+            id: "r".into(),
+            hash: "h1".into(),
+            now: 2,
+        };
+        store.commit(vec![strike()]).expect("first use");
+        assert!(matches!(
+            store.commit(vec![strike()]),
+            Err(StoreError::Conflict(_))
+        ));
+        let assert_with = |counter| Write::UsePasskey {
+            user: "u1".into(),
+            id: "p".into(),
+            passkey: serde_json::json!({}),
+            counter,
+            now: 3,
+        };
+        store.commit(vec![assert_with(4)]).expect("counter rises");
+        assert!(matches!(
+            store.commit(vec![assert_with(4)]),
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(matches!(
+            store.commit(vec![assert_with(1)]),
+            Err(StoreError::Conflict(_))
+        ));
+        let factors = store.factors("u1").expect("factors");
+        assert_eq!(
+            factors.iter().find(|f| f.id == "p").map(|f| f.counter),
+            Some(4)
+        );
+        assert_eq!(
+            factors
+                .iter()
+                .find(|f| f.id == "r")
+                .map(|f| f.code_hashes.clone()),
+            Some(vec!["h2".to_string()])
+        );
+        // Another user's factors are a different range.
+        assert!(store.factors("u").expect("factors").is_empty());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_challenge_is_taken_once_and_expires_and_a_handle_keeps_its_owner() {
+        let (store, dir) = store();
+        let challenge = crate::store::Challenge {
+            key: "login:passkey".into(),
+            user: "u1".into(),
+            data: serde_json::json!({ "state": 1 }),
+            expires: 100,
+        };
+        store
+            .commit(vec![Write::PutChallenge(challenge)])
+            .expect("put");
+        assert!(
+            store
+                .challenge("login:passkey", 99)
+                .expect("read")
+                .is_some()
+        );
+        assert!(
+            store
+                .challenge("login:passkey", 100)
+                .expect("read")
+                .is_none(),
+            "expired"
+        );
+        store
+            .commit(vec![Write::TakeChallenge("login:passkey".into())])
+            .expect("taken");
+        assert!(matches!(
+            store.commit(vec![Write::TakeChallenge("login:passkey".into())]),
+            Err(StoreError::Conflict(_))
+        ));
+        let mut mine = factor("u1", "p1", crate::store::FactorKind::Passkey);
+        mine.user_handle = Some("handle-1".into());
+        store.commit(vec![Write::PutFactor(mine)]).expect("put");
+        assert_eq!(
+            store.user_by_handle("handle-1").expect("read").as_deref(),
+            Some("u1")
+        );
+        let mut theirs = factor("u2", "p2", crate::store::FactorKind::Passkey);
+        theirs.user_handle = Some("handle-1".into());
+        assert!(store.commit(vec![Write::PutFactor(theirs)]).is_err());
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     fn authentication() -> Authentication {
@@ -773,6 +1054,7 @@ mod tests {
             },
             authorize: None,
             expires: 100,
+            replaces: None,
         };
         store.commit(vec![Write::PutLogin(login(0))]).expect("put");
         let step = |seq, next| Write::AdvanceLogin {

@@ -142,6 +142,59 @@ pub enum Write {
     },
     /// Append to the audit log.
     Audit(AuditEvent),
+    /// Insert or replace an enrolled factor (and, for a passkey, its user handle's owner).
+    PutFactor(Factor),
+    /// Remove a factor.
+    DeleteFactor {
+        /// The user.
+        user: String,
+        /// The factor id.
+        id: String,
+    },
+    /// A TOTP code passed: record its time step. Fails the batch with a conflict unless the
+    /// step is later than the last one accepted, so a code passes once even when two requests
+    /// race with it.
+    UseTotpStep {
+        /// The user.
+        user: String,
+        /// The factor id.
+        id: String,
+        /// The step the code matched.
+        step: u64,
+        /// Now.
+        now: u64,
+    },
+    /// A recovery code passed: strike it. Fails with a conflict if it was already struck.
+    UseRecoveryCode {
+        /// The user.
+        user: String,
+        /// The factor id.
+        id: String,
+        /// The code's hash.
+        hash: String,
+        /// Now.
+        now: u64,
+    },
+    /// A passkey assertion passed: store the credential's new state. Fails with a conflict if
+    /// the counter does not exceed the stored one (a counting authenticator went backwards:
+    /// a replay or a clone), unless both are 0 (an authenticator that does not count).
+    UsePasskey {
+        /// The user.
+        user: String,
+        /// The factor id.
+        id: String,
+        /// The updated webauthn-rs credential.
+        passkey: Value,
+        /// The assertion's counter.
+        counter: u32,
+        /// Now.
+        now: u64,
+    },
+    /// Store a ceremony's state (replacing one with the same key).
+    PutChallenge(Challenge),
+    /// Delete a ceremony's state as it is used. Fails with a conflict if it is gone (used by
+    /// another request already), so each works once.
+    TakeChallenge(String),
 }
 
 /// Writes applied in one durable transaction.
@@ -210,6 +263,12 @@ pub trait Store: Send + Sync {
     fn flow_version(&self, version: &str) -> StoreResult<Option<String>>;
     /// The newest `limit` audit events, newest first.
     fn audit_log(&self, limit: usize) -> StoreResult<Vec<AuditEvent>>;
+    /// A user's enrolled factors, oldest first.
+    fn factors(&self, user: &str) -> StoreResult<Vec<Factor>>;
+    /// The user a WebAuthn user handle belongs to.
+    fn user_by_handle(&self, handle: &str) -> StoreResult<Option<String>>;
+    /// A ceremony's state by key, if it has not expired.
+    fn challenge(&self, key: &str, now: u64) -> StoreResult<Option<Challenge>>;
 
     /// Applies `batch` in one durable transaction.
     fn commit(&self, batch: Batch) -> StoreResult<()>;

@@ -127,6 +127,13 @@ pub struct Session {
     /// The CSRF token of this session's forms (sign out).
     #[serde(default)]
     pub csrf: String,
+    /// The steps passed in this session, with when: a later login in the same browser carries
+    /// them into its flow (single sign-on and step-up).
+    #[serde(default)]
+    pub steps: Vec<idflow_engine::model::StepRecord>,
+    /// What the user typed at `identifier_first`, when a flow asked.
+    #[serde(default)]
+    pub identifier: String,
 }
 
 /// The OAuth 2.0 / OpenID Connect authorization request a login answers.
@@ -175,6 +182,10 @@ pub struct Login {
     pub output: idflow_engine::Output,
     /// The protocol request to answer when the run completes, if any.
     pub authorize: Option<AuthorizeRequest>,
+    /// The key of the session this login builds on (single sign-on, step-up): replaced by the
+    /// new session when the login completes.
+    #[serde(default)]
+    pub replaces: Option<String>,
     /// Expiry.
     pub expires: u64,
 }
@@ -284,4 +295,86 @@ pub struct AuditEvent {
     /// Details.
     #[serde(default)]
     pub detail: Value,
+}
+
+/// What kind of factor a [`Factor`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FactorKind {
+    /// An authenticator app (RFC 6238).
+    Totp,
+    /// A WebAuthn credential.
+    Passkey,
+    /// A set of single-use recovery codes.
+    RecoveryCodes,
+}
+
+impl FactorKind {
+    /// The authenticator name flows use for it (`user.has_factor(...)`).
+    pub fn authenticator(self) -> &'static str {
+        match self {
+            FactorKind::Totp => "totp",
+            FactorKind::Passkey => "passkey",
+            FactorKind::RecoveryCodes => "recovery_code",
+        }
+    }
+}
+
+/// A factor a user enrolled: an authenticator app, a passkey, or recovery codes. Secrets are
+/// never stored readable: a TOTP seed is sealed with the server's secret key, recovery codes are
+/// hashed, and a passkey is only a public key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Factor {
+    /// Random id, unique per user.
+    pub id: String,
+    /// The user.
+    pub user: String,
+    /// What it is.
+    pub kind: FactorKind,
+    /// A name the user recognises ("Authenticator app", "Passkey on laptop").
+    #[serde(default)]
+    pub label: String,
+    /// When it was enrolled.
+    pub created: u64,
+    /// When it last passed a login (0: never).
+    #[serde(default)]
+    pub last_used: u64,
+    /// TOTP: the seed, sealed (see `crate::secrets`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_secret: Option<String>,
+    /// TOTP: the last time step accepted; only later steps pass (replay protection).
+    #[serde(default)]
+    pub last_step: u64,
+    /// Passkey: the webauthn-rs credential (public key, counter, id) as JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passkey: Option<Value>,
+    /// Passkey: the credential id, base64url.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_id: Option<String>,
+    /// Passkey: the highest signature counter seen; an assertion must exceed it (when the
+    /// authenticator counts at all) or it may come from a cloned authenticator.
+    #[serde(default)]
+    pub counter: u32,
+    /// Passkey: the WebAuthn user handle it was registered under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_handle: Option<String>,
+    /// Recovery codes: SHA-256 hashes of the codes not used yet.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub code_hashes: Vec<String>,
+}
+
+/// Short-lived server-side state of a ceremony a page started and a later request finishes:
+/// a WebAuthn challenge, a TOTP seed being enrolled, an email code sent. Each is taken (deleted)
+/// by the request that finishes it, in the same transaction, so it works once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Challenge {
+    /// What it is keyed by: [`super::token_key`] of the login or session handle and the purpose.
+    pub key: String,
+    /// The user it is for, when known.
+    #[serde(default)]
+    pub user: String,
+    /// Ceremony state (JSON, opaque to the store).
+    pub data: Value,
+    /// Expiry.
+    pub expires: u64,
 }

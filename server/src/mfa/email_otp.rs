@@ -1,0 +1,162 @@
+//! Email one-time codes: sent on request (a button, not a page load, so reloading does not mail
+//! again), valid for `[mfa] email_code_seconds`, used once, and limited per user to one per
+//! `email_resend_seconds` and `email_codes_per_hour` an hour. Asking for a code for an address
+//! that has no account looks exactly like asking for one that has.
+
+use idflow_authenticators::email_code::{self, CodeError};
+use serde::{Deserialize, Serialize};
+
+use super::{Checked, Mfa, challenge_data, challenge_key};
+use crate::mail::Mail;
+use crate::store::{Challenge, Store, User, Write};
+
+/// Purpose of a code's challenge key.
+pub const PURPOSE: &str = "email-otp";
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Sent {
+    /// Hash of the code, salted with the challenge key.
+    hash: String,
+    /// The masked address it went to, for the page.
+    to: String,
+}
+
+/// Why no code was sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotSent {
+    /// Too soon after the last one, or too many this hour: wait this many seconds.
+    Throttled(u64),
+    /// The mail server refused (logged).
+    Failed,
+}
+
+/// `alice@example.com` shown as `a••••@example.com`.
+pub fn mask(address: &str) -> String {
+    match address.split_once('@') {
+        Some((local, domain)) => {
+            let first: String = local.chars().take(1).collect();
+            format!("{first}••••@{domain}")
+        }
+        None => "your address".into(),
+    }
+}
+
+/// The masked address a code for `owner` went to, if one is pending.
+pub fn pending(store: &dyn Store, owner: &str, now: u64) -> Option<String> {
+    store
+        .challenge(&challenge_key(owner, PURPOSE), now)
+        .ok()
+        .flatten()
+        .and_then(|c| challenge_data::<Sent>(&c))
+        .map(|sent| sent.to)
+}
+
+/// Sends a code to `user` (when there is one with an address) for `owner`. Returns the
+/// challenge write: stored even when there is no user, so that the page and the timing are the
+/// same either way, and any code typed then simply fails.
+pub async fn send(
+    mfa: &Mfa,
+    owner: &str,
+    user: Option<&User>,
+    typed: &str,
+    now: u64,
+) -> Result<Write, NotSent> {
+    let settings = &mfa.settings;
+    let recipient = user.map(|u| u.email.clone()).filter(|e| !e.is_empty());
+    let limit_key = format!(
+        "email {}",
+        user.map(|u| u.id.as_str()).unwrap_or(typed).to_lowercase()
+    );
+    let (recent, ends) = mfa.email_sends.count(
+        &format!("{limit_key} recent"),
+        settings.email_resend_seconds,
+        now,
+    );
+    if recent > 0 {
+        return Err(NotSent::Throttled(ends.saturating_sub(now).max(1)));
+    }
+    let (hourly, hour_ends) = mfa.email_sends.count(&limit_key, 3600, now);
+    if hourly >= settings.email_codes_per_hour {
+        return Err(NotSent::Throttled(hour_ends.saturating_sub(now).max(1)));
+    }
+    mfa.email_sends.add(
+        &format!("{limit_key} recent"),
+        settings.email_resend_seconds,
+        now,
+    );
+    mfa.email_sends.add(&limit_key, 3600, now);
+    let key = challenge_key(owner, PURPOSE);
+    let mut random = [0u8; 4];
+    aws_lc_rs::rand::fill(&mut random).map_err(|_| NotSent::Failed)?;
+    let code = email_code::from_random(random);
+    if let Some(address) = &recipient {
+        let minutes = settings.email_code_seconds.div_ceil(60);
+        let mail = Mail {
+            to: address.clone(),
+            subject: format!("Your sign-in code: {code}"),
+            body: format!(
+                "Your sign-in code is {code}\n\nIt is valid for {minutes} minutes and works once. If you did not try to sign in, ignore this message.\n"
+            ),
+        };
+        if let Err(error) = mfa.mailer.send(&mail).await {
+            tracing::error!(%error, "sending an email code failed");
+            return Err(NotSent::Failed);
+        }
+    }
+    let to = recipient
+        .as_deref()
+        .map(mask)
+        .unwrap_or_else(|| mask(typed));
+    let sent = Sent {
+        hash: email_code::hash(&code, &key),
+        to,
+    };
+    Ok(Write::PutChallenge(Challenge {
+        key,
+        user: user.map(|u| u.id.clone()).unwrap_or_default(),
+        data: serde_json::to_value(&sent).map_err(|_| NotSent::Failed)?,
+        expires: now + settings.email_code_seconds,
+    }))
+}
+
+/// Checks a typed code for `owner`. A pass spends the code and names the user it was sent to.
+pub fn check(
+    store: &dyn Store,
+    owner: &str,
+    typed: &str,
+    now: u64,
+) -> Result<(Checked, Option<String>), String> {
+    let key = challenge_key(owner, PURPOSE);
+    let Some(challenge) = store.challenge(&key, now).map_err(|e| e.to_string())? else {
+        return Ok((
+            Checked::Refused("no code is waiting, or it has expired; ask for a new one".into()),
+            None,
+        ));
+    };
+    let Some(sent) = challenge_data::<Sent>(&challenge) else {
+        return Ok((Checked::Refused("ask for a new code".into()), None));
+    };
+    let user = (!challenge.user.is_empty()).then(|| challenge.user.clone());
+    match email_code::verify(typed, &key, &sent.hash) {
+        Ok(()) if user.is_some() => Ok((Checked::Passed(vec![Write::TakeChallenge(key)]), user)),
+        Ok(()) | Err(CodeError::Wrong) => Ok((
+            Checked::Refused("that code is wrong; check the latest email".into()),
+            user,
+        )),
+        Err(CodeError::Format) => Ok((
+            Checked::Refused("the code in the email is six digits".into()),
+            user,
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_the_local_part() {
+        assert_eq!(mask("alice@example.com"), "a••••@example.com");
+        assert_eq!(mask("nobody"), "your address");
+    }
+}
