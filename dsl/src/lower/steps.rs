@@ -23,7 +23,16 @@ impl Lowerer<'_> {
                 .map(entry)
                 .unwrap_or_else(|| ends.success.to_string());
             let enroll = !step.enroll.is_empty();
-            if enroll && !step.authenticate.is_empty() {
+            if !enroll && step.authenticate.is_empty() {
+                self.diagnostics.push(
+                    crate::diagnostic::Diagnostic::error(
+                        Code::Shape,
+                        step.id.span,
+                        format!("step `{}` needs `authenticate` or `enroll`", step.id.value),
+                    )
+                    .with_hint("e.g. `authenticate: [password]`"),
+                );
+            } else if enroll && !step.authenticate.is_empty() {
                 self.error(
                     Code::Shape,
                     step.id.span,
@@ -35,6 +44,8 @@ impl Lowerer<'_> {
             }
             let options = if enroll {
                 self.enroll_options(&step.enroll, step.id.span)
+            } else if step.authenticate.is_empty() {
+                Vec::new()
             } else {
                 self.options(&step.authenticate, step.id.span)
             };
