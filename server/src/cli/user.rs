@@ -31,6 +31,22 @@ pub enum UserCommand {
     Disable(NameArgs),
     /// Enable a disabled user and clear any lock.
     Enable(NameArgs),
+    /// List a user's second factors (authenticator apps, passkeys, recovery codes).
+    Factors(NameArgs),
+    /// Remove one of a user's factors (a lost phone or key), by the id `factors` shows, or
+    /// `all` for every one: the user's flows then ask them to enroll again.
+    RemoveFactor(FactorArgs),
+}
+
+/// `user remove-factor`.
+#[derive(Debug, Args)]
+pub struct FactorArgs {
+    /// Username or email.
+    name: String,
+    /// The factor id, or `all`.
+    factor: String,
+    #[command(flatten)]
+    location: Location,
 }
 
 /// `idflow role` subcommands.
@@ -321,6 +337,67 @@ fn run_user_inner(command: UserCommand) -> Result<(), u8> {
         }
         UserCommand::Disable(args) => set_disabled(&args, true)?,
         UserCommand::Enable(args) => set_disabled(&args, false)?,
+        UserCommand::Factors(args) => {
+            let opened = open(&args.location)?;
+            let user = find(opened.store.as_ref(), &args.name)?;
+            let factors = opened.store.factors(&user.id).map_err(fail)?;
+            if factors.is_empty() {
+                out(&format!("{} has no second factor\n", args.name));
+            }
+            let text: String = factors
+                .iter()
+                .map(|f| {
+                    let extra = match f.kind {
+                        crate::store::FactorKind::RecoveryCodes => {
+                            format!(", {} unused", f.code_hashes.len())
+                        }
+                        _ => String::new(),
+                    };
+                    format!(
+                        "{}  {}  {}  created {}, last used {}{extra}\n",
+                        f.id,
+                        f.kind.authenticator(),
+                        f.label,
+                        f.created,
+                        if f.last_used == 0 {
+                            "never".to_string()
+                        } else {
+                            f.last_used.to_string()
+                        }
+                    )
+                })
+                .collect();
+            out(&text);
+        }
+        UserCommand::RemoveFactor(args) => {
+            let opened = open(&args.location)?;
+            let user = find(opened.store.as_ref(), &args.name)?;
+            let factors = opened.store.factors(&user.id).map_err(fail)?;
+            let doomed: Vec<_> = factors
+                .iter()
+                .filter(|f| args.factor == "all" || f.id == args.factor)
+                .collect();
+            if doomed.is_empty() {
+                return Err(fail(format!(
+                    "{} has no factor `{}` (see `idflow user factors {}`)",
+                    args.name, args.factor, args.name
+                )));
+            }
+            let mut batch: Vec<Write> = doomed
+                .iter()
+                .map(|f| Write::DeleteFactor {
+                    user: user.id.clone(),
+                    id: f.id.clone(),
+                })
+                .collect();
+            batch.push(audit(
+                "factor.removed",
+                &user.id,
+                serde_json::json!({ "factors": doomed.iter().map(|f| &f.id).collect::<Vec<_>>() }),
+            ));
+            opened.store.commit(batch).map_err(fail)?;
+            out(&format!("removed {} factor(s) of {}\n", doomed.len(), args.name));
+        }
     }
     Ok(())
 }
