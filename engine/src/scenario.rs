@@ -5,10 +5,14 @@
 //! ```yaml
 //! flow: mfa-for-admins
 //! scenarios:
-//!   - name: an admin adds TOTP
-//!     user: { id: u1, username: alice, roles: [admin] }
-//!     steps: [ { pass: password }, { pass: totp } ]
-//!     expect: { outcome: complete, path: [first, second.when, second, on_success, success], amr: [pwd, otp, mfa] }
+//!   - name: an admin with a passkey passes it after the password
+//!     user: { id: u1, username: alice, roles: [admin], factors: [passkey] }
+//!     steps: [ { pass: password }, { pass: passkey } ]
+//!     expect: { outcome: complete, amr: [pwd, hwk, mfa] }
+//!   - name: a password session is asked only for the passkey
+//!     user: { id: u1, username: alice, roles: [admin], factors: [passkey] }
+//!     session: { passed: [password] }
+//!     expect: { outcome: prompt, state: admin-passkey }
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
