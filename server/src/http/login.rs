@@ -401,25 +401,30 @@ pub async fn submit(
                 writes = checked;
                 match &input {
                     Input::Failed { user, reason, .. } => {
-                        let who = user.as_ref().map(|u| u.id.clone()).or(target);
+                        let who = user.as_ref().map(|u| u.id.clone()).unwrap_or_default();
                         writes.push(audit(
                             "login.factor_refused",
-                            who.as_deref().unwrap_or_default(),
+                            &who,
                             &ip,
                             now,
                             serde_json::json!({ "option": chosen, "reason": reason }),
                         ));
-                        if let Some(limit) = app.throttle.failed(&ip, who.as_deref(), now) {
+                        // Counted under the same key the check above used.
+                        if let Some(limit) = app.throttle.failed(&ip, target.as_deref(), now) {
                             writes.push(audit(
                                 "login.throttled",
-                                who.as_deref().unwrap_or_default(),
+                                &who,
                                 &ip,
                                 now,
                                 serde_json::json!({ "limit": limit }),
                             ));
                         }
                     }
-                    Input::Passed { user, .. } => app.throttle.passed(&ip, &user.id),
+                    Input::Passed { .. } => {
+                        if let Some(target) = &target {
+                            app.throttle.passed(&ip, target);
+                        }
+                    }
                     _ => {}
                 }
                 input
