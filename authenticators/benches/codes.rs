@@ -23,5 +23,11 @@ fn codes(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, codes);
+// criterion's macro defines an undocumented public function.
+#[allow(missing_docs)]
+mod group {
+    use super::*;
+    criterion_group!(benches, codes);
+}
+use group::benches;
 criterion_main!(benches);

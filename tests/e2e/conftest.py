@@ -64,6 +64,9 @@ def test_config(directory, extra=""):
                   f'redirect_uris = ["{WEB_REDIRECT}"]\n')
         text, count = re.subn(rf"^\[applications\.{app}\]\n", client, text, flags=re.M)
         assert count == 1, f"the quickstart no longer declares [applications.{app}]"
+    # A table the extra configuration declares replaces the quickstart's (TOML has no repeats).
+    for table in re.findall(r"^\[([a-z_.-]+)\]$", extra, flags=re.M):
+        text = re.sub(rf"^\[{re.escape(table)}\]\n(?:[^\[\n].*\n)*", "", text, flags=re.M)
     path = pathlib.Path(directory) / "idflow.toml"
     path.write_text(text + extra)
     return path
@@ -368,8 +371,7 @@ class WebBrowser:
     """A person at Chromium with a platform authenticator (CDP virtual authenticator: ctap2,
     internal, resident keys, user verification). Always on http://localhost:PORT, the RP ID.
     `open`/`click`/`submit_credential` return the URL the server sent the browser to at the
-    application (which does not run: that navigation fails and is only recorded), or None when
-    a page of the server was shown."""
+    application (answered by a stub page), or None when a page of the server was shown."""
 
     def __init__(self, chromium, server):
         self.server = server
@@ -385,6 +387,8 @@ class WebBrowser:
         self.log = []
         self.page.on("console", lambda m: self.log.append(f"console {m.type}: {m.text}"))
         self.page.on("pageerror", lambda e: self.log.append(f"page error: {e}"))
+        self.cdp.on("Fetch.requestPaused", self._application)
+        self.cdp.send("Fetch.enable", {"patterns": [{"urlPattern": APP_URL + "*", "requestStage": "Request"}]})
 
     # The authenticator's credentials (CDP: binary fields in standard base64).
 
@@ -411,24 +415,23 @@ class WebBrowser:
 
     # Navigation.
 
+    def _application(self, event):
+        """The application's pages (CDP Fetch: unlike Playwright's routes it also sees the
+        redirects from the server): a stub page, so the browser lands somewhere real."""
+        self.cdp.send("Fetch.fulfillRequest", {
+            "requestId": event["requestId"], "responseCode": 200,
+            "responseHeaders": [{"name": "Content-Type", "value": "text/html; charset=utf-8"}],
+            "body": base64.b64encode(b"<!doctype html><title>application</title>").decode()})
+
     def _settle(self, action):
         from playwright.sync_api import Error as PlaywrightError
-        to_app = []
-
-        def on_request(request):
-            if request.is_navigation_request() and request.url.startswith(APP_URL):
-                to_app.append(request.url)
-
-        self.page.on("request", on_request)
         try:
             with self.page.expect_navigation(wait_until="load"):
                 action()
         except PlaywrightError as error:
-            if not to_app:
-                raise AssertionError(f"{error}\nstatus: {self.status()}\nlog: {self.log}") from None
-        finally:
-            self.page.remove_listener("request", on_request)
-        return to_app[-1] if to_app else None
+            raise AssertionError(f"{error}\nstatus: {self.status()}\nlog: {self.log}") from None
+        url = self.page.url
+        return url if url.startswith(APP_URL) else None
 
     def open(self, url):
         assert url.startswith(self.server.issuer), url

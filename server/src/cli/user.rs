@@ -396,7 +396,11 @@ fn run_user_inner(command: UserCommand) -> Result<(), u8> {
                 serde_json::json!({ "factors": doomed.iter().map(|f| &f.id).collect::<Vec<_>>() }),
             ));
             opened.store.commit(batch).map_err(fail)?;
-            out(&format!("removed {} factor(s) of {}\n", doomed.len(), args.name));
+            out(&format!(
+                "removed {} factor(s) of {}\n",
+                doomed.len(),
+                args.name
+            ));
         }
     }
     Ok(())

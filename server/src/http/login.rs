@@ -78,10 +78,10 @@ fn field(name: &str, prefill: &str) -> Option<FieldView> {
         "code" => ("Code", "text", "one-time-code"),
         _ => return None,
     };
-    let value = if kind == "password" {
-        String::new()
-    } else {
-        prefill.to_string()
+    // Only the name fields start filled in; a password or code never does.
+    let value = match name {
+        "username" | "identifier" => prefill.to_string(),
+        _ => String::new(),
     };
     let name = match name {
         "username" => "username",
@@ -199,6 +199,23 @@ fn prepare(
             }
             None => unavailable(view, "No passkey is registered for this account."),
         }),
+        ("totp", false, Some(user)) | ("recovery_code", false, Some(user)) => {
+            let name = view.value.clone();
+            match store.factors(&user.id) {
+                Ok(factors) => {
+                    if !crate::mfa::factor_names(&factors).contains(&name) {
+                        let why = if name == "totp" {
+                            "No authenticator app is set up for this account."
+                        } else {
+                            "This account has no unused recovery codes."
+                        };
+                        unavailable(view, why);
+                    }
+                    Ok(())
+                }
+                Err(error) => Err(error.to_string()),
+            }
+        }
         ("email_otp", _, _) => {
             view.email = Some(EmailView {
                 sent_to: crate::mfa::email_otp::pending(store, &login.key, now),
@@ -506,7 +523,12 @@ async fn throttled_page(
         StatusCode::TOO_MANY_REQUESTS,
         "Too many failed attempts",
         &format!(
-            "There have been too many failed sign-in attempts from your network. Try again in {minutes} minute{}.",
+            "There have been too many failed sign-in attempts {}from your network. Try again in {minutes} minute{}.",
+            if throttled.limit == "ip" {
+                ""
+            } else {
+                "at this account "
+            },
             if minutes == 1 { "" } else { "s" }
         ),
     );
@@ -525,11 +547,16 @@ async fn send_email_code(
     ip: &str,
     now: u64,
 ) -> Response {
-    let typed = params
+    let mut typed = params
         .get("identifier")
         .unwrap_or_default()
         .trim()
         .to_string();
+    if typed.is_empty() && login.run.user.is_none() {
+        // "Send a new code": to whoever the last code of this login was asked for.
+        typed = crate::mfa::email_otp::asked_for(app.store.as_ref(), &login.key, now)
+            .unwrap_or_default();
+    }
     let user = match &login.run.user {
         Some(known) => app.store.user(&known.id),
         None if typed.is_empty() => {
@@ -551,7 +578,21 @@ async fn send_email_code(
         Ok(write) => {
             let who = user.as_ref().map(|u| u.id.as_str()).unwrap_or_default();
             let entry = audit("email_otp.sent", who, ip, now, serde_json::Value::Null);
-            match commit_step(app, vec![write, entry], false).await {
+            let mut batch = vec![write, entry];
+            // A new code starts the prompt afresh: the last attempt's error no longer applies.
+            if let Output::Prompt { error: Some(_), .. } = &login.output {
+                let mut next = login.clone();
+                if let Output::Prompt { error, .. } = &mut next.output {
+                    *error = None;
+                }
+                next.seq = login.seq + 1;
+                batch.push(Write::AdvanceLogin {
+                    key: login.key.clone(),
+                    seq: login.seq,
+                    next: Some(next),
+                });
+            }
+            match commit_step(app, batch, false).await {
                 Ok(()) => to_login_page(handle),
                 Err(response) => response,
             }

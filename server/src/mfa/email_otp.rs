@@ -19,6 +19,10 @@ struct Sent {
     hash: String,
     /// The masked address it went to, for the page.
     to: String,
+    /// What the person typed to ask for it (empty when the flow knew the user), so "send a
+    /// new code" asks for the same account.
+    #[serde(default)]
+    typed: String,
 }
 
 /// Why no code was sent.
@@ -49,6 +53,30 @@ pub fn pending(store: &dyn Store, owner: &str, now: u64) -> Option<String> {
         .flatten()
         .and_then(|c| challenge_data::<Sent>(&c))
         .map(|sent| sent.to)
+}
+
+/// What the person typed when asking for the pending code of `owner`, if any.
+pub fn asked_for(store: &dyn Store, owner: &str, now: u64) -> Option<String> {
+    store
+        .challenge(&challenge_key(owner, PURPOSE), now)
+        .ok()
+        .flatten()
+        .and_then(|c| challenge_data::<Sent>(&c))
+        .map(|sent| sent.typed)
+        .filter(|typed| !typed.is_empty())
+}
+
+/// What the page says the code went to. Only an address the person typed themselves, or the
+/// address of a user the flow already identified, is shown (masked): showing the address behind
+/// a typed username would tell whether that username exists.
+fn shown_recipient(typed: &str, recipient: Option<&str>) -> String {
+    if typed.contains('@') {
+        mask(typed)
+    } else if typed.is_empty() {
+        recipient.map(mask).unwrap_or_else(|| "your address".into())
+    } else {
+        "the email address of that account, if there is one".into()
+    }
 }
 
 /// Sends a code to `user` (when there is one with an address) for `owner`. Returns the
@@ -103,13 +131,10 @@ pub async fn send(
             return Err(NotSent::Failed);
         }
     }
-    let to = recipient
-        .as_deref()
-        .map(mask)
-        .unwrap_or_else(|| mask(typed));
     let sent = Sent {
         hash: email_code::hash(&code, &key),
-        to,
+        to: shown_recipient(typed, recipient.as_deref()),
+        typed: typed.to_string(),
     };
     Ok(Write::PutChallenge(Challenge {
         key,
@@ -158,5 +183,20 @@ mod tests {
     fn masks_the_local_part() {
         assert_eq!(mask("alice@example.com"), "a••••@example.com");
         assert_eq!(mask("nobody"), "your address");
+    }
+
+    #[test]
+    fn a_typed_username_never_shows_whether_it_has_an_address() {
+        let known = shown_recipient("bob", Some("bob@example.com"));
+        let unknown = shown_recipient("nobody", None);
+        assert_eq!(known, unknown);
+        assert_eq!(
+            shown_recipient("bob@example.com", None),
+            "b••••@example.com"
+        );
+        assert_eq!(
+            shown_recipient("", Some("bob@example.com")),
+            "b••••@example.com"
+        );
     }
 }

@@ -183,7 +183,13 @@ pub fn finish_sign_in(
         Ok(result) => result,
         Err(error) => {
             tracing::info!(%error, user, "passkey assertion refused");
-            return Ok(Err(format!("the passkey could not be verified ({error})")));
+            let why = match error {
+                webauthn_rs::prelude::WebauthnError::CredentialPossibleCompromise => {
+                    "this passkey's signature counter went backwards, so it may have been copied; it was refused"
+                }
+                _ => "the passkey could not be verified; try again",
+            };
+            return Ok(Err(why.to_string()));
         }
     };
     let Some((factor, mut passkey)) = passkeys(store, &user)?
@@ -289,9 +295,10 @@ pub fn finish_registration(
     {
         Ok(passkey) => passkey,
         Err(error) => {
-            return Ok(Checked::Refused(format!(
-                "the passkey could not be registered ({error})"
-            )));
+            tracing::info!(%error, user = user.id, "passkey registration refused");
+            return Ok(Checked::Refused(
+                "the passkey could not be registered; try again".into(),
+            ));
         }
     };
     let factor = Factor {
