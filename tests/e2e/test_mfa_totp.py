@@ -160,3 +160,50 @@ def test_code_fields_start_empty(make_server):
     for option in ("totp", "recovery_code"):
         value = option_form(page, option)["fields"]["code"]
         assert value == "", f"the {option} code field is pre-filled with {value!r}"
+
+
+def factor_ids(page):
+    return re.findall(r'<li data-kind="([a-z_]+)" data-id="([^"]+)"', page)
+
+
+def test_the_account_page_removes_a_factor_only_soon_after_a_sign_in(make_server):
+    """The authenticator app and recovery codes are listed on the account page; removing one
+    needs the session's CSRF token and a sign-in within `[mfa] reauth_seconds`; after removal
+    the next crm login enrolls again."""
+    server = make_server(extra_config="\n[mfa]\nreauth_seconds = 2\n")
+    rp, browser, page = password_step(server)
+    totp = pyotp.TOTP(enrollment(page)[0])
+    rp.finish(browser.submit(page, "totp", code=totp.now()))
+
+    account = browser.go(server.url("/")).text
+    listed = factor_ids(account)
+    assert [kind for kind, _ in listed] == ["totp", "recovery_code"], listed
+    totp_id = listed[0][1]
+    csrf = re.search(r'name="csrf" value="([^"]+)"', account).group(1)
+    remove = server.url("/account/factors/remove")
+
+    forged = browser.go(remove, "POST", {"csrf": "not-the-token", "factor": totp_id})
+    assert forged.status_code == 403
+    assert [k for k, _ in factor_ids(browser.go(server.url("/")).text)] == ["totp", "recovery_code"]
+
+    time.sleep(3)
+    stale = browser.go(server.url("/"))
+    assert 'id="reauth"' in stale.text and "/account/factors/remove" not in stale.text
+    late = browser.go(remove, "POST", {"csrf": csrf, "factor": totp_id})
+    assert late.status_code == 403 and "Sign in again" in late.text, late.text
+    assert not server.audit("factor.removed")
+
+    # A fresh sign-in (the account's own login) makes it possible again.
+    start = browser.go(server.url("/login/start")).text
+    done = browser.submit(start, "password", username=ALICE.username, password=ALICE.password)
+    assert not isinstance(done, str) and done.status_code == 200, done
+    account = browser.go(server.url("/")).text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', account).group(1)
+    removed = browser.go(remove, "POST", {"csrf": csrf, "factor": totp_id})
+    assert removed.status_code == 200 and [k for k, _ in factor_ids(removed.text)] == ["recovery_code"]
+    [entry] = server.audit("factor.removed")
+    assert entry["detail"]["kind"] == "totp"
+
+    # Without the app, crm asks to set one up again.
+    _, _, page = password_step(server)
+    assert 'id="totp-secret"' in page

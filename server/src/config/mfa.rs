@@ -22,6 +22,10 @@ pub struct MfaSettings {
     pub email_resend_seconds: u64,
     /// Codes sent to one user per hour at most. Default 10.
     pub email_codes_per_hour: u32,
+    /// How recently a user must have signed in to add or remove a factor on the account page.
+    /// Default 300: a stolen or forgotten session alone cannot plant a passkey or remove the
+    /// second factor (Keycloak asks for a recent sign-in before credential changes too).
+    pub reauth_seconds: u64,
 }
 
 impl Default for MfaSettings {
@@ -32,6 +36,7 @@ impl Default for MfaSettings {
             email_code_seconds: 600,
             email_resend_seconds: 30,
             email_codes_per_hour: 10,
+            reauth_seconds: 300,
         }
     }
 }

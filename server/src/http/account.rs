@@ -19,6 +19,11 @@ use crate::app::{App, now};
 use crate::crypto::constant_time_eq;
 use crate::store::{AuditEvent, FactorKind, Session, Write};
 
+/// Whether the session's sign-in is recent enough to change factors (`[mfa] reauth_seconds`).
+fn recent(app: &App, session: &Session, now: u64) -> bool {
+    now.saturating_sub(session.auth_time) <= app.config.mfa.reauth_seconds
+}
+
 #[derive(Serialize)]
 struct FactorView {
     id: String,
@@ -74,33 +79,38 @@ async fn render(app: &Arc<App>, session: Option<&Session>, message: Option<&str>
             label: f.label,
         })
         .collect();
-    let registration = crate::mfa::passkey::start_registration(
-        &app.mfa,
-        store,
-        &session.key,
-        &user,
-        now,
-        app.config.tokens.login_seconds,
-    );
+    let registration = recent(app, session, now).then(|| {
+        crate::mfa::passkey::start_registration(
+            &app.mfa,
+            store,
+            &session.key,
+            &user,
+            now,
+            app.config.tokens.login_seconds,
+        )
+    });
     let options = match registration {
-        Ok((options, write)) => {
-            let store = Arc::clone(&app.store);
-            match blocking(move || store.commit_unflushed(vec![write])).await {
-                Ok(Ok(())) => Some(super::login::script_json(&options)),
-                _ => None,
+        None => None,
+        Some(registration) => match registration {
+            Ok((options, write)) => {
+                let store = Arc::clone(&app.store);
+                match blocking(move || store.commit_unflushed(vec![write])).await {
+                    Ok(Ok(())) => Some(super::login::script_json(&options)),
+                    _ => None,
+                }
             }
-        }
-        Err(error) => {
-            tracing::error!(%error, "cannot start a passkey registration");
-            None
-        }
+            Err(error) => {
+                tracing::error!(%error, "cannot start a passkey registration");
+                None
+            }
+        },
     };
     app.pages.render(
         StatusCode::OK,
         "account.html",
         serde_json::json!({
             "user": user.username, "csrf": session.csrf, "factors": factors,
-            "passkey_options": options, "message": message,
+            "passkey_options": options, "message": message, "recent": recent(app, session, now),
         }),
     )
 }
@@ -122,6 +132,18 @@ fn authorized(app: &App, headers: &HeaderMap, params: &Params) -> Result<Session
             StatusCode::FORBIDDEN,
             "The form was not valid",
             "The form's security token is missing or wrong. Go back, reload the page and try again.",
+        ));
+    }
+    if !recent(app, &session, now()) {
+        return Err(app.pages.render(
+            StatusCode::FORBIDDEN,
+            "message.html",
+            serde_json::json!({
+                "title": "Sign in again first",
+                "message": "Changing how you sign in needs a recent sign-in.",
+                "error": true,
+                "link": { "href": "/login/start", "text": "Sign in again" },
+            }),
         ));
     }
     Ok(session)
