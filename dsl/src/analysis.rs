@@ -277,17 +277,28 @@ fn cycles(ir: &FlowIr, within: &BTreeSet<String>) -> Vec<Vec<String>> {
 /// may pick `identifier_first`.
 fn check_credential(ir: &FlowIr, flow_span: Span, diagnostics: &mut Vec<Diagnostic>) {
     let identify = crate::ir::AuthOption::Authenticator("identifier_first".into());
+    // Enrolling proves possession of a new factor, not who the user is: it verifies nothing.
     let verifying: BTreeSet<String> = ir
         .states
         .iter()
         .filter(|(_, s)| match &s.kind {
-            StateKind::Authenticate { options, .. } => {
-                !options.is_empty() && !options.contains(&identify)
-            }
+            StateKind::Authenticate {
+                options, enroll, ..
+            } => !enroll && !options.is_empty() && !options.contains(&identify),
             _ => false,
         })
         .map(|(id, _)| id.clone())
         .collect();
+    let enrolling = |state: &crate::ir::State| {
+        matches!(state.kind, StateKind::Authenticate { enroll: true, .. })
+    };
+    if let Some(path) = path_without(ir, &verifying, enrolling) {
+        diagnostics.push(
+            Diagnostic::error(Code::EnrollWithoutCredential, flow_span, "a path reaches an `enroll` step without verifying any credential first")
+                .with_note(format!("path: {}", describe_path(ir, &path)))
+                .with_hint("whoever reaches it could set up their own factor on someone else's account; put a credential (password, passkey, ...) before it"),
+        );
+    }
     if let Some(path) = path_to_success_without(ir, &verifying) {
         diagnostics.push(
             Diagnostic::error(Code::NoCredential, flow_span, "a path reaches success without verifying any credential")
@@ -337,6 +348,18 @@ fn path_to_success_without(
     ir: &FlowIr,
     satisfying: &BTreeSet<String>,
 ) -> Option<Vec<(String, Option<String>)>> {
+    path_without(ir, satisfying, |state| {
+        matches!(state.kind, StateKind::Success)
+    })
+}
+
+/// A path from the start to a state for which `target` holds that passes none of the
+/// `satisfying` states successfully, if there is one.
+fn path_without(
+    ir: &FlowIr,
+    satisfying: &BTreeSet<String>,
+    target: impl Fn(&crate::ir::State) -> bool,
+) -> Option<Vec<(String, Option<String>)>> {
     type Node = (String, bool);
     let start: Node = (ir.start.clone(), false);
     let mut parent: BTreeMap<Node, (Node, String)> = BTreeMap::new();
@@ -345,7 +368,7 @@ fn path_to_success_without(
     while let Some(node) = queue.pop_front() {
         let (id, passed) = &node;
         let state = ir.states.get(id)?;
-        if matches!(state.kind, StateKind::Success) {
+        if target(state) {
             if *passed {
                 continue;
             }

@@ -70,6 +70,7 @@ codes! {
     JitIdpNotUsed = "F051", "a JIT rule names an IdP that no step of the flow authenticates with";
     InvariantViolated = "F060", "a `require` invariant fails on some path to success";
     NoCredential = "F061", "a path reaches success without verifying any credential";
+    EnrollWithoutCredential = "F062", "a path reaches an `enroll` step without verifying any credential first";
     NoBody = "F070", "a flow needs exactly one of `steps` or `states`";
     StateKind = "F071", "a state needs exactly one of `authenticate`, `enroll`, `decide`, `do` or `deny`";
     MisplacedField = "F072", "a field that does not apply to this kind of state";

@@ -122,6 +122,7 @@ impl Engine {
             };
             run.user = Some(carried.user);
             run.carried = carried.steps;
+            run.carried_fresh_since = carried.fresh_since;
         }
         let mut ctx = Ctx {
             flow,
@@ -281,10 +282,24 @@ fn step_into(ctx: &mut Ctx, run: &mut Run, id: &str) -> Flowing {
         };
     }
     match &state.kind {
-        StateKind::Authenticate { enroll: true, .. } if run.user.is_none() => Flowing::Stop(deny(
-            run,
-            "nothing to enroll for: no user is identified yet",
-        )),
+        StateKind::Authenticate { enroll: true, .. } if !vouched_for(ctx, run) => {
+            if run.carried.is_empty() {
+                return Flowing::Stop(deny(
+                    run,
+                    "enrolling needs a credential verified first (or recently, for a session)",
+                ));
+            }
+            // The session is too old to vouch for a new factor: start over without what it
+            // carried, so the person proves who they are again before enrolling.
+            run.note(
+                id,
+                "the session is too old to vouch for enrolling: asking for the credentials again",
+            );
+            run.carried.clear();
+            run.steps.retain(|step| !step.carried);
+            let start = ctx.flow.ir.start.clone();
+            step_into(ctx, run, &start)
+        }
         StateKind::Authenticate {
             options,
             enroll: false,
@@ -304,6 +319,26 @@ fn step_into(ctx: &mut Ctx, run: &mut Run, id: &str) -> Flowing {
             Flowing::Stop(deny(run, &reason))
         }
     }
+}
+
+/// Whether the state `step` passed enrolls a factor (and so verified nobody).
+fn enrolled(ctx: &Ctx, step: &StepRecord) -> bool {
+    matches!(
+        ctx.flow.ir.states.get(&step.state).map(|s| &s.kind),
+        Some(StateKind::Authenticate { enroll: true, .. })
+    )
+}
+
+/// Whether a step that verifies the user (not identification, not an enrollment) passed in
+/// this login, or was carried from a session recently enough to let the user enroll a new
+/// factor (an old session alone must not plant one).
+fn vouched_for(ctx: &Ctx, run: &Run) -> bool {
+    run.user.is_some()
+        && run.steps.iter().any(|step| {
+            step.authenticator != "identifier_first"
+                && !enrolled(ctx, step)
+                && (!step.carried || step.at >= run.carried_fresh_since)
+        })
 }
 
 /// The first option of an authenticate state that a step carried from the session passed.
@@ -342,7 +377,10 @@ fn satisfied_by_session(ctx: &mut Ctx, run: &mut Run, option: AuthOption) -> Flo
             state,
             authenticator: "identifier_first".into(),
             idp: None,
-            at: ctx.now,
+            // When the session last verified someone: identifying by the session is not a
+            // sign-in of its own, and must not make the login look fresh.
+            at: run.carried.iter().map(|s| s.at).max().unwrap_or(0),
+            carried: true,
         });
         return Flowing::Take(ir::LABEL_SUCCESS);
     }
@@ -364,6 +402,7 @@ fn satisfied_by_session(ctx: &mut Ctx, run: &mut Run, option: AuthOption) -> Flo
         && step.state == state
     {
         step.at = carried.at;
+        step.carried = true;
     }
     flowing
 }
@@ -612,6 +651,7 @@ fn on_input(ctx: &mut Ctx, run: &mut Run, input: Input) -> Flowing {
                 authenticator: "identifier_first".into(),
                 idp: None,
                 at: ctx.now,
+                carried: false,
             });
             Flowing::Take(ir::LABEL_SUCCESS)
         }
@@ -775,6 +815,7 @@ fn identified(ctx: &mut Ctx, run: &mut Run, user: UserView, option: AuthOption) 
         authenticator,
         idp,
         at: ctx.now,
+        carried: false,
     });
     run.user = Some(user);
     Flowing::Take(ir::LABEL_SUCCESS)
@@ -873,10 +914,11 @@ fn complete(ctx: &mut Ctx, run: &mut Run) -> Output {
             amr.push(method.to_string());
         }
     }
+    // Enrolling proves possession of a new factor, not who the user is.
     let credential = run
         .steps
         .iter()
-        .any(|s| s.authenticator != "identifier_first");
+        .any(|s| s.authenticator != "identifier_first" && !enrolled(ctx, s));
     if !credential {
         return deny(run, "no credential was verified");
     }

@@ -281,6 +281,10 @@ pub struct Carried {
     /// Steps passed in the session still fresh enough to count (the server drops those older
     /// than a requested `max_age`).
     pub steps: Vec<StepRecord>,
+    /// Carried steps older than this (seconds since the epoch) cannot vouch for enrolling a new
+    /// factor: an old session alone must not plant one. 0: all can.
+    #[serde(default)]
+    pub fresh_since: u64,
 }
 
 /// A completed step of a run, visible to scripts as `context.steps`.
@@ -295,6 +299,9 @@ pub struct StepRecord {
     pub idp: Option<String>,
     /// When, in seconds since the epoch (the time the server passed in).
     pub at: u64,
+    /// Satisfied by a step the single-sign-on session carried, not asked in this login.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub carried: bool,
 }
 
 /// One line of a run's trace: which state, what happened, and why.

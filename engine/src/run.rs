@@ -103,6 +103,9 @@ pub struct Run {
     /// The user the carried steps belong to; they count only while the login is for them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub carried_user: Option<String>,
+    /// Carried steps before this time cannot vouch for an enrollment ([`crate::Carried`]).
+    #[serde(default)]
+    pub carried_fresh_since: u64,
 }
 
 /// Why a stored run cannot be resumed.
@@ -156,6 +159,7 @@ impl Run {
             baseline_failures: BTreeMap::new(),
             carried: Vec::new(),
             carried_user: None,
+            carried_fresh_since: 0,
         }
     }
 

@@ -237,6 +237,7 @@ mod tests {
                 authenticator: "password".into(),
                 idp: None,
                 at: 1,
+                carried: false,
             }],
             failed_attempts: 1,
         };

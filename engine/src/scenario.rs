@@ -72,6 +72,9 @@ pub struct SessionSpec {
     /// What the user typed at `identifier_first` (default: the username).
     #[serde(default)]
     pub identifier: Option<String>,
+    /// The session's steps are too old to vouch for enrolling a new factor.
+    #[serde(default)]
+    pub stale: bool,
 }
 
 /// One input of a scenario.
@@ -337,6 +340,7 @@ fn carried(session: &SessionSpec, user: &UserView) -> Carried {
                 authenticator,
                 idp,
                 at: 0,
+                carried: false,
             }
         })
         .collect();
@@ -347,6 +351,8 @@ fn carried(session: &SessionSpec, user: &UserView) -> Carried {
             .clone()
             .unwrap_or_else(|| user.username.clone()),
         steps,
+        // Scenario steps are at time 0; a stale session's are before what may vouch.
+        fresh_since: u64::from(session.stale),
     }
 }
 

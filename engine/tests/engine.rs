@@ -577,18 +577,90 @@ proptest! {
 }
 
 #[test]
-fn an_enroll_state_before_anyone_is_identified_denies() {
+fn an_enroll_state_without_a_verified_credential_denies() {
+    // `flow check` refuses such a flow (F062); the engine holds the line for hand-made IR too:
+    // identifying someone, or a session too old, does not let anyone set up a factor for them.
     let engine = Engine::new();
-    let flow = load(
+    let checked = load(
         &engine,
-        "flow: f\nstart: setup\nstates:\n  setup: { enroll: [totp], next: login }\n  login: { authenticate: [password], next: success }\n",
+        "flow: f\nstart: who\nstates:\n  who: { authenticate: [identifier_first], next: login }\n  login: { authenticate: [password], next: setup }\n  setup: { enroll: [totp], next: success }\n",
     );
-    let step = engine.start(&flow, Request::default(), 0, &Fixtures::default());
-    assert_eq!(
-        step.output,
-        Output::Denied {
-            reason: "nothing to enroll for: no user is identified yet".into()
-        }
+    let mut ir = checked.ir.clone();
+    if let Some(who) = ir.states.get_mut("who") {
+        who.transitions.insert("success".into(), "setup".into());
+    }
+    let bypass = engine.load(ir).expect("loads");
+    let directory = Fixtures::default();
+    let step = engine.start(&bypass, Request::default(), 0, &directory);
+    let step = engine.advance(
+        &bypass,
+        step.run,
+        Input::Identify {
+            identifier: "alice".into(),
+            user: Some(user("alice")),
+        },
+        1,
+        &directory,
+    );
+    let refused = Output::Denied {
+        reason: "enrolling needs a credential verified first (or recently, for a session)".into(),
+    };
+    assert_eq!(step.output, refused);
+
+    // A session's password passes the password state, but is too old to vouch for enrolling.
+    let session = |fresh_since| idflow_engine::Carried {
+        user: user("alice"),
+        identifier: String::new(),
+        fresh_since,
+        steps: vec![idflow_engine::model::StepRecord {
+            state: "login".into(),
+            authenticator: "password".into(),
+            idp: None,
+            at: 50,
+            carried: false,
+        }],
+    };
+    let stale = engine.start_carried(
+        &checked,
+        Request::default(),
+        Some(session(60)),
+        100,
+        &directory,
+    );
+    assert!(
+        matches!(&stale.output, Output::Prompt { state, enroll: false, .. } if state == "login"),
+        "an old session must sign in again before enrolling: {:?}",
+        stale.output
+    );
+    let again = engine.advance(
+        &checked,
+        stale.run,
+        passed(password(), "alice"),
+        101,
+        &directory,
+    );
+    assert!(
+        matches!(&again.output, Output::Prompt { state, enroll: true, .. } if state == "setup"),
+        "{:?}",
+        again.output
+    );
+    let recent = engine.start_carried(
+        &checked,
+        Request::default(),
+        Some(session(40)),
+        100,
+        &directory,
+    );
+    assert!(
+        matches!(&recent.output, Output::Prompt { state, enroll: true, .. } if state == "setup"),
+        "{:?}",
+        recent.output
+    );
+    // Being identified by the session is not a sign-in: it keeps the session's time.
+    assert!(
+        recent.run.steps.iter().all(|s| s.at == 50 && s.carried),
+        "{:?}",
+        recent.run.steps
     );
 }
 
@@ -602,11 +674,13 @@ fn steps_a_session_carried_count_only_for_the_session_user() {
     let carried = idflow_engine::Carried {
         user: user("alice"),
         identifier: String::new(),
+        fresh_since: 0,
         steps: vec![idflow_engine::model::StepRecord {
             state: "login".into(),
             authenticator: "password".into(),
             idp: None,
             at: 7,
+            carried: false,
         }],
     };
     let directory = Fixtures::default();
@@ -646,6 +720,7 @@ fn steps_a_session_carried_count_only_for_the_session_user() {
         authenticator: "password".into(),
         idp: None,
         at: 7,
+        carried: false,
     }];
     run.carried_user = Some("alice".into());
     let step = engine.advance(

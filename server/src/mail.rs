@@ -136,15 +136,20 @@ impl Smtp {
 }
 
 impl MailSender for Smtp {
+    /// Hands the message to the mail server in the background: the answer to the person must
+    /// not take longer for addresses that have an account (only those get mail) than for
+    /// those that do not. Delivery failures are logged.
     fn send<'a>(&'a self, mail: &'a Mail) -> Sending<'a> {
         use lettre::AsyncTransport as _;
         Box::pin(async move {
             let message = message(&self.from, mail)?;
-            self.transport
-                .send(message)
-                .await
-                .map(|_| ())
-                .map_err(|e| format!("SMTP: {e}"))
+            let transport = self.transport.clone();
+            tokio::spawn(async move {
+                if let Err(error) = transport.send(message).await {
+                    tracing::error!(%error, "SMTP delivery failed");
+                }
+            });
+            Ok(())
         })
     }
 }

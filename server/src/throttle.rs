@@ -3,8 +3,9 @@
 //! `lock_user`, kept in the store; these limits slow guessing and mail bombing on one node, and
 //! forget everything on restart, which only ever errs towards letting a person in.
 //!
-//! The map is bounded: past [`MAX_KEYS`] it drops finished windows first and then stops
-//! tracking new keys (logged), so a flood of addresses cannot exhaust memory.
+//! The map is bounded: past [`MAX_KEYS`] it drops finished windows first and then the older
+//! half of the rest (logged), so a flood of addresses can neither exhaust memory nor switch
+//! throttling off. IPv6 addresses count per /64, the block one host usually holds.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -15,7 +16,14 @@ pub const MAX_KEYS: usize = 200_000;
 #[derive(Debug, Clone, Copy)]
 struct Window {
     start: u64,
+    seconds: u64,
     count: u32,
+}
+
+impl Window {
+    fn live(&self, now: u64) -> bool {
+        now < self.start.saturating_add(self.seconds)
+    }
 }
 
 /// Counts per key in fixed windows.
@@ -34,36 +42,30 @@ impl Counter {
     /// ends.
     pub fn count(&self, key: &str, seconds: u64, now: u64) -> (u32, u64) {
         let windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
-        match windows.get(key) {
-            Some(w) if now < w.start.saturating_add(seconds) => {
-                (w.count, w.start.saturating_add(seconds))
-            }
-            _ => (0, now.saturating_add(seconds)),
-        }
+        count_in(&windows, key, seconds, now)
     }
 
     /// Adds one to `key` and returns the new count.
     pub fn add(&self, key: &str, seconds: u64, now: u64) -> u32 {
         let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
-        if windows.len() >= MAX_KEYS && !windows.contains_key(key) {
-            windows.retain(|_, w| now < w.start.saturating_add(seconds));
-            if windows.len() >= MAX_KEYS {
-                tracing::warn!("throttle table full: not tracking {key}");
-                return 0;
+        add_in(&mut windows, key, seconds, now)
+    }
+
+    /// Checks every `(key, seconds, max)` and, only if all are under their `max`, adds one to
+    /// each, atomically (parallel requests cannot all slip under a limit). Otherwise returns
+    /// the seconds until the first full window ends.
+    pub fn admit(&self, limits: &[(&str, u64, u32)], now: u64) -> Result<(), u64> {
+        let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        for (key, seconds, max) in limits {
+            let (count, ends) = count_in(&windows, key, *seconds, now);
+            if count >= *max {
+                return Err(ends.saturating_sub(now).max(1));
             }
         }
-        let window = windows.entry(key.to_string()).or_insert(Window {
-            start: now,
-            count: 0,
-        });
-        if now >= window.start.saturating_add(seconds) {
-            *window = Window {
-                start: now,
-                count: 0,
-            };
+        for (key, seconds, _) in limits {
+            add_in(&mut windows, key, *seconds, now);
         }
-        window.count = window.count.saturating_add(1);
-        window.count
+        Ok(())
     }
 
     /// Forgets `key` (a success ends the run of failures).
@@ -72,6 +74,62 @@ impl Counter {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(key);
+    }
+}
+
+fn count_in(windows: &HashMap<String, Window>, key: &str, seconds: u64, now: u64) -> (u32, u64) {
+    match windows.get(key) {
+        Some(w) if w.live(now) => (w.count, w.start.saturating_add(w.seconds)),
+        _ => (0, now.saturating_add(seconds)),
+    }
+}
+
+fn add_in(windows: &mut HashMap<String, Window>, key: &str, seconds: u64, now: u64) -> u32 {
+    if windows.len() >= MAX_KEYS && !windows.contains_key(key) {
+        make_room(windows, now);
+    }
+    let fresh = Window {
+        start: now,
+        seconds,
+        count: 0,
+    };
+    let window = windows.entry(key.to_string()).or_insert(fresh);
+    if !window.live(now) {
+        *window = fresh;
+    }
+    window.count = window.count.saturating_add(1);
+    window.count
+}
+
+/// Drops finished windows, then, if that was not enough, the older half of the others.
+fn make_room(windows: &mut HashMap<String, Window>, now: u64) {
+    windows.retain(|_, w| w.live(now));
+    if windows.len() < MAX_KEYS {
+        return;
+    }
+    let mut starts: Vec<u64> = windows.values().map(|w| w.start).collect();
+    let middle = starts.len() / 2;
+    let (_, median, _) = starts.select_nth_unstable(middle);
+    let median = *median;
+    windows.retain(|_, w| w.start > median);
+    tracing::warn!(
+        kept = windows.len(),
+        "throttle table full: dropped the older windows"
+    );
+}
+
+/// The part of an address that identifies one client: the whole IPv4 address, the /64 of an
+/// IPv6 one (a host can hold a whole /64 and rotate through it).
+pub fn client_block(ip: &str) -> String {
+    match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+        _ => ip.to_string(),
     }
 }
 
@@ -101,9 +159,10 @@ impl Throttle {
     }
 
     fn keys(ip: &str, user: Option<&str>) -> (String, Option<String>) {
+        let block = client_block(ip);
         (
-            format!("ip {ip}"),
-            user.map(|u| format!("user {u} ip {ip}")),
+            format!("ip {block}"),
+            user.map(|u| format!("user {u} ip {block}")),
         )
     }
 
@@ -204,6 +263,70 @@ mod tests {
             "ip"
         );
         assert_eq!(t.check("9.9.9.9", None, 1).unwrap_err().limit, "ip");
+    }
+
+    #[test]
+    fn ipv6_counts_per_64_and_a_full_table_keeps_throttling() {
+        assert_eq!(client_block("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+        assert_eq!(
+            client_block("2001:db8:1:2:ffff::9"),
+            client_block("2001:db8:1:2::5")
+        );
+        assert_eq!(client_block("::ffff:1.2.3.4"), "1.2.3.4");
+        assert_eq!(client_block("1.2.3.4"), "1.2.3.4");
+        let t = throttle(3, 100);
+        for host in 1..=3 {
+            t.failed(&format!("2001:db8:1:2::{host}"), None, 0);
+        }
+        assert!(
+            t.check("2001:db8:1:2::99", None, 1).is_err(),
+            "one /64 is one client"
+        );
+
+        let counter = Counter::new();
+        {
+            let mut windows = counter.windows.lock().unwrap_or_else(|e| e.into_inner());
+            for i in 0..MAX_KEYS as u64 {
+                let window = Window {
+                    start: i,
+                    seconds: u64::MAX / 2,
+                    count: 1,
+                };
+                windows.insert(format!("filler {i}"), window);
+            }
+        }
+        let now = MAX_KEYS as u64;
+        counter.add("attacker", 60, now);
+        counter.add("attacker", 60, now);
+        assert_eq!(
+            counter.count("attacker", 60, now).0,
+            2,
+            "new keys are still counted"
+        );
+        let kept = counter
+            .windows
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len();
+        assert!(kept <= MAX_KEYS / 2 + 2, "{kept}");
+    }
+
+    #[test]
+    fn admit_checks_every_limit_before_counting_any() {
+        let counter = Counter::new();
+        assert!(counter.admit(&[("a", 30, 1), ("b", 3600, 10)], 0).is_ok());
+        assert_eq!(counter.admit(&[("a", 30, 1), ("b", 3600, 10)], 5), Err(25));
+        assert_eq!(
+            counter.count("b", 3600, 5).0,
+            1,
+            "a refused admission counts nothing"
+        );
+        assert!(counter.admit(&[("a", 30, 1), ("b", 3600, 10)], 31).is_ok());
+        assert_eq!(
+            counter.count("b", 3600, 31).0,
+            2,
+            "each window keeps its own length"
+        );
     }
 
     #[test]

@@ -390,6 +390,10 @@ fn run_user_inner(command: UserCommand) -> Result<(), u8> {
                     id: f.id.clone(),
                 })
                 .collect();
+            batch.push(Write::DeleteUserSessions {
+                user: user.id.clone(),
+                except: None,
+            });
             batch.push(audit(
                 "factor.removed",
                 &user.id,

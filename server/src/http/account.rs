@@ -12,12 +12,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Serialize;
 
-use super::authorize::{commit, current_session, server_error, start_login};
+use super::authorize::{current_session, server_error, start_login};
 use super::params::Params;
 use super::{AppState, blocking};
 use crate::app::{App, now};
 use crate::crypto::constant_time_eq;
-use crate::store::{AuditEvent, FactorKind, Session, Write};
+use crate::store::{AuditEvent, FactorKind, Session, StoreError, Write};
 
 /// Whether the session's sign-in is recent enough to change factors (`[mfa] reauth_seconds`).
 fn recent(app: &App, session: &Session, now: u64) -> bool {
@@ -194,10 +194,7 @@ pub async fn add_passkey(
                 addr,
                 serde_json::json!({ "kind": "passkey" }),
             ));
-            match commit(&app, writes).await {
-                Ok(()) => Redirect::to("/").into_response(),
-                Err(response) => response,
-            }
+            apply(&app, writes).await
         }
         Ok(crate::mfa::Checked::Refused(reason)) => {
             let mut response = render(&app, Some(&session), Some(&reason)).await;
@@ -238,6 +235,10 @@ pub async fn remove_factor(
             user: session.user.clone(),
             id: factor.id.clone(),
         },
+        Write::DeleteUserSessions {
+            user: session.user.clone(),
+            except: Some(session.key.clone()),
+        },
         audit(
             "factor.removed",
             &session.user,
@@ -245,9 +246,22 @@ pub async fn remove_factor(
             serde_json::json!({ "kind": factor.kind.authenticator(), "label": factor.label }),
         ),
     ];
-    match commit(&app, writes).await {
-        Ok(()) => Redirect::to("/").into_response(),
-        Err(response) => response,
+    apply(&app, writes).await
+}
+
+/// Commits an account change and goes back to the account page; a change another request
+/// made first (a passkey answer submitted twice) is a 409 page, not a server error.
+async fn apply(app: &Arc<App>, writes: Vec<Write>) -> Response {
+    let store = Arc::clone(&app.store);
+    match blocking(move || store.commit(writes)).await {
+        Ok(Ok(())) => Redirect::to("/").into_response(),
+        Ok(Err(StoreError::Conflict(_))) => app.pages.message(
+            StatusCode::CONFLICT,
+            "This was already done",
+            "The change was already made in another window. Reload the account page.",
+        ),
+        Ok(Err(error)) => server_error(app, &error),
+        Err(error) => server_error(app, &error),
     }
 }
 

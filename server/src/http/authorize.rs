@@ -186,7 +186,7 @@ async fn authorize(
     });
     let sso = match &session {
         Some(session) => match carry(&app, session, max_age, now) {
-            Ok(carried) => carried.map(|carried| (session.key.clone(), carried)),
+            Ok(carried) => carried.map(|carried| (session.clone(), carried)),
             Err(response) => return response,
         },
         None => None,
@@ -220,10 +220,19 @@ fn carry(
         .filter(|step| max_age.is_none_or(|max| step.at.saturating_add(max) >= now))
         .cloned()
         .collect();
+    // What was typed then still names the user only if it is still their name or address.
+    let identifier = if session.identifier.eq_ignore_ascii_case(&user.username)
+        || session.identifier.eq_ignore_ascii_case(&user.email)
+    {
+        session.identifier.clone()
+    } else {
+        user.username.clone()
+    };
     Ok(Some(idflow_engine::Carried {
         user,
-        identifier: session.identifier.clone(),
+        identifier,
         steps,
+        fresh_since: now.saturating_sub(app.config.mfa.reauth_seconds),
     }))
 }
 
@@ -321,7 +330,7 @@ pub async fn start_login(
     addr: SocketAddr,
     headers: &HeaderMap,
     now: u64,
-    sso: Option<(String, idflow_engine::Carried)>,
+    sso: Option<(Session, idflow_engine::Carried)>,
     prompt_none: bool,
 ) -> Response {
     let application = request
@@ -360,9 +369,9 @@ pub async fn start_login(
         weekday: (((now / 86_400) + 3) % 7 + 1) as i64,
     };
     let directory = crate::directory::StoreDirectory::new(app.store.as_ref(), now);
-    let (replaces, carried) = match sso {
-        Some((key, carried)) => (Some(key), Some(carried)),
-        None => (None, None),
+    let (replaces, session_expires, carried) = match sso {
+        Some((session, carried)) => (Some(session.key), Some(session.expires), Some(carried)),
+        None => (None, None, None),
     };
     let step = app
         .engine
@@ -395,6 +404,7 @@ pub async fn start_login(
         authorize: request,
         expires: now + app.config.tokens.login_seconds,
         replaces,
+        session_expires,
     };
     let mut response = super::login::continue_login(
         app,

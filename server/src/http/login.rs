@@ -381,6 +381,7 @@ pub async fn submit(
     let ip = addr.ip().to_string();
     let chosen = params.get("option").unwrap_or_default();
     let mut writes = Vec::new();
+    let mut throttle_key: Option<String> = None;
     let input = if chosen == "cancel" {
         Input::Cancel
     } else {
@@ -416,34 +417,27 @@ pub async fn submit(
         match input_for(&app, &login, option.clone(), enroll, &params, now).await {
             Ok(Some((input, checked))) => {
                 writes = checked;
-                match &input {
-                    Input::Failed { user, reason, .. } => {
-                        let who = user.as_ref().map(|u| u.id.clone()).unwrap_or_default();
+                if let Input::Failed { user, reason, .. } = &input {
+                    let who = user.as_ref().map(|u| u.id.clone()).unwrap_or_default();
+                    writes.push(audit(
+                        "login.factor_refused",
+                        &who,
+                        &ip,
+                        now,
+                        serde_json::json!({ "option": chosen, "reason": reason }),
+                    ));
+                    // Counted under the same key the check above used.
+                    if let Some(limit) = app.throttle.failed(&ip, target.as_deref(), now) {
                         writes.push(audit(
-                            "login.factor_refused",
+                            "login.throttled",
                             &who,
                             &ip,
                             now,
-                            serde_json::json!({ "option": chosen, "reason": reason }),
+                            serde_json::json!({ "limit": limit }),
                         ));
-                        // Counted under the same key the check above used.
-                        if let Some(limit) = app.throttle.failed(&ip, target.as_deref(), now) {
-                            writes.push(audit(
-                                "login.throttled",
-                                &who,
-                                &ip,
-                                now,
-                                serde_json::json!({ "limit": limit }),
-                            ));
-                        }
                     }
-                    Input::Passed { .. } => {
-                        if let Some(target) = &target {
-                            app.throttle.passed(&ip, target);
-                        }
-                    }
-                    _ => {}
                 }
+                throttle_key = target;
                 input
             }
             Ok(None) => {
@@ -488,6 +482,18 @@ pub async fn submit(
     login.run = step.run;
     login.output = step.output;
     login.seq = read_seq + 1;
+    match &login.output {
+        // Only a completed sign-in ends a run of failures: passing one factor again and again
+        // must not reset the count while another is being guessed.
+        Output::Complete { .. } => {
+            if let Some(key) = &throttle_key {
+                app.throttle.passed(&ip, key);
+            }
+        }
+        // A factor enrolled in a login the flow then denies is not kept.
+        Output::Denied { .. } => writes.retain(|w| !matches!(w, Write::PutFactor(_))),
+        _ => {}
+    }
     // What made a factor pass (a TOTP step, a passkey counter, a spent challenge) commits with
     // the step it passed, or not at all.
     writes.extend(effect_writes(step.effects, &ip, now));
@@ -738,8 +744,9 @@ async fn input_for(
             }))
         }
         "email_otp" => {
-            let (checked, sent_to) = crate::mfa::email_otp::check(store, &login.key, code, now)
-                .map_err(|e| server_error(app, &e))?;
+            let (checked, sent_to, counted) =
+                crate::mfa::email_otp::check(store, &login.key, code, now)
+                    .map_err(|e| server_error(app, &e))?;
             let user = match sent_to {
                 Some(id) => store.user(&id).map_err(|e| server_error(app, &e))?,
                 None => None,
@@ -752,7 +759,7 @@ async fn input_for(
                 (crate::mfa::Checked::Passed(writes), Some(user)) => {
                     (Input::Passed { option, user }, writes)
                 }
-                (crate::mfa::Checked::Refused(reason), user) => (failed(user, &reason), Vec::new()),
+                (crate::mfa::Checked::Refused(reason), user) => (failed(user, &reason), counted),
                 (crate::mfa::Checked::Passed(_), None) => {
                     (failed(None, "that code is wrong"), Vec::new())
                 }
@@ -980,9 +987,24 @@ pub async fn continue_login(
             acr,
         } => {
             let secret = random_token(32);
-            // The latest step that really ran: a login that asked nothing new keeps the time
-            // the user last authenticated (OpenID Connect's auth_time).
-            let auth_time = login.run.steps.iter().map(|s| s.at).max().unwrap_or(now);
+            // The latest step that verified the user (identifying is not authenticating): a
+            // login that asked nothing new keeps the time the user last authenticated (OpenID
+            // Connect's auth_time).
+            let verifying = || {
+                login
+                    .run
+                    .steps
+                    .iter()
+                    .filter(|s| s.authenticator != "identifier_first")
+            };
+            let auth_time = verifying().map(|s| s.at).max().unwrap_or(now);
+            // A session renewed by single sign-on alone keeps its end: only a login that asked
+            // for a credential starts a new lifetime, so a session cannot live forever by use.
+            let asked = verifying().any(|s| !s.carried);
+            let expires = match login.session_expires {
+                Some(expires) if !asked => expires,
+                _ => now + app.config.tokens.session_seconds,
+            };
             let session = Session {
                 key: token_key(&secret),
                 sid: random_token(16),
@@ -992,7 +1014,7 @@ pub async fn continue_login(
                 acr,
                 claims,
                 flow: flow.clone(),
-                expires: now + app.config.tokens.session_seconds,
+                expires,
                 csrf: random_token(32),
                 steps: login.run.steps.clone(),
                 identifier: login.run.identifier.clone(),
@@ -1025,7 +1047,7 @@ pub async fn continue_login(
                 cookies::set(
                     cookies::SESSION,
                     &secret,
-                    app.config.tokens.session_seconds,
+                    expires.saturating_sub(now).max(1),
                     secure,
                 ),
             );

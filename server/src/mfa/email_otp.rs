@@ -23,7 +23,14 @@ struct Sent {
     /// new code" asks for the same account.
     #[serde(default)]
     typed: String,
+    /// Wrong codes typed so far; at [`MAX_TRIES`] the code is void.
+    #[serde(default)]
+    tries: u32,
 }
+
+/// Wrong codes one emailed code survives: with six digits, five guesses have a one in 200,000
+/// chance, and a new code needs a new email (rate-limited).
+pub const MAX_TRIES: u32 = 5;
 
 /// Why no code was sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,28 +98,26 @@ pub async fn send(
 ) -> Result<Write, NotSent> {
     let settings = &mfa.settings;
     let recipient = user.map(|u| u.email.clone()).filter(|e| !e.is_empty());
-    let limit_key = format!(
-        "email {}",
-        user.map(|u| u.id.as_str()).unwrap_or(typed).to_lowercase()
-    );
-    let (recent, ends) = mfa.email_sends.count(
-        &format!("{limit_key} recent"),
-        settings.email_resend_seconds,
-        now,
-    );
-    if recent > 0 {
-        return Err(NotSent::Throttled(ends.saturating_sub(now).max(1)));
-    }
-    let (hourly, hour_ends) = mfa.email_sends.count(&limit_key, 3600, now);
-    if hourly >= settings.email_codes_per_hour {
-        return Err(NotSent::Throttled(hour_ends.saturating_sub(now).max(1)));
-    }
-    mfa.email_sends.add(
-        &format!("{limit_key} recent"),
-        settings.email_resend_seconds,
-        now,
-    );
-    mfa.email_sends.add(&limit_key, 3600, now);
+    // Limited by what was asked for: the text typed, or the user the flow identified. Keying
+    // typed names by the account they name would answer differently for names that have one.
+    let limit_key = if typed.is_empty() {
+        format!(
+            "email user {}",
+            user.map(|u| u.id.as_str()).unwrap_or_default()
+        )
+    } else {
+        format!("email typed {}", typed.to_lowercase())
+    };
+    let recent_key = format!("{limit_key} recent");
+    mfa.email_sends
+        .admit(
+            &[
+                (&recent_key, settings.email_resend_seconds, 1),
+                (&limit_key, 3600, settings.email_codes_per_hour),
+            ],
+            now,
+        )
+        .map_err(NotSent::Throttled)?;
     let key = challenge_key(owner, PURPOSE);
     let mut random = [0u8; 4];
     aws_lc_rs::rand::fill(&mut random).map_err(|_| NotSent::Failed)?;
@@ -135,6 +140,7 @@ pub async fn send(
         hash: email_code::hash(&code, &key),
         to: shown_recipient(typed, recipient.as_deref()),
         typed: typed.to_string(),
+        tries: 0,
     };
     Ok(Write::PutChallenge(Challenge {
         key,
@@ -144,40 +150,101 @@ pub async fn send(
     }))
 }
 
-/// Checks a typed code for `owner`. A pass spends the code and names the user it was sent to.
+/// Checks a typed code for `owner`. A pass spends the code and names the user it was sent to;
+/// a wrong code counts against it (the writes returned record that) and the fifth voids it.
 pub fn check(
     store: &dyn Store,
     owner: &str,
     typed: &str,
     now: u64,
-) -> Result<(Checked, Option<String>), String> {
+) -> Result<(Checked, Option<String>, Vec<Write>), String> {
     let key = challenge_key(owner, PURPOSE);
+    let refused = |why: &str| Checked::Refused(why.to_string());
     let Some(challenge) = store.challenge(&key, now).map_err(|e| e.to_string())? else {
         return Ok((
-            Checked::Refused("no code is waiting, or it has expired; ask for a new one".into()),
+            refused("no code is waiting, or it has expired; ask for a new one"),
             None,
+            Vec::new(),
         ));
     };
-    let Some(sent) = challenge_data::<Sent>(&challenge) else {
-        return Ok((Checked::Refused("ask for a new code".into()), None));
+    let Some(mut sent) = challenge_data::<Sent>(&challenge) else {
+        return Ok((refused("ask for a new code"), None, Vec::new()));
     };
     let user = (!challenge.user.is_empty()).then(|| challenge.user.clone());
     match email_code::verify(typed, &key, &sent.hash) {
-        Ok(()) if user.is_some() => Ok((Checked::Passed(vec![Write::TakeChallenge(key)]), user)),
-        Ok(()) | Err(CodeError::Wrong) => Ok((
-            Checked::Refused("that code is wrong; check the latest email".into()),
+        Ok(()) if user.is_some() => Ok((
+            Checked::Passed(vec![Write::TakeChallenge(key)]),
             user,
+            Vec::new(),
         )),
         Err(CodeError::Format) => Ok((
-            Checked::Refused("the code in the email is six digits".into()),
+            refused("the code in the email is six digits"),
             user,
+            Vec::new(),
         )),
+        Ok(()) | Err(CodeError::Wrong) => {
+            sent.tries += 1;
+            if sent.tries >= MAX_TRIES {
+                return Ok((
+                    refused("too many wrong codes; ask for a new one"),
+                    user,
+                    vec![Write::TakeChallenge(key)],
+                ));
+            }
+            let again = Challenge {
+                data: serde_json::to_value(&sent).map_err(|e| e.to_string())?,
+                ..challenge
+            };
+            Ok((
+                refused("that code is wrong; check the latest email"),
+                user,
+                vec![Write::PutChallenge(again)],
+            ))
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_code_dies_after_five_wrong_tries_and_passes_once() {
+        let dir = std::env::temp_dir().join(format!(
+            "idflow-email-otp-{}",
+            crate::crypto::random_token(6)
+        ));
+        let store = crate::store::EmbeddedStore::open(&dir).expect("store");
+        let key = challenge_key("login", PURPOSE);
+        let sent = Sent {
+            hash: email_code::hash("123456", &key),
+            to: String::new(),
+            typed: String::new(),
+            tries: 0,
+        };
+        let challenge = Challenge {
+            key: key.clone(),
+            user: "u1".into(),
+            data: serde_json::to_value(&sent).expect("json"),
+            expires: 100,
+        };
+        store
+            .commit(vec![Write::PutChallenge(challenge)])
+            .expect("put");
+        for attempt in 1..=MAX_TRIES {
+            let (checked, user, writes) = check(&store, "login", "000000", 1).expect("check");
+            assert!(matches!(checked, Checked::Refused(_)), "{attempt}");
+            assert_eq!(user.as_deref(), Some("u1"));
+            store.commit(writes).expect("count");
+        }
+        // The right code now finds nothing: five wrong tries voided it.
+        let (checked, _, _) = check(&store, "login", "123456", 1).expect("check");
+        assert!(
+            matches!(&checked, Checked::Refused(why) if why.contains("no code is waiting")),
+            "{checked:?}"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     #[test]
     fn masks_the_local_part() {

@@ -55,6 +55,7 @@ pub fn enrollment(
     let existing = store
         .challenge(&key, now)
         .map_err(|e| e.to_string())?
+        .filter(|c| c.user == user.id)
         .and_then(|c| challenge_data::<Pending>(&c));
     let (pending, write) = match existing {
         Some(pending) => (pending, None),

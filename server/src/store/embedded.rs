@@ -462,6 +462,17 @@ fn apply(txn: &WriteTransaction, write: Write) -> StoreResult<()> {
             put(txn, FACTORS, &factor_key(&factor.user, &factor.id), &factor)
         }
         Write::DeleteFactor { user, id } => remove(txn, FACTORS, &factor_key(&user, &id)),
+        Write::DeleteUserSessions { user, except } => {
+            // Sessions are keyed by their cookie's hash, not by user: a scan, for a rare event.
+            let mut sessions = txn.open_table(SESSIONS).map_err(fail)?;
+            sessions
+                .retain(|key, value| {
+                    except.as_deref() == Some(key)
+                        || serde_json::from_slice::<Session>(value).map_or(true, |s| s.user != user)
+                })
+                .map_err(fail)?;
+            Ok(())
+        }
         Write::UseTotpStep {
             user,
             id,
@@ -905,6 +916,42 @@ mod tests {
     }
 
     #[test]
+    fn deleting_a_users_sessions_keeps_the_one_asked_and_other_users() {
+        let (store, dir) = store();
+        let session = |key: &str, user: &str| Session {
+            key: key.into(),
+            sid: key.into(),
+            user: user.into(),
+            auth_time: 1,
+            amr: Vec::new(),
+            acr: String::new(),
+            claims: Default::default(),
+            flow: String::new(),
+            expires: u64::MAX,
+            csrf: String::new(),
+            steps: Vec::new(),
+            identifier: String::new(),
+        };
+        store
+            .commit(vec![
+                Write::PutSession(session("a1", "alice")),
+                Write::PutSession(session("a2", "alice")),
+                Write::PutSession(session("b1", "bob")),
+            ])
+            .expect("put");
+        store
+            .commit(vec![Write::DeleteUserSessions {
+                user: "alice".into(),
+                except: Some("a2".into()),
+            }])
+            .expect("delete");
+        assert!(store.session("a1").expect("read").is_none());
+        assert!(store.session("a2").expect("read").is_some());
+        assert!(store.session("b1").expect("read").is_some());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
     fn a_challenge_is_taken_once_and_expires_and_a_handle_keeps_its_owner() {
         let (store, dir) = store();
         let challenge = crate::store::Challenge {
@@ -1055,6 +1102,7 @@ mod tests {
             authorize: None,
             expires: 100,
             replaces: None,
+            session_expires: None,
         };
         store.commit(vec![Write::PutLogin(login(0))]).expect("put");
         let step = |seq, next| Write::AdvanceLogin {

@@ -190,6 +190,14 @@ pub enum Write {
         /// Now.
         now: u64,
     },
+    /// End every browser session of a user except one (its key), e.g. when a factor is
+    /// removed: a session that passed with a lost phone must not keep passing with it.
+    DeleteUserSessions {
+        /// The user.
+        user: String,
+        /// A session to keep (the one making the change), if any.
+        except: Option<String>,
+    },
     /// Store a ceremony's state (replacing one with the same key).
     PutChallenge(Challenge),
     /// Delete a ceremony's state as it is used. Fails with a conflict if it is gone (used by

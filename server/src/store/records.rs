@@ -186,6 +186,9 @@ pub struct Login {
     /// new session when the login completes.
     #[serde(default)]
     pub replaces: Option<String>,
+    /// When that session ends: the new one keeps it unless this login asked for a credential.
+    #[serde(default)]
+    pub session_expires: Option<u64>,
     /// Expiry.
     pub expires: u64,
 }
