@@ -41,6 +41,8 @@ const KEYS: Json = TableDefinition::new("keys");
 const FACTORS: Json = TableDefinition::new("factors");
 /// WebAuthn user handle to user id (usernameless passkey login).
 const HANDLES: TableDefinition<&str, &str> = TableDefinition::new("webauthn_handles");
+/// WebAuthn credential id to user id: a credential belongs to one account only.
+const CREDENTIALS: TableDefinition<&str, &str> = TableDefinition::new("webauthn_credentials");
 const CHALLENGES: Json = TableDefinition::new("challenges");
 /// Flow versions that were live: version → IR (JSON text).
 const FLOW_VERSIONS: TableDefinition<&str, &str> = TableDefinition::new("flow_versions");
@@ -120,6 +122,7 @@ impl EmbeddedStore {
         txn.open_table(USERNAMES).map_err(fail)?;
         txn.open_table(EMAILS).map_err(fail)?;
         txn.open_table(HANDLES).map_err(fail)?;
+        txn.open_table(CREDENTIALS).map_err(fail)?;
         txn.open_table(FAMILIES).map_err(fail)?;
         txn.open_table(REVOKED_ACCESS).map_err(fail)?;
         txn.open_table(AUDIT).map_err(fail)?;
@@ -338,6 +341,28 @@ fn family_live(txn: &WriteTransaction, family: &str) -> StoreResult<bool> {
         .is_some())
 }
 
+/// Records that `name` in `table` belongs to `user`; a name another user holds fails the batch.
+fn claim_owner(
+    txn: &WriteTransaction,
+    table: TableDefinition<&str, &str>,
+    name: &str,
+    user: &str,
+    what: &str,
+) -> StoreResult<()> {
+    let mut owners = txn.open_table(table).map_err(fail)?;
+    let owner = owners
+        .get(name)
+        .map_err(fail)?
+        .map(|v| v.value().to_string());
+    if owner.as_ref().is_some_and(|owner| owner != user) {
+        return Err(StoreError::Conflict(format!(
+            "that {what} is registered to another account"
+        )));
+    }
+    owners.insert(name, user).map_err(fail)?;
+    Ok(())
+}
+
 fn factor_key(user: &str, id: &str) -> String {
     format!("{user}/{id}")
 }
@@ -445,23 +470,25 @@ fn apply(txn: &WriteTransaction, write: Write) -> StoreResult<()> {
         }
         Write::PutFactor(factor) => {
             if let Some(handle) = &factor.user_handle {
-                let mut handles = txn.open_table(HANDLES).map_err(fail)?;
-                let owner = handles
-                    .get(handle.as_str())
-                    .map_err(fail)?
-                    .map(|v| v.value().to_string());
-                if owner.as_ref().is_some_and(|owner| *owner != factor.user) {
-                    return Err(StoreError::Failed(
-                        "that WebAuthn user handle belongs to another user".into(),
-                    ));
-                }
-                handles
-                    .insert(handle.as_str(), factor.user.as_str())
-                    .map_err(fail)?;
+                claim_owner(txn, HANDLES, handle, &factor.user, "WebAuthn user handle")?;
+            }
+            if let Some(credential) = &factor.credential_id {
+                claim_owner(txn, CREDENTIALS, credential, &factor.user, "passkey")?;
             }
             put(txn, FACTORS, &factor_key(&factor.user, &factor.id), &factor)
         }
-        Write::DeleteFactor { user, id } => remove(txn, FACTORS, &factor_key(&user, &id)),
+        Write::DeleteFactor { user, id } => {
+            let key = factor_key(&user, &id);
+            if let Some(credential) =
+                get_in::<Factor>(txn, FACTORS, &key)?.and_then(|factor| factor.credential_id)
+            {
+                txn.open_table(CREDENTIALS)
+                    .map_err(fail)?
+                    .remove(credential.as_str())
+                    .map_err(fail)?;
+            }
+            remove(txn, FACTORS, &key)
+        }
         Write::DeleteUserSessions { user, except } => {
             // Sessions are keyed by their cookie's hash, not by user: a scan, for a rare event.
             let mut sessions = txn.open_table(SESSIONS).map_err(fail)?;
@@ -993,6 +1020,25 @@ mod tests {
         let mut theirs = factor("u2", "p2", crate::store::FactorKind::Passkey);
         theirs.user_handle = Some("handle-1".into());
         assert!(store.commit(vec![Write::PutFactor(theirs)]).is_err());
+        // A credential id belongs to one account; removing the passkey frees it.
+        let mut first = factor("u1", "c1", crate::store::FactorKind::Passkey);
+        first.credential_id = Some("cred".into());
+        store.commit(vec![Write::PutFactor(first)]).expect("put");
+        let mut copy = factor("u3", "c3", crate::store::FactorKind::Passkey);
+        copy.credential_id = Some("cred".into());
+        assert!(matches!(
+            store.commit(vec![Write::PutFactor(copy.clone())]),
+            Err(StoreError::Conflict(_))
+        ));
+        store
+            .commit(vec![Write::DeleteFactor {
+                user: "u1".into(),
+                id: "c1".into(),
+            }])
+            .expect("delete");
+        store
+            .commit(vec![Write::PutFactor(copy)])
+            .expect("now free");
         let _ = std::fs::remove_dir_all(dir);
     }
 
