@@ -282,7 +282,7 @@ fn step_into(ctx: &mut Ctx, run: &mut Run, id: &str) -> Flowing {
         };
     }
     match &state.kind {
-        StateKind::Authenticate { enroll: true, .. } if !vouched_for(ctx, run) => {
+        StateKind::Authenticate { enroll: true, .. } if !vouched_for(run) => {
             if run.carried.is_empty() {
                 return Flowing::Stop(deny(
                     run,
@@ -297,6 +297,10 @@ fn step_into(ctx: &mut Ctx, run: &mut Run, id: &str) -> Flowing {
             );
             run.carried.clear();
             run.steps.retain(|step| !step.carried);
+            // What the first pass did is undone: counts of visits, claims, effects.
+            run.visits.clear();
+            run.claims.clear();
+            ctx.effects.clear();
             let start = ctx.flow.ir.start.clone();
             step_into(ctx, run, &start)
         }
@@ -321,22 +325,14 @@ fn step_into(ctx: &mut Ctx, run: &mut Run, id: &str) -> Flowing {
     }
 }
 
-/// Whether the state `step` passed enrolls a factor (and so verified nobody).
-fn enrolled(ctx: &Ctx, step: &StepRecord) -> bool {
-    matches!(
-        ctx.flow.ir.states.get(&step.state).map(|s| &s.kind),
-        Some(StateKind::Authenticate { enroll: true, .. })
-    )
-}
-
 /// Whether a step that verifies the user (not identification, not an enrollment) passed in
 /// this login, or was carried from a session recently enough to let the user enroll a new
 /// factor (an old session alone must not plant one).
-fn vouched_for(ctx: &Ctx, run: &Run) -> bool {
+fn vouched_for(run: &Run) -> bool {
     run.user.is_some()
         && run.steps.iter().any(|step| {
             step.authenticator != "identifier_first"
-                && !enrolled(ctx, step)
+                && !step.enrolled
                 && (!step.carried || step.at >= run.carried_fresh_since)
         })
 }
@@ -358,6 +354,9 @@ fn carried_pass(run: &Run, options: &[AuthOption]) -> Option<AuthOption> {
 }
 
 fn passes(step: &StepRecord, option: &AuthOption) -> bool {
+    if step.enrolled {
+        return false;
+    }
     match option {
         AuthOption::Authenticator(name) => step.idp.is_none() && &step.authenticator == name,
         AuthOption::Federated(idp) => step.idp.as_deref() == Some(idp.as_str()),
@@ -381,6 +380,7 @@ fn satisfied_by_session(ctx: &mut Ctx, run: &mut Run, option: AuthOption) -> Flo
             // sign-in of its own, and must not make the login look fresh.
             at: run.carried.iter().map(|s| s.at).max().unwrap_or(0),
             carried: true,
+            enrolled: false,
         });
         return Flowing::Take(ir::LABEL_SUCCESS);
     }
@@ -652,6 +652,7 @@ fn on_input(ctx: &mut Ctx, run: &mut Run, input: Input) -> Flowing {
                 idp: None,
                 at: ctx.now,
                 carried: false,
+                enrolled: false,
             });
             Flowing::Take(ir::LABEL_SUCCESS)
         }
@@ -810,12 +811,17 @@ fn identified(ctx: &mut Ctx, run: &mut Run, user: UserView, option: AuthOption) 
         AuthOption::Federated(idp) => ("federated".to_string(), Some(idp.clone())),
     };
     run.note(&state, format!("{option} passed for {}", user.id));
+    let enrolled = matches!(
+        ctx.flow.ir.states.get(&state).map(|s| &s.kind),
+        Some(StateKind::Authenticate { enroll: true, .. })
+    );
     run.steps.push(StepRecord {
         state,
         authenticator,
         idp,
         at: ctx.now,
         carried: false,
+        enrolled,
     });
     run.user = Some(user);
     Flowing::Take(ir::LABEL_SUCCESS)
@@ -918,7 +924,7 @@ fn complete(ctx: &mut Ctx, run: &mut Run) -> Output {
     let credential = run
         .steps
         .iter()
-        .any(|s| s.authenticator != "identifier_first" && !enrolled(ctx, s));
+        .any(|s| s.authenticator != "identifier_first" && !s.enrolled);
     if !credential {
         return deny(run, "no credential was verified");
     }

@@ -302,6 +302,10 @@ pub struct StepRecord {
     /// Satisfied by a step the single-sign-on session carried, not asked in this login.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub carried: bool,
+    /// Passed at an `enroll` state: proves a new factor, not who the user is, so it never
+    /// counts as a sign-in (for `auth_time`, a session, or vouching for another enrollment).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub enrolled: bool,
 }
 
 /// One line of a run's trace: which state, what happened, and why.

@@ -238,6 +238,7 @@ mod tests {
                 idp: None,
                 at: 1,
                 carried: false,
+                enrolled: false,
             }],
             failed_attempts: 1,
         };

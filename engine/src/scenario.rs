@@ -341,6 +341,7 @@ fn carried(session: &SessionSpec, user: &UserView) -> Carried {
                 idp,
                 at: 0,
                 carried: false,
+                enrolled: false,
             }
         })
         .collect();

@@ -618,6 +618,7 @@ fn an_enroll_state_without_a_verified_credential_denies() {
             idp: None,
             at: 50,
             carried: false,
+            enrolled: false,
         }],
     };
     let stale = engine.start_carried(
@@ -681,6 +682,7 @@ fn steps_a_session_carried_count_only_for_the_session_user() {
             idp: None,
             at: 7,
             carried: false,
+            enrolled: false,
         }],
     };
     let directory = Fixtures::default();
@@ -721,6 +723,7 @@ fn steps_a_session_carried_count_only_for_the_session_user() {
         idp: None,
         at: 7,
         carried: false,
+        enrolled: false,
     }];
     run.carried_user = Some("alice".into());
     let step = engine.advance(

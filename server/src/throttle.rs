@@ -101,21 +101,26 @@ fn add_in(windows: &mut HashMap<String, Window>, key: &str, seconds: u64, now: u
     window.count
 }
 
-/// Drops finished windows, then, if that was not enough, the older half of the others.
+/// Drops finished windows; if that was not enough, windows that counted a single event (what a
+/// flood of fresh keys makes, and the least worth keeping); and if even that was not enough,
+/// the older half of the rest.
 fn make_room(windows: &mut HashMap<String, Window>, now: u64) {
     windows.retain(|_, w| w.live(now));
     if windows.len() < MAX_KEYS {
         return;
     }
-    let mut starts: Vec<u64> = windows.values().map(|w| w.start).collect();
-    let middle = starts.len() / 2;
-    let (_, median, _) = starts.select_nth_unstable(middle);
-    let median = *median;
-    windows.retain(|_, w| w.start > median);
-    tracing::warn!(
-        kept = windows.len(),
-        "throttle table full: dropped the older windows"
-    );
+    windows.retain(|_, w| w.count > 1);
+    if windows.len() >= MAX_KEYS / 2 {
+        let mut by_age: Vec<(u64, String)> = windows
+            .iter()
+            .map(|(key, w)| (w.start, key.clone()))
+            .collect();
+        by_age.sort_unstable();
+        for (_, key) in by_age.iter().take(by_age.len() / 2) {
+            windows.remove(key);
+        }
+    }
+    tracing::warn!(kept = windows.len(), "throttle table full: dropped windows");
 }
 
 /// The part of an address that identifies one client: the whole IPv4 address, the /64 of an

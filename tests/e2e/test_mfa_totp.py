@@ -10,9 +10,10 @@ import time
 
 import pyotp
 import pytest
+import requests
 
 from conftest import (
-    ALICE, MFA_ACR, Browser, RelyingParty, error_text, option_form, page_options, query,
+    APP_SECRETS, ALICE, MFA_ACR, Browser, RelyingParty, error_text, option_form, page_options, query,
 )
 
 
@@ -207,3 +208,27 @@ def test_the_account_page_removes_a_factor_only_soon_after_a_sign_in(make_server
     # Without the app, crm asks to set one up again.
     _, _, page = password_step(server)
     assert 'id="totp-secret"' in page
+
+
+def test_removing_a_lost_factor_ends_sessions_and_refresh_tokens(make_server):
+    """`idflow user remove-factor NAME all` (a lost phone): the browser session that passed with
+    it no longer signs in, and refresh tokens granted to it stop working."""
+    server = make_server()
+    rp, browser, page = password_step(server)
+    totp = pyotp.TOTP(enrollment(page)[0])
+    rp.finish(browser.submit(page, "totp", code=totp.now()))
+    refresh_token = rp.client.token["refresh_token"]
+
+    server.stop()
+    removed = server.cli("user", "remove-factor", "alice", "all").stdout
+    assert "removed 2 factor(s)" in removed, removed
+    server.start()
+
+    again = RelyingParty(server, "crm")
+    page = browser.go(again.authorize_url())
+    assert not isinstance(page, str) and 'name="password"' in page.text, \
+        "the session that passed with the removed app must not sign in any more"
+    refreshed = requests.post(server.url("/token"), data={
+        "grant_type": "refresh_token", "refresh_token": refresh_token,
+    }, auth=("crm", APP_SECRETS["crm"]), timeout=10)
+    assert refreshed.status_code == 400 and refreshed.json()["error"] == "invalid_grant", refreshed.text

@@ -78,3 +78,26 @@ def test_a_normal_users_password_session_opens_payroll_without_asking(make_serve
     assert isinstance(callback, str), f"expected single sign-on, got a page: {callback.text}"
     claims = rp.finish(callback)
     assert claims["sub"] == first["sub"] and claims["amr"] == ["pwd"]
+
+
+def test_one_session_signs_in_to_two_applications_at_once(make_server):
+    """Two tabs opening two applications from one session (the second still sending the
+    cookie as it was before the first finished): single sign-on that asks for nothing keeps the
+    session, so both get codes, with the session's sid."""
+    server = make_server()
+    browser, first = password_session(server, ALICE)
+    cookies = browser.session.cookies.copy()
+    rp_a = RelyingParty(server, "demo-web")
+    a = rp_a.finish(browser.go(rp_a.authorize_url()))
+    other = Browser(server)
+    other.session.cookies = cookies
+    rp_b = RelyingParty(server, "crm")
+    b_page = other.go(rp_b.authorize_url())
+    # crm wants a second factor: asked, not refused, on the same session.
+    assert not isinstance(b_page, str) and b_page.status_code == 200, b_page
+    assert "totp" in page_options(b_page.text), page_options(b_page.text)
+    rp_c = RelyingParty(server, "demo-web")
+    c = rp_c.finish(other.go(rp_c.authorize_url()))
+    assert a["sub"] == c["sub"] == first["sub"]
+    assert a["sid"] == c["sid"] == first["sid"], "the session was kept, not replaced"
+    assert a["auth_time"] == first["auth_time"], "signing in again by session is not a new sign-in"

@@ -390,7 +390,7 @@ fn run_user_inner(command: UserCommand) -> Result<(), u8> {
                     id: f.id.clone(),
                 })
                 .collect();
-            batch.push(Write::DeleteUserSessions {
+            batch.push(Write::EndUserSessions {
                 user: user.id.clone(),
                 except: None,
             });

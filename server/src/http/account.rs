@@ -235,7 +235,7 @@ pub async fn remove_factor(
             user: session.user.clone(),
             id: factor.id.clone(),
         },
-        Write::DeleteUserSessions {
+        Write::EndUserSessions {
             user: session.user.clone(),
             except: Some(session.key.clone()),
         },

@@ -369,9 +369,9 @@ pub async fn start_login(
         weekday: (((now / 86_400) + 3) % 7 + 1) as i64,
     };
     let directory = crate::directory::StoreDirectory::new(app.store.as_ref(), now);
-    let (replaces, session_expires, carried) = match sso {
-        Some((session, carried)) => (Some(session.key), Some(session.expires), Some(carried)),
-        None => (None, None, None),
+    let (replaces, carried) = match sso {
+        Some((session, carried)) => (Some(session.key), Some(carried)),
+        None => (None, None),
     };
     let step = app
         .engine
@@ -404,7 +404,6 @@ pub async fn start_login(
         authorize: request,
         expires: now + app.config.tokens.login_seconds,
         replaces,
-        session_expires,
     };
     let mut response = super::login::continue_login(
         app,

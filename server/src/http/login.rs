@@ -553,11 +553,16 @@ async fn send_email_code(
     ip: &str,
     now: u64,
 ) -> Response {
-    let mut typed = params
-        .get("identifier")
-        .unwrap_or_default()
-        .trim()
-        .to_string();
+    // Once the flow knows the user, the code goes to them whatever the form says, and is
+    // limited as theirs: a posted name must not open a fresh limit.
+    let mut typed = match login.run.user {
+        Some(_) => String::new(),
+        None => params
+            .get("identifier")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+    };
     if typed.is_empty() && login.run.user.is_none() {
         // "Send a new code": to whoever the last code of this login was asked for.
         typed = crate::mfa::email_otp::asked_for(app.store.as_ref(), &login.key, now)
@@ -580,7 +585,7 @@ async fn send_email_code(
         Ok(user) => user.filter(|u| !u.disabled),
         Err(error) => return server_error(app, &error),
     };
-    match crate::mfa::email_otp::send(&app.mfa, &login.key, user.as_ref(), &typed, now).await {
+    match crate::mfa::email_otp::send(&app.mfa, &login.key, user.as_ref(), &typed, ip, now).await {
         Ok(write) => {
             let who = user.as_ref().map(|u| u.id.as_str()).unwrap_or_default();
             let entry = audit("email_otp.sent", who, ip, now, serde_json::Value::Null);
@@ -986,25 +991,58 @@ pub async fn continue_login(
             amr,
             acr,
         } => {
-            let secret = random_token(32);
-            // The latest step that verified the user (identifying is not authenticating): a
-            // login that asked nothing new keeps the time the user last authenticated (OpenID
-            // Connect's auth_time).
+            // The steps that verified the user: identifying is not authenticating, and
+            // enrolling proves a new factor, not who the user is.
             let verifying = || {
                 login
                     .run
                     .steps
                     .iter()
-                    .filter(|s| s.authenticator != "identifier_first")
+                    .filter(|s| s.authenticator != "identifier_first" && !s.enrolled)
             };
+            // A login that asked nothing new keeps the time the user last authenticated
+            // (OpenID Connect's auth_time).
             let auth_time = verifying().map(|s| s.at).max().unwrap_or(now);
-            // A session renewed by single sign-on alone keeps its end: only a login that asked
-            // for a credential starts a new lifetime, so a session cannot live forever by use.
             let asked = verifying().any(|s| !s.carried);
-            let expires = match login.session_expires {
-                Some(expires) if !asked => expires,
-                _ => now + app.config.tokens.session_seconds,
-            };
+            batch.extend(last_write(None));
+            batch.push(audit(
+                "login.success",
+                &subject,
+                &ip,
+                now,
+                serde_json::json!({ "flow": flow, "amr": amr, "acr": acr }),
+            ));
+            // Single sign-on that asked for nothing keeps the session as it is (its end too:
+            // a session cannot live forever by use), so parallel sign-ins to several
+            // applications from one session all succeed.
+            if let (Some(previous), false) = (&login.replaces, asked) {
+                let existing = match app.store.session(previous) {
+                    Ok(existing) => existing.filter(|s| s.expires > now),
+                    Err(error) => return server_error(app, &error),
+                };
+                let Some(mut session) = existing else {
+                    return session_ended(app);
+                };
+                // What this flow established goes into this application's tokens.
+                session.auth_time = auth_time;
+                session.amr = amr;
+                session.acr = acr;
+                session.claims = claims;
+                let response = match &login.authorize {
+                    Some(request) => {
+                        let (write, response) = issue_code(app, request, &session, now);
+                        batch.push(write);
+                        response
+                    }
+                    None => Redirect::to("/").into_response(),
+                };
+                return match commit_step(app, batch, false).await {
+                    Ok(()) => response,
+                    Err(response) => response,
+                };
+            }
+            let secret = random_token(32);
+            let expires = now + app.config.tokens.session_seconds;
             let session = Session {
                 key: token_key(&secret),
                 sid: random_token(16),
@@ -1016,21 +1054,22 @@ pub async fn continue_login(
                 flow: flow.clone(),
                 expires,
                 csrf: random_token(32),
-                steps: login.run.steps.clone(),
+                // Enrollments are not carried: they vouch for nothing later.
+                steps: login
+                    .run
+                    .steps
+                    .iter()
+                    .filter(|s| !s.enrolled)
+                    .cloned()
+                    .collect(),
                 identifier: login.run.identifier.clone(),
             };
-            batch.extend(last_write(None));
+            // A step-up replaces the session it built on, which must still exist: a sign-out or
+            // a factor removal meanwhile ends this sign-in too.
             if let Some(previous) = &login.replaces {
-                batch.push(Write::DeleteSession(previous.clone()));
+                batch.push(Write::TakeSession(previous.clone()));
             }
             batch.push(Write::PutSession(session.clone()));
-            batch.push(audit(
-                "login.success",
-                &subject,
-                &ip,
-                now,
-                serde_json::json!({ "flow": flow, "amr": session.amr, "acr": session.acr }),
-            ));
             let mut response = match &login.authorize {
                 Some(request) => {
                     let (write, response) = issue_code(app, request, &session, now);
@@ -1047,7 +1086,7 @@ pub async fn continue_login(
                 cookies::set(
                     cookies::SESSION,
                     &secret,
-                    expires.saturating_sub(now).max(1),
+                    app.config.tokens.session_seconds,
                     secure,
                 ),
             );
@@ -1087,6 +1126,16 @@ pub async fn continue_login(
             }
         }
     }
+}
+
+/// The page for a single sign-on whose session ended while it ran (signed out, a factor
+/// removed).
+fn session_ended(app: &App) -> Response {
+    app.pages.message(
+        StatusCode::CONFLICT,
+        "Your session has ended",
+        "You were signed out while this sign-in was in progress. Return to the application and sign in again.",
+    )
 }
 
 /// Commits a login step; a conflict (another tab or request moved the login on) is a page

@@ -28,6 +28,10 @@ struct Sent {
     tries: u32,
 }
 
+/// Codes one client address may ask for per hour, as a multiple of the per-user limit (a
+/// household or office shares an address).
+pub const PER_CLIENT_FACTOR: u32 = 5;
+
 /// Wrong codes one emailed code survives: with six digits, five guesses have a one in 200,000
 /// chance, and a new code needs a new email (rate-limited).
 pub const MAX_TRIES: u32 = 5;
@@ -94,6 +98,7 @@ pub async fn send(
     owner: &str,
     user: Option<&User>,
     typed: &str,
+    ip: &str,
     now: u64,
 ) -> Result<Write, NotSent> {
     let settings = &mfa.settings;
@@ -109,11 +114,20 @@ pub async fn send(
         format!("email typed {}", typed.to_lowercase())
     };
     let recent_key = format!("{limit_key} recent");
+    // And per client: asking for codes for ever new names from one place is refused too.
+    let client_key = format!("email ip {}", crate::throttle::client_block(ip));
     mfa.email_sends
         .admit(
             &[
                 (&recent_key, settings.email_resend_seconds, 1),
                 (&limit_key, 3600, settings.email_codes_per_hour),
+                (
+                    &client_key,
+                    3600,
+                    settings
+                        .email_codes_per_hour
+                        .saturating_mul(PER_CLIENT_FACTOR),
+                ),
             ],
             now,
         )

@@ -479,18 +479,32 @@ fn apply(txn: &WriteTransaction, write: Write) -> StoreResult<()> {
         }
         Write::DeleteFactor { user, id } => {
             let key = factor_key(&user, &id);
-            if let Some(credential) =
-                get_in::<Factor>(txn, FACTORS, &key)?.and_then(|factor| factor.credential_id)
-            {
-                txn.open_table(CREDENTIALS)
-                    .map_err(fail)?
-                    .remove(credential.as_str())
-                    .map_err(fail)?;
+            let credential =
+                get_in::<Factor>(txn, FACTORS, &key)?.and_then(|factor| factor.credential_id);
+            remove(txn, FACTORS, &key)?;
+            if let Some(credential) = credential {
+                // Freed only when no other factor of the user still names it.
+                let start = format!("{user}/");
+                let end = format!("{user}0");
+                let mut still_used = false;
+                let factors = txn.open_table(FACTORS).map_err(fail)?;
+                for entry in factors.range(start.as_str()..end.as_str()).map_err(fail)? {
+                    let (_, value) = entry.map_err(fail)?;
+                    let other: Factor = decode(value.value())?;
+                    still_used |= other.credential_id.as_deref() == Some(credential.as_str());
+                }
+                if !still_used {
+                    txn.open_table(CREDENTIALS)
+                        .map_err(fail)?
+                        .remove(credential.as_str())
+                        .map_err(fail)?;
+                }
             }
-            remove(txn, FACTORS, &key)
+            Ok(())
         }
-        Write::DeleteUserSessions { user, except } => {
-            // Sessions are keyed by their cookie's hash, not by user: a scan, for a rare event.
+        Write::EndUserSessions { user, except } => {
+            // Sessions and refresh tokens are keyed by their secret's hash, not by user: scans,
+            // for a rare event.
             let mut sessions = txn.open_table(SESSIONS).map_err(fail)?;
             sessions
                 .retain(|key, value| {
@@ -498,7 +512,39 @@ fn apply(txn: &WriteTransaction, write: Write) -> StoreResult<()> {
                         || serde_json::from_slice::<Session>(value).map_or(true, |s| s.user != user)
                 })
                 .map_err(fail)?;
+            let mut families = Vec::new();
+            for entry in txn
+                .open_table(REFRESH)
+                .map_err(fail)?
+                .iter()
+                .map_err(fail)?
+            {
+                let (_, value) = entry.map_err(fail)?;
+                if let Ok(token) = serde_json::from_slice::<RefreshToken>(value.value())
+                    && token.authentication.user == user
+                {
+                    families.push(token.family);
+                }
+            }
+            for family in families {
+                revoke_family(txn, &family)?;
+            }
             Ok(())
+        }
+        Write::TakeSession(key) => {
+            let found = txn
+                .open_table(SESSIONS)
+                .map_err(fail)?
+                .remove(key.as_str())
+                .map_err(fail)?
+                .is_some();
+            if found {
+                Ok(())
+            } else {
+                Err(StoreError::Conflict(
+                    "the session this sign-in builds on has ended".into(),
+                ))
+            }
         }
         Write::UseTotpStep {
             user,
@@ -680,7 +726,7 @@ impl Store for EmbeddedStore {
             let (_, value) = entry.map_err(fail)?;
             out.push(decode(value.value())?);
         }
-        out.sort_by_key(|f| f.created);
+        out.sort_by(|a, b| (a.created, a.kind, &a.id).cmp(&(b.created, b.kind, &b.id)));
         Ok(out)
     }
 
@@ -967,7 +1013,7 @@ mod tests {
             ])
             .expect("put");
         store
-            .commit(vec![Write::DeleteUserSessions {
+            .commit(vec![Write::EndUserSessions {
                 user: "alice".into(),
                 except: Some("a2".into()),
             }])
@@ -1148,7 +1194,6 @@ mod tests {
             authorize: None,
             expires: 100,
             replaces: None,
-            session_expires: None,
         };
         store.commit(vec![Write::PutLogin(login(0))]).expect("put");
         let step = |seq, next| Write::AdvanceLogin {

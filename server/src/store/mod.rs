@@ -103,6 +103,9 @@ pub enum Write {
     PutSession(Session),
     /// Remove a session.
     DeleteSession(String),
+    /// Remove a session that a login builds on; fails with a conflict if it is gone (ended by
+    /// a sign-out or a factor removal meanwhile), so such a login cannot mint a new session.
+    TakeSession(String),
     /// Insert a new login in progress.
     PutLogin(Login),
     /// Move a login on from the state the request read: fails the batch with a conflict
@@ -190,9 +193,10 @@ pub enum Write {
         /// Now.
         now: u64,
     },
-    /// End every browser session of a user except one (its key), e.g. when a factor is
-    /// removed: a session that passed with a lost phone must not keep passing with it.
-    DeleteUserSessions {
+    /// End every browser session of a user except one (its key) and revoke the user's refresh
+    /// token families, e.g. when a factor is removed: a session or a grant obtained with a lost
+    /// phone must not outlive its removal.
+    EndUserSessions {
         /// The user.
         user: String,
         /// A session to keep (the one making the change), if any.
@@ -271,7 +275,7 @@ pub trait Store: Send + Sync {
     fn flow_version(&self, version: &str) -> StoreResult<Option<String>>;
     /// The newest `limit` audit events, newest first.
     fn audit_log(&self, limit: usize) -> StoreResult<Vec<AuditEvent>>;
-    /// A user's enrolled factors, oldest first.
+    /// A user's enrolled factors, oldest first (then by kind, then id).
     fn factors(&self, user: &str) -> StoreResult<Vec<Factor>>;
     /// The user a WebAuthn user handle belongs to.
     fn user_by_handle(&self, handle: &str) -> StoreResult<Option<String>>;

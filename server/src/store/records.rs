@@ -186,9 +186,7 @@ pub struct Login {
     /// new session when the login completes.
     #[serde(default)]
     pub replaces: Option<String>,
-    /// When that session ends: the new one keeps it unless this login asked for a credential.
-    #[serde(default)]
-    pub session_expires: Option<u64>,
+
     /// Expiry.
     pub expires: u64,
 }
@@ -300,8 +298,8 @@ pub struct AuditEvent {
     pub detail: Value,
 }
 
-/// What kind of factor a [`Factor`] is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// What kind of factor a [`Factor`] is (ordered as lists show them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FactorKind {
     /// An authenticator app (RFC 6238).
