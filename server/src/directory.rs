@@ -18,9 +18,23 @@ impl<'a> StoreDirectory<'a> {
 }
 
 impl Directory for StoreDirectory<'_> {
-    fn linked_user(&self, _idp: &str, _subject: &str) -> Option<UserView> {
-        // Upstream links arrive with federation; until then no account is linked.
-        None
+    fn linked_user(&self, idp: &str, subject: &str) -> Option<UserView> {
+        let found = self
+            .store
+            .linked_user(idp, subject)
+            .and_then(|id| match id {
+                Some(id) => self.store.user(&id),
+                None => Ok(None),
+            });
+        match found {
+            Ok(user) => user.and_then(|u| crate::mfa::user_view(self.store, &u, self.now).ok()),
+            Err(error) => {
+                // As for lookups below: an error reads as "not linked", which JIT rules then
+                // decide on, never as someone else's account.
+                tracing::error!(%error, "link lookup failed");
+                None
+            }
+        }
     }
 
     fn find_user(&self, attribute: &str, value: &str) -> Option<UserView> {

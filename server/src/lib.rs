@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod directory;
+pub mod effects;
 pub mod hashing;
 pub mod http;
 pub mod keys;

@@ -410,7 +410,7 @@ pub async fn start_login(
         &handle,
         None,
         login,
-        super::login::effect_writes(step.effects, &client_ip(Some(&addr)), now),
+        crate::effects::effect_writes(step.effects, &client_ip(Some(&addr)), now),
         addr,
         now,
     )

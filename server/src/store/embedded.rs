@@ -19,8 +19,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{
-    AuditEvent, AuthCode, Batch, Challenge, Factor, IssuedByCode, KeyRecord, Login, Redeemed,
-    Redemption, RefreshToken, Role, Rotation, Session, Store, StoreError, StoreResult, User, Write,
+    AuditEvent, AuthCode, Batch, Challenge, Factor, IssuedByCode, KeyRecord, Login,
+    ProvisioningEvent, Redeemed, Redemption, RefreshToken, Role, Rotation, Session, Store,
+    StoreError, StoreResult, User, Write,
 };
 
 type Json = TableDefinition<'static, &'static str, &'static [u8]>;
@@ -44,6 +45,10 @@ const HANDLES: TableDefinition<&str, &str> = TableDefinition::new("webauthn_hand
 /// WebAuthn credential id to user id: a credential belongs to one account only.
 const CREDENTIALS: TableDefinition<&str, &str> = TableDefinition::new("webauthn_credentials");
 const CHALLENGES: Json = TableDefinition::new("challenges");
+/// `IDP` 0x1f `SUBJECT` to the local user an upstream account is linked to.
+const LINKS: TableDefinition<&str, &str> = TableDefinition::new("identity_links");
+/// Provisioning events in the order they were emitted.
+const PROVISIONING: TableDefinition<u64, &[u8]> = TableDefinition::new("provisioning_outbox");
 /// Flow versions that were live: version → IR (JSON text).
 const FLOW_VERSIONS: TableDefinition<&str, &str> = TableDefinition::new("flow_versions");
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
@@ -123,6 +128,8 @@ impl EmbeddedStore {
         txn.open_table(EMAILS).map_err(fail)?;
         txn.open_table(HANDLES).map_err(fail)?;
         txn.open_table(CREDENTIALS).map_err(fail)?;
+        txn.open_table(LINKS).map_err(fail)?;
+        txn.open_table(PROVISIONING).map_err(fail)?;
         txn.open_table(FAMILIES).map_err(fail)?;
         txn.open_table(REVOKED_ACCESS).map_err(fail)?;
         txn.open_table(AUDIT).map_err(fail)?;
@@ -361,6 +368,28 @@ fn claim_owner(
     }
     owners.insert(name, user).map_err(fail)?;
     Ok(())
+}
+
+/// Appends `value` under the next sequence number of a log table (audit, provisioning).
+fn append<T: Serialize>(
+    txn: &WriteTransaction,
+    table: TableDefinition<u64, &[u8]>,
+    value: &T,
+) -> StoreResult<()> {
+    let mut table = txn.open_table(table).map_err(fail)?;
+    let next = table
+        .last()
+        .map_err(fail)?
+        .map(|(key, _)| key.value() + 1)
+        .unwrap_or(1);
+    let bytes = encode(value)?;
+    table.insert(next, bytes.as_slice()).map_err(fail)?;
+    Ok(())
+}
+
+/// The key of an upstream account: identity provider names cannot contain 0x1f.
+fn link_key(idp: &str, subject: &str) -> String {
+    format!("{idp}\u{1f}{subject}")
 }
 
 fn factor_key(user: &str, id: &str) -> String {
@@ -611,17 +640,15 @@ fn apply(txn: &WriteTransaction, write: Write) -> StoreResult<()> {
                 ))
             }
         }
-        Write::Audit(event) => {
-            let mut table = txn.open_table(AUDIT).map_err(fail)?;
-            let next = table
-                .last()
+        Write::Audit(event) => append(txn, AUDIT, &event),
+        Write::LinkIdentity { idp, subject, user } => {
+            txn.open_table(LINKS)
                 .map_err(fail)?
-                .map(|(key, _)| key.value() + 1)
-                .unwrap_or(1);
-            let bytes = encode(&event)?;
-            table.insert(next, bytes.as_slice()).map_err(fail)?;
+                .insert(link_key(&idp, &subject).as_str(), user.as_str())
+                .map_err(fail)?;
             Ok(())
         }
+        Write::QueueProvisioning(event) => append(txn, PROVISIONING, &event),
     }
 }
 
@@ -737,6 +764,26 @@ impl Store for EmbeddedStore {
             .get(handle)
             .map_err(fail)?
             .map(|v| v.value().to_string()))
+    }
+
+    fn linked_user(&self, idp: &str, subject: &str) -> StoreResult<Option<String>> {
+        let txn = self.db.begin_read().map_err(fail)?;
+        let table = txn.open_table(LINKS).map_err(fail)?;
+        Ok(table
+            .get(link_key(idp, subject).as_str())
+            .map_err(fail)?
+            .map(|v| v.value().to_string()))
+    }
+
+    fn provisioning_events(&self, limit: usize) -> StoreResult<Vec<(u64, ProvisioningEvent)>> {
+        let txn = self.db.begin_read().map_err(fail)?;
+        let table = txn.open_table(PROVISIONING).map_err(fail)?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(fail)?.take(limit) {
+            let (key, value) = entry.map_err(fail)?;
+            out.push((key.value(), decode(value.value())?));
+        }
+        Ok(out)
     }
 
     fn challenge(&self, key: &str, now: u64) -> StoreResult<Option<Challenge>> {

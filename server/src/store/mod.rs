@@ -202,6 +202,18 @@ pub enum Write {
         /// A session to keep (the one making the change), if any.
         except: Option<String>,
     },
+    /// Link an upstream account to a local user, so later logins through that identity
+    /// provider map to the same user (replacing an earlier link of the same upstream account).
+    LinkIdentity {
+        /// The identity provider.
+        idp: String,
+        /// The upstream subject.
+        subject: String,
+        /// The local user.
+        user: String,
+    },
+    /// Append a provisioning event to the outbox the provisioning targets read.
+    QueueProvisioning(ProvisioningEvent),
     /// Store a ceremony's state (replacing one with the same key).
     PutChallenge(Challenge),
     /// Delete a ceremony's state as it is used. Fails with a conflict if it is gone (used by
@@ -279,6 +291,10 @@ pub trait Store: Send + Sync {
     fn factors(&self, user: &str) -> StoreResult<Vec<Factor>>;
     /// The user a WebAuthn user handle belongs to.
     fn user_by_handle(&self, handle: &str) -> StoreResult<Option<String>>;
+    /// The local user an upstream account is linked to.
+    fn linked_user(&self, idp: &str, subject: &str) -> StoreResult<Option<String>>;
+    /// The oldest `limit` provisioning events not yet delivered, with their sequence numbers.
+    fn provisioning_events(&self, limit: usize) -> StoreResult<Vec<(u64, ProvisioningEvent)>>;
     /// A ceremony's state by key, if it has not expired.
     fn challenge(&self, key: &str, now: u64) -> StoreResult<Option<Challenge>>;
 

@@ -379,3 +379,17 @@ pub struct Challenge {
     /// Expiry.
     pub expires: u64,
 }
+
+/// A provisioning event a flow emitted (a JIT account created, a role assigned, `provision`),
+/// kept in order until the provisioning targets' delivery takes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProvisioningEvent {
+    /// When it was emitted.
+    pub time: u64,
+    /// The provisioning target from the configuration.
+    pub target: String,
+    /// The event, e.g. `user.created`.
+    pub event: String,
+    /// The user concerned.
+    pub user: String,
+}
