@@ -40,6 +40,8 @@ pub struct App {
     pub mfa: crate::mfa::Mfa,
     /// Limits on failed attempts per address and per user and address.
     pub throttle: crate::throttle::Throttle,
+    /// Upstream OpenID Connect providers: HTTP client and discovered metadata.
+    pub federation: std::sync::Arc<crate::federation::oidc::Oidc>,
 }
 
 /// Seconds since the Unix epoch.
@@ -101,7 +103,9 @@ pub fn start(config: ServerConfig, admin_password: Option<String>) -> Result<Sta
         .map_err(|e| StartError(format!("cannot start password threads: {e}")))?;
     let mfa = crate::mfa::Mfa::new(&config).map_err(StartError)?;
     let throttle = crate::throttle::Throttle::new(config.throttle.clone());
+    let federation = crate::federation::oidc::Oidc::new().map_err(StartError)?;
     let app = App {
+        federation,
         mfa,
         throttle,
         cors_origins,

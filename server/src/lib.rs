@@ -10,6 +10,7 @@ pub mod config;
 pub mod crypto;
 pub mod directory;
 pub mod effects;
+pub mod federation;
 pub mod hashing;
 pub mod http;
 pub mod keys;

@@ -2,6 +2,7 @@
 //! ([`server`]). One file serves both, so `flow check` and `serve` cannot disagree about which
 //! applications exist.
 
+pub mod federation;
 pub mod mfa;
 pub mod names;
 pub mod server;

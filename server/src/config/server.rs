@@ -118,6 +118,8 @@ pub struct ServerConfig {
     pub email: EmailSettings,
     /// Limits on failed attempts per address and per user and address.
     pub throttle: ThrottleSettings,
+    /// Upstream identity providers, by name.
+    pub identity_providers: BTreeMap<String, super::federation::Upstream>,
     /// `text` or `json` logs.
     pub log_json: bool,
     /// OAuth clients by client id (the application id).
@@ -237,10 +239,9 @@ struct File {
     throttle: ThrottleSettings,
     #[serde(default)]
     applications: BTreeMap<String, ApplicationSection>,
-    // Only checked to be tables here: `names` reads the verified attributes, and the
-    // federation and provisioning code will read the rest.
-    #[serde(default, rename = "identity_providers")]
-    _identity_providers: toml::Table,
+    // `names` reads the verified attributes; `federation` how to reach each provider.
+    #[serde(default)]
+    identity_providers: toml::Table,
     #[serde(default, rename = "provisioning_targets")]
     _provisioning_targets: toml::Table,
 }
@@ -440,6 +441,8 @@ pub fn parse(
             ..file.email
         },
         throttle: file.throttle,
+        identity_providers: super::federation::parse(&file.identity_providers)
+            .map_err(|e| ConfigError(format!("{label}: {e}")))?,
         log_json,
         applications,
         names,

@@ -17,6 +17,7 @@ pub mod client_auth;
 pub mod cookies;
 pub mod cors;
 pub mod discovery;
+pub mod federation;
 pub mod introspect;
 pub mod login;
 pub mod logout;
@@ -60,6 +61,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/login", get(login::page).post(login::submit))
         .route("/login/start", get(account::start_login_page))
         .route("/account/passkeys", post(account::add_passkey))
+        .route("/federation/callback", get(federation::callback))
         .route("/account/factors/remove", post(account::remove_factor))
         .route("/token", post(token::token))
         .route("/userinfo", get(userinfo::get).post(userinfo::post))

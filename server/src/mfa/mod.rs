@@ -22,8 +22,10 @@ use crate::throttle::Counter;
 pub struct Mfa {
     /// Seals TOTP seeds.
     pub key: SecretKey,
-    /// The WebAuthn relying party (id and origin from the issuer).
-    pub webauthn: webauthn_rs::Webauthn,
+    /// The WebAuthn relying party (id and origin from the issuer), or why there is none:
+    /// WebAuthn needs a host name, so a server whose issuer is an IP address runs without
+    /// passkeys rather than not at all.
+    pub webauthn: Result<webauthn_rs::Webauthn, String>,
     /// Sends emailed codes.
     pub mailer: Box<dyn MailSender>,
     /// Codes sent per user, for the resend interval and the hourly limit.
@@ -49,7 +51,9 @@ impl Mfa {
         };
         Ok(Mfa {
             key,
-            webauthn: passkey::relying_party(&config.issuer)?,
+            webauthn: passkey::relying_party(&config.issuer).inspect_err(|error| {
+                tracing::warn!(%error, "passkeys are not available on this server");
+            }),
             mailer: crate::mail::from_settings(&config.email, &config.data_dir)?,
             email_sends: Counter::new(),
             settings: config.mfa.clone(),

@@ -34,6 +34,13 @@ pub fn relying_party(issuer: &str) -> Result<webauthn_rs::Webauthn, String> {
         .map_err(|e| format!("WebAuthn relying party for {issuer}: {e}"))
 }
 
+/// The relying party, or why passkeys are not available.
+fn rp(mfa: &Mfa) -> Result<&webauthn_rs::Webauthn, String> {
+    mfa.webauthn
+        .as_ref()
+        .map_err(|why| format!("passkeys are not available: {why}"))
+}
+
 /// The WebAuthn user handle of a user: derived from the id, so it is stable and reveals
 /// nothing about the account.
 pub fn user_handle(user: &str) -> Uuid {
@@ -85,8 +92,7 @@ pub fn start_sign_in(
             if keys.is_empty() {
                 return Ok(None);
             }
-            let (options, state) = mfa
-                .webauthn
+            let (options, state) = rp(mfa)?
                 .start_passkey_authentication(&keys)
                 .map_err(|e| e.to_string())?;
             (
@@ -98,8 +104,7 @@ pub fn start_sign_in(
             )
         }
         None => {
-            let (options, state) = mfa
-                .webauthn
+            let (options, state) = rp(mfa)?
                 .start_discoverable_authentication()
                 .map_err(|e| e.to_string())?;
             let mut options = serde_json::to_value(options).map_err(|e| e.to_string())?;
@@ -144,15 +149,12 @@ pub fn finish_sign_in(
     };
     let (user, result) = match sign_in {
         SignIn::User { user, state } => {
-            let result = mfa
-                .webauthn
-                .finish_passkey_authentication(&credential, &state);
+            let result = rp(mfa)?.finish_passkey_authentication(&credential, &state);
             (user, result)
         }
         SignIn::Discoverable { state } => {
-            let Ok((handle, credential_id)) = mfa
-                .webauthn
-                .identify_discoverable_authentication(&credential)
+            let Ok((handle, credential_id)) =
+                rp(mfa)?.identify_discoverable_authentication(&credential)
             else {
                 return Ok(Err("this passkey does not say whose it is".into()));
             };
@@ -171,7 +173,7 @@ pub fn finish_sign_in(
             // The v2 call takes webauthn-rs's internal credential type, which its public API
             // only exposes behind `danger-credential-internals`; this one takes the passkey.
             #[allow(deprecated)]
-            let result = mfa.webauthn.finish_discoverable_authentication(
+            let result = rp(mfa)?.finish_discoverable_authentication(
                 &credential,
                 state,
                 &[DiscoverableKey::from(&passkey)],
@@ -234,8 +236,7 @@ pub fn start_registration(
     } else {
         &user.name
     };
-    let (options, state) = mfa
-        .webauthn
+    let (options, state) = rp(mfa)?
         .start_passkey_registration(
             user_handle(&user.id),
             &user.username,
@@ -289,10 +290,7 @@ pub fn finish_registration(
             "the browser's passkey answer was not understood".into(),
         ));
     };
-    let passkey = match mfa
-        .webauthn
-        .finish_passkey_registration(&credential, &state)
-    {
+    let passkey = match rp(mfa)?.finish_passkey_registration(&credential, &state) {
         Ok(passkey) => passkey,
         Err(error) => {
             tracing::info!(%error, user = user.id, "passkey registration refused");

@@ -45,8 +45,14 @@ pub(super) fn expired(app: &App) -> Response {
     )
 }
 
-/// Loads the login named by `handle` and checks that this browser started it.
-fn load(app: &App, headers: &HeaderMap, handle: Option<&str>, now: u64) -> Result<Login, Response> {
+/// Loads the login named by `handle` and checks that this browser started it (the login page
+/// and the federation callback).
+pub fn load(
+    app: &App,
+    headers: &HeaderMap,
+    handle: Option<&str>,
+    now: u64,
+) -> Result<Login, Response> {
     let Some(handle) = handle else {
         return Err(expired(app));
     };

@@ -265,7 +265,10 @@ pub(super) async fn render(
                 }),
             )
         }
-        Output::Redirect { idp } | Output::Confirm { idp, .. } => app.pages.message(
+        Output::Redirect { idp } => {
+            crate::http::federation::redirect(app, handle, login, idp).await
+        }
+        Output::Confirm { idp, .. } => app.pages.message(
             StatusCode::NOT_IMPLEMENTED,
             "Sign-in with this provider is not available",
             &format!("This server cannot sign you in through `{idp}` yet."),

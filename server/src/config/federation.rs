@@ -1,0 +1,144 @@
+//! The server side of `[identity_providers.<name>]`: how to reach each upstream identity
+//! provider. (Flow checking reads only `verified_attributes`, in `names`.) An entry that lacks
+//! what its kind needs is declared but not configured: flows may name it, and a login that
+//! reaches it says the provider is not set up, so the quickstart can name providers it has no
+//! credentials for.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// One upstream identity provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// The name flows use (`federated(NAME)`).
+    pub name: String,
+    /// What the login page's button says.
+    pub label: String,
+    /// How to reach it.
+    pub kind: UpstreamKind,
+}
+
+/// How an upstream identity provider is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamKind {
+    /// OpenID Connect: discovery from the issuer, code flow with PKCE, nonce and state.
+    Oidc {
+        /// The issuer (discovery at `ISSUER/.well-known/openid-configuration`).
+        issuer: String,
+        /// Our client id there.
+        client_id: String,
+        /// Our client secret there.
+        client_secret: String,
+        /// Scopes to ask for (`openid` is always added).
+        scopes: Vec<String>,
+    },
+    /// Declared for flows but not usable on this server; says why.
+    NotConfigured(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Section {
+    r#type: String,
+    #[serde(default)]
+    verified_attributes: Vec<String>,
+    display_name: Option<String>,
+    issuer: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    client_secret_env: Option<String>,
+    scopes: Option<Vec<String>>,
+}
+
+/// Reads the `[identity_providers]` tables.
+pub fn parse(tables: &toml::Table) -> Result<BTreeMap<String, Upstream>, String> {
+    let mut out = BTreeMap::new();
+    for (name, value) in tables {
+        let section: Section = value
+            .clone()
+            .try_into()
+            .map_err(|e| format!("identity_providers.{name}: {e}"))?;
+        let _ = &section.verified_attributes;
+        let kind = match section.r#type.as_str() {
+            "oidc" => oidc(name, &section)?,
+            "saml" | "oauth2" => UpstreamKind::NotConfigured(format!(
+                "`{}` identity providers are not available in this build yet",
+                section.r#type
+            )),
+            other => {
+                return Err(format!(
+                    "identity_providers.{name}.type: `{other}` is not one of oidc, oauth2, saml"
+                ));
+            }
+        };
+        out.insert(
+            name.clone(),
+            Upstream {
+                name: name.clone(),
+                label: section.display_name.clone().unwrap_or_else(|| name.clone()),
+                kind,
+            },
+        );
+    }
+    Ok(out)
+}
+
+fn oidc(name: &str, section: &Section) -> Result<UpstreamKind, String> {
+    let (Some(issuer), Some(client_id)) = (&section.issuer, &section.client_id) else {
+        return Ok(UpstreamKind::NotConfigured(
+            "it has no issuer and client_id in idflow.toml".into(),
+        ));
+    };
+    let secret = match (&section.client_secret, &section.client_secret_env) {
+        (Some(secret), None) => secret.clone(),
+        (None, Some(var)) => std::env::var(var).map_err(|_| {
+            format!("identity_providers.{name}.client_secret_env: `{var}` is not set")
+        })?,
+        _ => {
+            return Err(format!(
+                "identity_providers.{name}: give exactly one of client_secret, client_secret_env"
+            ));
+        }
+    };
+    url::Url::parse(issuer).map_err(|e| format!("identity_providers.{name}.issuer: {e}"))?;
+    Ok(UpstreamKind::Oidc {
+        issuer: issuer.trim_end_matches('/').to_string(),
+        client_id: client_id.clone(),
+        client_secret: secret,
+        scopes: section
+            .scopes
+            .clone()
+            .unwrap_or_else(|| vec!["email".into(), "profile".into()]),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_configured_and_declared_only_providers_and_refuses_typos() {
+        let tables: toml::Table = toml::from_str(
+            "[up]\ntype = \"oidc\"\nissuer = \"http://localhost:9000\"\nclient_id = \"down\"\nclient_secret = \"s3cret-s3cret-s3cret\"\nverified_attributes = [\"email\"]\n[google]\ntype = \"oidc\"\n[acme]\ntype = \"saml\"\n",
+        )
+        .expect("toml");
+        let parsed = parse(&tables).expect("parses");
+        assert!(
+            matches!(&parsed["up"].kind, UpstreamKind::Oidc { issuer, .. } if issuer == "http://localhost:9000")
+        );
+        assert!(matches!(
+            parsed["google"].kind,
+            UpstreamKind::NotConfigured(_)
+        ));
+        assert!(matches!(
+            parsed["acme"].kind,
+            UpstreamKind::NotConfigured(_)
+        ));
+        let typo: toml::Table =
+            toml::from_str("[up]\ntype = \"oidc\"\nissuer_url = \"x\"\n").expect("toml");
+        assert!(parse(&typo).unwrap_err().contains("issuer_url"));
+        let kind: toml::Table = toml::from_str("[up]\ntype = \"ldap\"\n").expect("toml");
+        assert!(parse(&kind).unwrap_err().contains("ldap"));
+    }
+}

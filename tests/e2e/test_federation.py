@@ -1,0 +1,140 @@
+"""Federation over OpenID Connect between two idflow instances on loopback: the upstream is an
+ordinary idflow OpenID Provider with the downstream registered as a client; the downstream's
+flow for demo-web signs in with `federated(upstream)` and JIT rules create the account on the
+first login and find it by its link on the next."""
+
+import pathlib
+import shutil
+import tempfile
+import urllib.parse
+
+import pytest
+
+from conftest import ALICE, Browser, RelyingParty, Server, free_port, query
+
+FLOW = """flow: upstream-login
+applies_to: [demo-web]
+steps:
+  - id: sign-in
+    authenticate: [{ federated: upstream }]
+jit:
+  - idp: upstream
+    match: email
+    create:
+      username: claims.preferred_username
+      attributes:
+        email: claims.email
+        display_name: claims.name
+      roles: [partner]
+"""
+
+DOWNSTREAM_SECRET = "downstream-secret-for-tests"
+
+
+@pytest.fixture
+def pair():
+    """(upstream, downstream): alice exists only upstream."""
+    made = []
+
+    upstream_dir = tempfile.mkdtemp(prefix="idflow-up-")
+    downstream_dir = tempfile.mkdtemp(prefix="idflow-down-")
+    down_port = free_port()
+    down_issuer = f"http://localhost:{down_port}"
+    upstream = Server(upstream_dir, extra_config=(
+        "\n[applications.downstream]\n"
+        f'client_secret = "{DOWNSTREAM_SECRET}"\n'
+        f'redirect_uris = ["{down_issuer}/federation/callback"]\n'
+    ))
+    # Another host name than the downstream's, as two real servers would have: browsers keep
+    # cookies per host, not per port.
+    upstream.issuer = f"http://127.0.0.1:{upstream.port}"
+    made.append(upstream)
+    upstream.cli("user", "add", ALICE.username, "--email", ALICE.email, "--display-name", "Alice Liddell",
+                 "--password-stdin", stdin=ALICE.password + "\n")
+    upstream.start()
+
+    flows = pathlib.Path(downstream_dir) / "flows"
+    flows.mkdir()
+    (flows / "upstream-login.yaml").write_text(FLOW)
+    downstream = Server(downstream_dir, extra_config=(
+        "\n[server]\n"
+        f'flows = "{flows}"\n'
+        "\n[identity_providers.upstream]\n"
+        'type = "oidc"\n'
+        'display_name = "Upstream idflow"\n'
+        f'issuer = "{upstream.issuer}"\n'
+        'client_id = "downstream"\n'
+        f'client_secret = "{DOWNSTREAM_SECRET}"\n'
+        'verified_attributes = ["email"]\n'
+    ))
+    downstream.port = down_port
+    downstream.issuer = down_issuer
+    made.append(downstream)
+    downstream.start()
+    yield upstream, downstream
+    for server in made:
+        server.stop()
+    shutil.rmtree(upstream_dir, ignore_errors=True)
+    shutil.rmtree(downstream_dir, ignore_errors=True)
+
+
+def federated_login(upstream, downstream, browser):
+    """demo-web at the downstream: off to the upstream's login page, the password there, back
+    through the callback to the application. Returns the downstream's ID token claims."""
+    rp = RelyingParty(downstream, "demo-web")
+    page = browser.go(rp.authorize_url())
+    assert not isinstance(page, str) and page.status_code == 200, page
+    assert page.url.startswith(upstream.issuer + "/login"), f"not sent to the upstream: {page.url}"
+    # The same browser (cookie jar), now at the upstream's pages.
+    at_upstream = Browser(upstream)
+    at_upstream.session = browser.session
+    back = at_upstream.submit(page.text, "password", username=ALICE.username, password=ALICE.password)
+    return rp.finish(back)
+
+
+def test_first_login_creates_the_account_and_the_next_links_to_it(pair):
+    upstream, downstream = pair
+    browser = Browser(downstream)
+    first = federated_login(upstream, downstream, browser)
+    assert first["preferred_username"] == "alice" and first["email"] == ALICE.email, first
+
+    # The next login, from a browser with no session at either server, maps to the same user.
+    second = federated_login(upstream, downstream, Browser(downstream))
+    assert second["sub"] == first["sub"]
+
+    downstream.stop()
+    shown = downstream.cli("user", "show", "alice").stdout
+    assert '"partner"' in shown and "Alice Liddell" in shown, shown
+    log = downstream.audit()
+    created = [e for e in log if e["event"] == "user.create" and e["detail"].get("by") == "jit"]
+    assert len(created) == 1 and created[0]["subject"] == first["sub"], created
+    assert [e["event"] for e in log].count("federation.passed") == 2
+    assert any(e["event"] == "identity.link" for e in log)
+
+
+def test_a_tampered_answer_is_refused_and_creates_nothing(pair):
+    upstream, downstream = pair
+    browser = Browser(downstream)
+    rp = RelyingParty(downstream, "demo-web")
+    # Follow the redirects by hand to see the one to the upstream, with its state.
+    url = rp.authorize_url()
+    for _ in range(5):
+        response = browser.session.get(url, allow_redirects=False, timeout=10)
+        url = urllib.parse.urljoin(url, response.headers["Location"])
+        if url.startswith(upstream.issuer):
+            break
+    assert url.startswith(upstream.issuer + "/authorize"), url
+    sent = query(url)
+    assert sent["client_id"] == "downstream" and sent["code_challenge_method"] == "S256", sent
+    assert sent["nonce"] and sent["state"], sent
+    # The upstream's answer with a state this downstream never issued.
+    forged = browser.go(downstream.url("/federation/callback?state=forged&code=whatever"))
+    assert forged.status_code == 400, forged.text
+    # A real state with a code the upstream never issued: the exchange fails, nothing is created.
+    state = sent["state"]
+    refused = browser.go(downstream.url(f"/federation/callback?state={state}&code=not-a-code"))
+    assert isinstance(refused, str) or refused.status_code in (200, 303), refused
+    downstream.stop()
+    assert "alice" not in downstream.cli("user", "list").stdout
+    downstream.start()
+    assert any(e["event"] == "federation.refused" for e in downstream.audit())
