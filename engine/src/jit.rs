@@ -128,7 +128,21 @@ pub fn resolve(
             }
         }
         if let Some(attribute) = &rule.match_on {
+            // An upstream that says, for this one login, that the value is not verified (OpenID
+            // Connect's `email_verified: false`) is believed over the IdP-wide setting: linking by
+            // an unverified address would hand someone else's account over.
+            let unverified = run
+                .upstream_claims
+                .get(&format!("{attribute}_verified"))
+                .is_some_and(|verified| verified != &Value::Bool(true));
+            if unverified {
+                run.note(
+                    &state,
+                    format!("JIT rule {index} does not match by {attribute}: the upstream says it is not verified"),
+                );
+            }
             let found = claim_text(&run.upstream_claims, attribute)
+                .filter(|_| !unverified)
                 .and_then(|value| directory.find_user(attribute, &value));
             if let Some(user) = found {
                 run.jit_rules.push(index);
@@ -291,6 +305,11 @@ fn create(
     }
     if directory.find_user("username", &username).is_some() {
         return Err(format!("the username `{username}` is already taken").into());
+    }
+    // An address is unique to one account: one a rule could not link by (not verified) must
+    // not be copied onto a second account either.
+    if !user.email.is_empty() && directory.find_user("email", &user.email).is_some() {
+        return Err("the email address belongs to another account".into());
     }
     let mut effects = vec![
         Effect::CreateUser {

@@ -134,7 +134,21 @@ def test_a_tampered_answer_is_refused_and_creates_nothing(pair):
     state = sent["state"]
     refused = browser.go(downstream.url(f"/federation/callback?state={state}&code=not-a-code"))
     assert isinstance(refused, str) or refused.status_code in (200, 303), refused
+    # Another sign-in whose answer names another issuer (RFC 9207 mix-up) is refused before
+    # its code is used.
+    browser = Browser(downstream)
+    url = RelyingParty(downstream, "demo-web").authorize_url()
+    for _ in range(5):
+        response = browser.session.get(url, allow_redirects=False, timeout=10)
+        url = urllib.parse.urljoin(url, response.headers["Location"])
+        if url.startswith(upstream.issuer):
+            break
+    mixed = query(url)["state"]
+    evil = urllib.parse.quote("https://evil.example", safe="")
+    browser.go(downstream.url(f"/federation/callback?state={mixed}&code=x&iss={evil}"))
     downstream.stop()
     assert "alice" not in downstream.cli("user", "list").stdout
     downstream.start()
-    assert any(e["event"] == "federation.refused" for e in downstream.audit())
+    reasons = [e["detail"]["reason"] for e in downstream.audit("federation.refused")]
+    assert any("code was not redeemed" in r for r in reasons), reasons
+    assert any("another issuer" in r for r in reasons), reasons

@@ -101,9 +101,19 @@ fn oidc(name: &str, section: &Section) -> Result<UpstreamKind, String> {
             ));
         }
     };
-    url::Url::parse(issuer).map_err(|e| format!("identity_providers.{name}.issuer: {e}"))?;
+    let url =
+        url::Url::parse(issuer).map_err(|e| format!("identity_providers.{name}.issuer: {e}"))?;
+    // Everything else (endpoints, keys) comes from the issuer's discovery document: over plain
+    // http anyone on the path could replace it. Loopback is allowed for development and tests.
+    let loopback = matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+    if url.scheme() != "https" && !loopback {
+        return Err(format!(
+            "identity_providers.{name}.issuer: `{issuer}` must be https (http only on loopback)"
+        ));
+    }
     Ok(UpstreamKind::Oidc {
-        issuer: issuer.trim_end_matches('/').to_string(),
+        // Exactly as configured: issuers compare as strings, trailing slash included.
+        issuer: issuer.clone(),
         client_id: client_id.clone(),
         client_secret: secret,
         scopes: section
@@ -140,5 +150,10 @@ mod tests {
         assert!(parse(&typo).unwrap_err().contains("issuer_url"));
         let kind: toml::Table = toml::from_str("[up]\ntype = \"ldap\"\n").expect("toml");
         assert!(parse(&kind).unwrap_err().contains("ldap"));
+        let plain: toml::Table = toml::from_str(
+            "[up]\ntype = \"oidc\"\nissuer = \"http://id.example.com/\"\nclient_id = \"c\"\nclient_secret = \"s\"\n",
+        )
+        .expect("toml");
+        assert!(parse(&plain).unwrap_err().contains("https"));
     }
 }

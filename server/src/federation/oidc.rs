@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openidconnect::core::{
     CoreAuthenticationFlow, CoreClient, CoreProviderMetadata, CoreUserInfoClaims,
@@ -65,11 +65,18 @@ impl<'c> openidconnect::AsyncHttpClient<'c> for HttpClient {
     }
 }
 
-/// The HTTP client and the discovered metadata of each provider.
+/// The HTTP client and the discovered metadata (with the signing keys) of each provider, and
+/// when it was fetched.
 pub struct Oidc {
     http: HttpClient,
-    metadata: Mutex<HashMap<String, CoreProviderMetadata>>,
+    metadata: Mutex<HashMap<String, (CoreProviderMetadata, Instant)>>,
 }
+
+/// How long discovered metadata and keys are used before they are fetched again.
+const METADATA_LIFETIME: Duration = Duration::from_secs(3600);
+/// The youngest cached keys that a failed ID token check may throw away to fetch new ones (a
+/// provider that rotated its keys), so that bad tokens cannot make us fetch on every request.
+const REFETCH_AFTER: Duration = Duration::from_secs(30);
 
 /// What an upstream login established.
 #[derive(Debug, Clone, PartialEq)]
@@ -111,18 +118,33 @@ impl Oidc {
     }
 
     async fn metadata(&self, provider: &Provider<'_>) -> Result<CoreProviderMetadata, String> {
-        if let Some(found) = self.metadata.lock().await.get(provider.name) {
+        if let Some((found, at)) = self.metadata.lock().await.get(provider.name)
+            && at.elapsed() < METADATA_LIFETIME
+        {
             return Ok(found.clone());
         }
         let issuer = IssuerUrl::new(provider.issuer.to_string()).map_err(|e| e.to_string())?;
         let discovered = CoreProviderMetadata::discover_async(issuer, &self.http)
             .await
             .map_err(|e| format!("discovery at {} failed: {e}", provider.issuer))?;
-        self.metadata
-            .lock()
-            .await
-            .insert(provider.name.to_string(), discovered.clone());
+        self.metadata.lock().await.insert(
+            provider.name.to_string(),
+            (discovered.clone(), Instant::now()),
+        );
         Ok(discovered)
+    }
+
+    /// Forgets a provider's metadata if it is old enough to be refetched; returns whether it
+    /// did.
+    async fn forget_stale(&self, provider: &Provider<'_>) -> bool {
+        let mut cache = self.metadata.lock().await;
+        let stale = cache
+            .get(provider.name)
+            .is_some_and(|(_, at)| at.elapsed() >= REFETCH_AFTER);
+        if stale {
+            cache.remove(provider.name);
+        }
+        stale
     }
 
     /// The URL to send the browser to, its `state`, and what the callback must find.
@@ -170,15 +192,17 @@ impl Oidc {
         pending: &Pending,
         code: &str,
     ) -> Result<Upstream, String> {
-        let metadata = self.metadata(provider).await?;
         let redirect =
             RedirectUrl::new(provider.redirect_uri.clone()).map_err(|e| e.to_string())?;
-        let client = CoreClient::from_provider_metadata(
-            metadata,
-            ClientId::new(provider.client_id.to_string()),
-            Some(ClientSecret::new(provider.client_secret.to_string())),
-        )
-        .set_redirect_uri(redirect);
+        let build = |metadata| {
+            CoreClient::from_provider_metadata(
+                metadata,
+                ClientId::new(provider.client_id.to_string()),
+                Some(ClientSecret::new(provider.client_secret.to_string())),
+            )
+            .set_redirect_uri(redirect.clone())
+        };
+        let mut client = build(self.metadata(provider).await?);
         let http = &self.http;
         let token = client
             .exchange_code(AuthorizationCode::new(code.to_string()))
@@ -190,9 +214,22 @@ impl Oidc {
         let id_token = token
             .id_token()
             .ok_or("the provider returned no ID token")?;
+        let nonce = Nonce::new(pending.nonce.clone());
+        let mut checked = id_token
+            .claims(&client.id_token_verifier(), &nonce)
+            .map(|_| ());
+        // A provider that rotated its keys signs with one we have not seen: fetch its
+        // metadata and keys again (at most every 30 s) and check once more.
+        if checked.is_err() && self.forget_stale(provider).await {
+            client = build(self.metadata(provider).await?);
+            checked = id_token
+                .claims(&client.id_token_verifier(), &nonce)
+                .map(|_| ());
+        }
+        checked.map_err(|e| format!("the ID token is not valid: {e}"))?;
         let verifier = client.id_token_verifier();
         let claims = id_token
-            .claims(&verifier, &Nonce::new(pending.nonce.clone()))
+            .claims(&verifier, &nonce)
             .map_err(|e| format!("the ID token is not valid: {e}"))?;
         if let Some(expected) = claims.access_token_hash() {
             let signing = id_token.signing_alg().map_err(|e| e.to_string())?;

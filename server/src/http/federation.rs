@@ -134,6 +134,16 @@ pub async fn callback(
         Ok(login) => login,
         Err(response) => return response,
     };
+    // Checked before the code is redeemed: a login that cannot take the answer spends nothing.
+    let Some(flow) = crate::app::flow_version(&app, &login.run.version) else {
+        return invalid("The login flow changed while you were away.");
+    };
+    if !matches!(
+        login.output,
+        Output::Redirect { .. } | Output::Prompt { .. }
+    ) {
+        return invalid("This sign-in is not waiting for a provider.");
+    }
     let option = AuthOption::Federated(pending.idp.clone());
     let mut writes = vec![Write::TakeChallenge(key)];
     let upstream = app.config.identity_providers.get(&pending.idp);
@@ -152,7 +162,20 @@ pub async fn callback(
             reason: Some(format!("the sign-in at {label} did not succeed")),
         }
     };
+    // RFC 9207: an answer that names its issuer must name the one this login went to (a
+    // provider cannot pass another's answer off as its own: mix-up).
+    let expected_issuer = upstream.and_then(|u| match &u.kind {
+        UpstreamKind::Oidc { issuer, .. } => Some(issuer.as_str()),
+        UpstreamKind::NotConfigured(_) => None,
+    });
+    let mixed_up = params
+        .get("iss")
+        .is_some_and(|iss| Some(iss) != expected_issuer);
     let input = match (params.get("error"), params.get("code"), upstream) {
+        _ if mixed_up => refused(
+            "the answer names another issuer than the provider it was sent to".into(),
+            &mut writes,
+        ),
         (Some(error), _, _) => refused(format!("the provider answered {error}"), &mut writes),
         (None, Some(code), Some(upstream)) => {
             match provider(&app, &upstream.name, &upstream.kind) {
@@ -178,15 +201,6 @@ pub async fn callback(
         }
         _ => refused("the answer has no code".into(), &mut writes),
     };
-    let Some(flow) = crate::app::flow_version(&app, &login.run.version) else {
-        return invalid("The login flow changed while you were away.");
-    };
-    if !matches!(
-        login.output,
-        Output::Redirect { .. } | Output::Prompt { .. }
-    ) {
-        return invalid("This sign-in is not waiting for a provider.");
-    }
     let directory = crate::directory::StoreDirectory::new(app.store.as_ref(), now);
     let read_seq = login.seq;
     let mut login = login;
