@@ -17,7 +17,7 @@ use super::params::Params;
 use super::{AppState, blocking};
 use crate::app::{App, now};
 use crate::crypto::constant_time_eq;
-use crate::store::{AuditEvent, FactorKind, Session, StoreError, Write};
+use crate::store::{FactorKind, Session, StoreError, Write};
 
 /// Whether the session's sign-in is recent enough to change factors (`[mfa] reauth_seconds`).
 fn recent(app: &App, session: &Session, now: u64) -> bool {
@@ -149,15 +149,9 @@ fn authorized(app: &App, headers: &HeaderMap, params: &Params) -> Result<Session
     Ok(session)
 }
 
-fn audit(event: &str, user: &str, addr: SocketAddr, detail: serde_json::Value) -> Write {
-    Write::Audit(AuditEvent {
-        time: now(),
-        event: event.into(),
-        actor: user.into(),
-        subject: user.into(),
-        ip: addr.ip().to_string(),
-        detail,
-    })
+/// An audit entry for a change the signed-in user made to their own account.
+fn audit_change(event: &str, user: &str, addr: SocketAddr, detail: serde_json::Value) -> Write {
+    crate::effects::audit(event, user, &addr.ip().to_string(), now(), detail)
 }
 
 /// `POST /account/passkeys`: finish registering a passkey started on the account page.
@@ -188,7 +182,7 @@ pub async fn add_passkey(
     );
     match checked {
         Ok(crate::mfa::Checked::Passed(mut writes)) => {
-            writes.push(audit(
+            writes.push(audit_change(
                 "factor.added",
                 &user.id,
                 addr,
@@ -239,7 +233,7 @@ pub async fn remove_factor(
             user: session.user.clone(),
             except: Some(session.key.clone()),
         },
-        audit(
+        audit_change(
             "factor.removed",
             &session.user,
             addr,

@@ -98,6 +98,21 @@ pub enum Checked {
     Refused(String),
 }
 
+/// The live ceremony of `owner` for `purpose` started for `user`, read back as `T` (a ceremony
+/// started for someone else, expired, or unreadable is none).
+pub fn user_challenge<T: serde::de::DeserializeOwned>(
+    store: &dyn Store,
+    key: &str,
+    user: &str,
+    now: u64,
+) -> Result<Option<T>, String> {
+    Ok(store
+        .challenge(key, now)
+        .map_err(|e| e.to_string())?
+        .filter(|c| c.user == user)
+        .and_then(|c| challenge_data::<T>(&c)))
+}
+
 /// A stored challenge's JSON `data` read back as `T`.
 pub fn challenge_data<T: serde::de::DeserializeOwned>(challenge: &Challenge) -> Option<T> {
     serde_json::from_value(challenge.data.clone()).ok()

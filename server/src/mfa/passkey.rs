@@ -13,7 +13,7 @@ use webauthn_rs::prelude::{
     PasskeyRegistration, PublicKeyCredential, RegisterPublicKeyCredential, Url, Uuid,
 };
 
-use super::{Checked, Mfa, challenge_data, challenge_key};
+use super::{Checked, Mfa, challenge_data, challenge_key, user_challenge};
 use crate::crypto::{b64url, random_token};
 use crate::store::{Challenge, Factor, FactorKind, Store, User, Write};
 
@@ -275,12 +275,7 @@ pub fn finish_registration(
     now: u64,
 ) -> Result<Checked, String> {
     let key = challenge_key(owner, REGISTER);
-    let Some(state) = store
-        .challenge(&key, now)
-        .map_err(|e| e.to_string())?
-        .filter(|c| c.user == user.id)
-        .and_then(|c| challenge_data::<PasskeyRegistration>(&c))
-    else {
+    let Some(state) = user_challenge::<PasskeyRegistration>(store, &key, &user.id, now)? else {
         return Ok(Checked::Refused(
             "this passkey request has expired; try again".into(),
         ));

@@ -5,7 +5,7 @@
 use idflow_authenticators::totp::{self, TotpError};
 use serde::{Deserialize, Serialize};
 
-use super::{Checked, Mfa, challenge_data, challenge_key, recovery};
+use super::{Checked, Mfa, challenge_key, recovery, user_challenge};
 use crate::crypto::random_token;
 use crate::store::{Challenge, Factor, FactorKind, Store, StoreResult, User, Write};
 
@@ -52,11 +52,7 @@ pub fn enrollment(
     lifetime: u64,
 ) -> Result<(EnrollView, Option<Write>), String> {
     let key = challenge_key(owner, ENROLL);
-    let existing = store
-        .challenge(&key, now)
-        .map_err(|e| e.to_string())?
-        .filter(|c| c.user == user.id)
-        .and_then(|c| challenge_data::<Pending>(&c));
+    let existing = user_challenge::<Pending>(store, &key, &user.id, now)?;
     let (pending, write) = match existing {
         Some(pending) => (pending, None),
         None => {
@@ -113,12 +109,7 @@ pub fn finish_enrollment(
     now: u64,
 ) -> Result<Checked, String> {
     let key = challenge_key(owner, ENROLL);
-    let Some(pending) = store
-        .challenge(&key, now)
-        .map_err(|e| e.to_string())?
-        .filter(|c| c.user == user.id)
-        .and_then(|c| challenge_data::<Pending>(&c))
-    else {
+    let Some(pending) = user_challenge::<Pending>(store, &key, &user.id, now)? else {
         return Ok(Checked::Refused(
             "this setup has expired; reload the page to start again".into(),
         ));

@@ -370,6 +370,27 @@ fn claim_owner(
     Ok(())
 }
 
+/// Removes `key` from `table`; a key already gone fails the batch with a conflict (what makes
+/// a challenge or a replaced session usable once).
+fn take(txn: &WriteTransaction, table: Json, key: &str, gone: &str) -> StoreResult<()> {
+    let found = txn
+        .open_table(table)
+        .map_err(fail)?
+        .remove(key)
+        .map_err(fail)?
+        .is_some();
+    if found {
+        Ok(())
+    } else {
+        Err(StoreError::Conflict(gone.into()))
+    }
+}
+
+/// The key range holding exactly one user's factors (`USER/...`; `0` follows `/`).
+fn factor_range(user: &str) -> (String, String) {
+    (format!("{user}/"), format!("{user}0"))
+}
+
 /// Appends `value` under the next sequence number of a log table (audit, provisioning).
 fn append<T: Serialize>(
     txn: &WriteTransaction,
@@ -513,8 +534,7 @@ fn apply(txn: &WriteTransaction, write: Write) -> StoreResult<()> {
             remove(txn, FACTORS, &key)?;
             if let Some(credential) = credential {
                 // Freed only when no other factor of the user still names it.
-                let start = format!("{user}/");
-                let end = format!("{user}0");
+                let (start, end) = factor_range(&user);
                 let mut still_used = false;
                 let factors = txn.open_table(FACTORS).map_err(fail)?;
                 for entry in factors.range(start.as_str()..end.as_str()).map_err(fail)? {
@@ -560,21 +580,12 @@ fn apply(txn: &WriteTransaction, write: Write) -> StoreResult<()> {
             }
             Ok(())
         }
-        Write::TakeSession(key) => {
-            let found = txn
-                .open_table(SESSIONS)
-                .map_err(fail)?
-                .remove(key.as_str())
-                .map_err(fail)?
-                .is_some();
-            if found {
-                Ok(())
-            } else {
-                Err(StoreError::Conflict(
-                    "the session this sign-in builds on has ended".into(),
-                ))
-            }
-        }
+        Write::TakeSession(key) => take(
+            txn,
+            SESSIONS,
+            &key,
+            "the session this sign-in builds on has ended",
+        ),
         Write::UseTotpStep {
             user,
             id,
@@ -625,21 +636,7 @@ fn apply(txn: &WriteTransaction, write: Write) -> StoreResult<()> {
             Ok(())
         }),
         Write::PutChallenge(challenge) => put(txn, CHALLENGES, &challenge.key.clone(), &challenge),
-        Write::TakeChallenge(key) => {
-            let found = txn
-                .open_table(CHALLENGES)
-                .map_err(fail)?
-                .remove(key.as_str())
-                .map_err(fail)?
-                .is_some();
-            if found {
-                Ok(())
-            } else {
-                Err(StoreError::Conflict(
-                    "the challenge was already used".into(),
-                ))
-            }
-        }
+        Write::TakeChallenge(key) => take(txn, CHALLENGES, &key, "the challenge was already used"),
         Write::Audit(event) => append(txn, AUDIT, &event),
         Write::LinkIdentity { idp, subject, user } => {
             txn.open_table(LINKS)
@@ -745,9 +742,7 @@ impl Store for EmbeddedStore {
     fn factors(&self, user: &str) -> StoreResult<Vec<Factor>> {
         let txn = self.db.begin_read().map_err(fail)?;
         let table = txn.open_table(FACTORS).map_err(fail)?;
-        let start = format!("{user}/");
-        // `0` is the character after `/`: the range is exactly the keys starting with `USER/`.
-        let end = format!("{user}0");
+        let (start, end) = factor_range(user);
         let mut out: Vec<Factor> = Vec::new();
         for entry in table.range(start.as_str()..end.as_str()).map_err(fail)? {
             let (_, value) = entry.map_err(fail)?;

@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::app::{App, now};
 use crate::http::authorize::server_error;
 use crate::http::blocking;
-use crate::store::{Login, Write};
+use crate::store::{Login, User, Write};
 
 use super::expired;
 
@@ -93,6 +93,7 @@ fn field(name: &str, prefill: &str) -> Option<FieldView> {
 fn prepare(
     app: &App,
     login: &Login,
+    user: Option<&User>,
     view: &mut OptionView,
     enroll: bool,
     writes: &mut Vec<Write>,
@@ -101,16 +102,11 @@ fn prepare(
     let mfa = &app.mfa;
     let store = app.store.as_ref();
     let lifetime = app.config.tokens.login_seconds;
-    let user = login
-        .run
-        .user
-        .as_ref()
-        .and_then(|u| store.user(&u.id).ok().flatten());
     let unavailable = |view: &mut OptionView, why: &str| {
         view.available = false;
         view.note = Some(why.to_string());
     };
-    let prepared: Result<(), String> = match (view.value.as_str(), enroll, &user) {
+    let prepared: Result<(), String> = match (view.value.as_str(), enroll, user) {
         ("totp", true, Some(user)) => crate::mfa::totp::enrollment(
             mfa, store, &login.key, user, now, lifetime,
         )
@@ -213,6 +209,12 @@ pub(super) async fn render(
                 .unwrap_or_default();
             let now = now();
             let mut writes = Vec::new();
+            // The identified user, read once for every option's preparation.
+            let user = login
+                .run
+                .user
+                .as_ref()
+                .and_then(|u| app.store.user(&u.id).ok().flatten());
             let options: Vec<OptionView> = options
                 .iter()
                 .map(|o| {
@@ -231,7 +233,15 @@ pub(super) async fn render(
                         webauthn: None,
                         email: None,
                     };
-                    prepare(app, login, &mut view, *enroll, &mut writes, now);
+                    prepare(
+                        app,
+                        login,
+                        user.as_ref(),
+                        &mut view,
+                        *enroll,
+                        &mut writes,
+                        now,
+                    );
                     view
                 })
                 .collect();
