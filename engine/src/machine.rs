@@ -541,7 +541,9 @@ fn prompt(ctx: &Ctx, run: &mut Run, error: Option<String>) -> Output {
     let Some((options, attempts, enroll)) = options(ctx, run) else {
         return deny(run, "not at an authenticate state");
     };
-    if let [AuthOption::Federated(idp)] = options.as_slice() {
+    // A state whose only option is a provider sends the browser there at once, but not after
+    // the provider's answer failed: the person sees why, and chooses to try again.
+    if let ([AuthOption::Federated(idp)], None) = (options.as_slice(), &error) {
         run.note(&run.state.clone(), format!("redirect to {idp}"));
         return Output::Redirect { idp: idp.clone() };
     }

@@ -27,7 +27,10 @@ fn decode_base64(encoded: &str) -> Result<Vec<u8>, SamlError> {
     if encoded.len() > MAX_MESSAGE * 4 / 3 + 4096 {
         return Err(SamlError::TooLarge(MAX_MESSAGE));
     }
-    let compact: String = encoded.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    let compact: String = encoded
+        .chars()
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect();
     STANDARD
         .decode(compact.as_bytes())
         .map_err(|e| SamlError::Malformed(format!("not base64: {e}")))
@@ -97,7 +100,10 @@ pub fn redirect_url(
     if let Some(signer) = signer {
         query.push_str(&format!("&SigAlg={}", form_encode(uri::RSA_SHA256)));
         let signature = signer.sign_rsa_sha256(query.as_bytes())?;
-        query.push_str(&format!("&Signature={}", form_encode(&STANDARD.encode(signature))));
+        query.push_str(&format!(
+            "&Signature={}",
+            form_encode(&STANDARD.encode(signature))
+        ));
     }
     let separator = if endpoint.contains('?') { '&' } else { '?' };
     Ok(format!("{endpoint}{separator}{query}"))
@@ -186,8 +192,14 @@ mod tests {
     fn redirect_messages_round_trip_and_signatures_verify_only_unaltered() {
         let credential = Credential::generate("idp.test").expect("credential");
         let xml = "<samlp:AuthnRequest ID=\"_1\"/>";
-        let url = redirect_url("https://idp.test/sso", "SAMLRequest", xml, Some("state 1"), Some(&credential))
-            .expect("url");
+        let url = redirect_url(
+            "https://idp.test/sso",
+            "SAMLRequest",
+            xml,
+            Some("state 1"),
+            Some(&credential),
+        )
+        .expect("url");
         let query = url.split_once('?').expect("query").1;
         let message = decoded(raw_part(query, "SAMLRequest").expect("message"));
         assert_eq!(decode_redirect(&message).expect("inflate"), xml);
@@ -208,9 +220,15 @@ mod tests {
     #[test]
     fn oversized_inflation_and_bad_encodings_are_refused() {
         let bomb = deflate(&"a".repeat(MAX_MESSAGE + 10));
-        assert_eq!(decode_redirect(&bomb), Err(SamlError::TooLarge(MAX_MESSAGE)));
+        assert_eq!(
+            decode_redirect(&bomb),
+            Err(SamlError::TooLarge(MAX_MESSAGE))
+        );
         assert!(matches!(decode_post("%%%"), Err(SamlError::Malformed(_))));
-        assert!(matches!(decode_redirect("aGVsbG8="), Err(SamlError::Malformed(_))));
+        assert!(matches!(
+            decode_redirect("aGVsbG8="),
+            Err(SamlError::Malformed(_))
+        ));
         assert_eq!(
             decode_post(&encode_post("<!DOCTYPE x [<!ENTITY a 'b'>]><x>&a;</x>")),
             Err(SamlError::Doctype)

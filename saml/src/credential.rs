@@ -47,7 +47,9 @@ impl Credential {
         let name = name.build();
         let mut builder = X509::builder().map_err(fail)?;
         let mut serial = BigNum::new().map_err(fail)?;
-        serial.rand(127, MsbOption::MAYBE_ZERO, false).map_err(fail)?;
+        serial
+            .rand(127, MsbOption::MAYBE_ZERO, false)
+            .map_err(fail)?;
         let serial = serial.to_asn1_integer().map_err(fail)?;
         builder.set_serial_number(&serial).map_err(fail)?;
         builder.set_version(2).map_err(fail)?;
@@ -95,9 +97,8 @@ impl Credential {
         certificate_path: &Path,
         common_name: &str,
     ) -> Result<Credential, SamlError> {
-        let read = |path: &Path| {
-            std::fs::read(path).map_err(|e| fail(format!("{}: {e}", path.display())))
-        };
+        let read =
+            |path: &Path| std::fs::read(path).map_err(|e| fail(format!("{}: {e}", path.display())));
         match (key_path.exists(), certificate_path.exists()) {
             (true, true) => Credential::from_pem(&read(key_path)?, &read(certificate_path)?),
             (false, false) => {

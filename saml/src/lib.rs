@@ -41,6 +41,11 @@ pub mod uri {
     pub const AUTHN_FAILED: &str = "urn:oasis:names:tc:SAML:2.0:status:AuthnFailed";
     /// Second-level status: `IsPassive` was asked and the user would have to interact.
     pub const NO_PASSIVE: &str = "urn:oasis:names:tc:SAML:2.0:status:NoPassive";
+    /// Second-level status: the NameID format asked for cannot be given.
+    pub const INVALID_NAME_ID_POLICY: &str =
+        "urn:oasis:names:tc:SAML:2.0:status:InvalidNameIDPolicy";
+    /// Second-level status: the request is not supported (e.g. an unregistered ACS URL).
+    pub const REQUEST_UNSUPPORTED: &str = "urn:oasis:names:tc:SAML:2.0:status:RequestUnsupported";
     /// The HTTP-Redirect binding.
     pub const REDIRECT: &str = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect";
     /// The HTTP-POST binding.
@@ -60,7 +65,8 @@ pub mod uri {
     /// Attribute names that are plain words.
     pub const ATTRNAME_BASIC: &str = "urn:oasis:names:tc:SAML:2.0:attrname-format:basic";
     /// Password over a protected channel.
-    pub const AC_PASSWORD: &str = "urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport";
+    pub const AC_PASSWORD: &str =
+        "urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport";
     /// Authentication with several factors (a REFEDS profile, widely understood).
     pub const AC_MFA: &str = "https://refeds.org/profile/mfa";
     /// Nothing is said about how the user authenticated.

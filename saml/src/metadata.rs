@@ -21,19 +21,32 @@ fn key_descriptor(certificate_base64: &str) -> String {
 /// Our IdP metadata: the signing certificate, SSO and SLO over both bindings, the NameID formats
 /// we answer with. Requests need not be signed (an SP's own metadata or configuration says
 /// whether its requests are, and then an unsigned one is refused).
-pub fn idp_metadata(entity_id: &str, sso_url: &str, slo_url: &str, certificate_base64: &str) -> String {
+pub fn idp_metadata(
+    entity_id: &str,
+    sso_url: &str,
+    slo_url: &str,
+    certificate_base64: &str,
+) -> String {
     let endpoints = |element: &str, url: &str| {
         [uri::REDIRECT, uri::POST]
             .iter()
             .map(|binding| {
-                format!(r#"<md:{element} Binding="{binding}" Location="{}"/>"#, escape(url))
+                format!(
+                    r#"<md:{element} Binding="{binding}" Location="{}"/>"#,
+                    escape(url)
+                )
             })
             .collect::<String>()
     };
-    let formats: String = [uri::PERSISTENT, uri::TRANSIENT, uri::EMAIL, uri::UNSPECIFIED]
-        .iter()
-        .map(|f| format!("<md:NameIDFormat>{f}</md:NameIDFormat>"))
-        .collect();
+    let formats: String = [
+        uri::PERSISTENT,
+        uri::TRANSIENT,
+        uri::EMAIL,
+        uri::UNSPECIFIED,
+    ]
+    .iter()
+    .map(|f| format!("<md:NameIDFormat>{f}</md:NameIDFormat>"))
+    .collect();
     format!(
         concat!(
             r#"<?xml version="1.0" encoding="UTF-8"?>"#,
@@ -118,7 +131,11 @@ fn parse(xml: &str) -> Result<EntityDescriptor, SamlError> {
 fn signing_certificates(descriptors: &[KeyDescriptor]) -> Result<Vec<Vec<u8>>, SamlError> {
     let mut out = Vec::new();
     for descriptor in descriptors {
-        if descriptor.key_use.as_deref().is_some_and(|u| !u.is_empty() && u != "signing") {
+        if descriptor
+            .key_use
+            .as_deref()
+            .is_some_and(|u| !u.is_empty() && u != "signing")
+        {
             continue;
         }
         for certificate in descriptor
@@ -203,7 +220,9 @@ pub fn parse_sp(xml: &str) -> Result<SpMetadata, SamlError> {
         entity_id,
         acs,
         slo,
-        certificates: signing_certificates(descriptor.key_descriptors.as_deref().unwrap_or_default())?,
+        certificates: signing_certificates(
+            descriptor.key_descriptors.as_deref().unwrap_or_default(),
+        )?,
         signs_requests: descriptor.authn_requests_signed.unwrap_or(false),
     })
 }

@@ -32,7 +32,10 @@ pub struct Request {
 
 /// Reads a decoded AuthnRequest. With `certificates` (the SP's, when it signs its requests over
 /// HTTP-POST), only the signed part is read and an unsigned request is refused.
-pub fn parse_authn_request(xml: &str, certificates: Option<&[Vec<u8>]>) -> Result<Request, SamlError> {
+pub fn parse_authn_request(
+    xml: &str,
+    certificates: Option<&[Vec<u8>]>,
+) -> Result<Request, SamlError> {
     refuse_doctype(xml)?;
     let xml = match certificates {
         Some(certificates) => verified_part(xml, certificates)?,
@@ -42,7 +45,10 @@ pub fn parse_authn_request(xml: &str, certificates: Option<&[Vec<u8>]>) -> Resul
         .parse()
         .map_err(|e| SamlError::Malformed(format!("AuthnRequest: {e}")))?;
     if request.version != "2.0" {
-        return Err(SamlError::Malformed(format!("version {} is not 2.0", request.version)));
+        return Err(SamlError::Malformed(format!(
+            "version {} is not 2.0",
+            request.version
+        )));
     }
     if request.id.trim().is_empty() {
         return Err(SamlError::Missing("an ID"));
@@ -59,13 +65,22 @@ pub fn parse_authn_request(xml: &str, certificates: Option<&[Vec<u8>]>) -> Resul
         issue_instant: seconds(&request.issue_instant),
         acs_url: request.assertion_consumer_service_url.clone(),
         acs_index: request.assertion_consumer_service_index,
-        name_id_format: request.name_id_policy.as_ref().and_then(|p| p.format.clone()),
+        name_id_format: request
+            .name_id_policy
+            .as_ref()
+            .and_then(|p| p.format.clone()),
         force_authn: request.force_authn.unwrap_or(false),
         is_passive: request.is_passive.unwrap_or(false),
         authn_contexts: request
             .requested_authn_context
             .as_ref()
-            .map(|c| c.authn_context_class_refs.iter().flatten().filter_map(|r| r.value.clone()).collect())
+            .map(|c| {
+                c.authn_context_class_refs
+                    .iter()
+                    .flatten()
+                    .filter_map(|r| r.value.clone())
+                    .collect()
+            })
             .unwrap_or_default(),
     })
 }

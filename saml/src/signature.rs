@@ -40,7 +40,9 @@ pub fn template(reference_id: &str, certificate_base64: &str) -> String {
 pub fn without_declaration(xml: &str) -> &str {
     let trimmed = xml.trim_start();
     match trimmed.strip_prefix("<?xml") {
-        Some(rest) => rest.split_once("?>").map_or(trimmed, |(_, body)| body.trim_start()),
+        Some(rest) => rest
+            .split_once("?>")
+            .map_or(trimmed, |(_, body)| body.trim_start()),
         None => trimmed,
     }
 }

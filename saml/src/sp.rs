@@ -38,7 +38,11 @@ pub fn authn_request(
         destination = escape(destination),
         acs = escape(acs_url),
         post = uri::POST,
-        force = if force_authn { r#" ForceAuthn="true""# } else { "" },
+        force = if force_authn {
+            r#" ForceAuthn="true""#
+        } else {
+            ""
+        },
         issuer = escape(entity_id),
     )
 }
@@ -90,6 +94,14 @@ fn malformed(what: &str, error: impl std::fmt::Display) -> SamlError {
 /// Verifies a Response (its XML, decoded from the POST binding) against `expected`.
 pub fn verify_response(xml: &str, expected: &Expected<'_>) -> Result<Verified, SamlError> {
     refuse_doctype(xml)?;
+    // One assertion, as the Web SSO profile's IdPs send: a second one is the mark of a
+    // signature-wrapping attempt (whatever the signature covers, refuse rather than choose).
+    let assertions = element_count(xml, "Assertion") + element_count(xml, "EncryptedAssertion");
+    if assertions != 1 {
+        return Err(SamlError::Malformed(format!(
+            "a response must carry exactly one assertion, not {assertions}"
+        )));
+    }
     let signed = verified_part(xml, expected.idp_certificates)?;
     let root = root_name(&signed)?;
     let assertion = match root.as_str() {
@@ -103,14 +115,32 @@ pub fn verify_response(xml: &str, expected: &Expected<'_>) -> Result<Verified, S
         // Only the assertion was signed: the response around it says nothing we may trust, and
         // the assertion's own conditions carry everything that is checked.
         "Assertion" => signed.parse().map_err(|e| malformed("Assertion", e))?,
-        other => return Err(SamlError::Malformed(format!("unexpected root element {other}"))),
+        other => {
+            return Err(SamlError::Malformed(format!(
+                "unexpected root element {other}"
+            )));
+        }
     };
     check_assertion(&assertion, expected)
 }
 
+/// How many elements named `local` (any prefix) `xml` opens.
+fn element_count(xml: &str, local: &str) -> usize {
+    xml.split('<')
+        .skip(1)
+        .filter(|tag| {
+            let name: String = tag
+                .chars()
+                .take_while(|c| !c.is_whitespace() && *c != '>' && *c != '/')
+                .collect();
+            !tag.starts_with('/') && name.rsplit(':').next() == Some(local)
+        })
+        .count()
+}
+
 fn root_name(xml: &str) -> Result<String, SamlError> {
     let start = xml
-        .find(|c| c == '<')
+        .find('<')
         .ok_or_else(|| SamlError::Malformed("no element".into()))?;
     let mut rest = &xml[start..];
     // Skip the declaration and comments.
@@ -208,7 +238,11 @@ fn check_assertion(assertion: &Assertion, expected: &Expected<'_>) -> Result<Ver
         .all(|r| r.audience.iter().any(|a| a == expected.entity_id));
     if !all_name_us {
         return Err(SamlError::Audience(
-            audiences.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(", "),
+            audiences
+                .iter()
+                .map(|a| a.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
         ));
     }
     let subject = assertion
@@ -239,7 +273,10 @@ fn check_assertion(assertion: &Assertion, expected: &Expected<'_>) -> Result<Ver
             .iter()
             .filter_map(|v| v.value.clone())
             .collect();
-        for name in [&attribute.name, &attribute.friendly_name].into_iter().flatten() {
+        for name in [&attribute.name, &attribute.friendly_name]
+            .into_iter()
+            .flatten()
+        {
             attributes
                 .entry(name.clone())
                 .or_default()
@@ -263,7 +300,10 @@ fn check_assertion(assertion: &Assertion, expected: &Expected<'_>) -> Result<Ver
 }
 
 /// A bearer confirmation for our ACS, in its window, answering our request.
-fn check_bearer(subject: &samael::schema::Subject, expected: &Expected<'_>) -> Result<(), SamlError> {
+fn check_bearer(
+    subject: &samael::schema::Subject,
+    expected: &Expected<'_>,
+) -> Result<(), SamlError> {
     let (now, skew) = (expected.now, expected.skew);
     let mut first_error = None;
     for confirmation in subject.subject_confirmations.iter().flatten() {
@@ -298,7 +338,9 @@ fn check_bearer(subject: &samael::schema::Subject, expected: &Expected<'_>) -> R
         }
         if data.in_response_to.as_deref() != Some(expected.request_id) {
             first_error.get_or_insert(SamlError::InResponseTo(
-                data.in_response_to.clone().unwrap_or_else(|| "nothing".into()),
+                data.in_response_to
+                    .clone()
+                    .unwrap_or_else(|| "nothing".into()),
             ));
             continue;
         }

@@ -55,12 +55,18 @@ mod tests {
 
     #[test]
     fn escapes_markup_and_quotes() {
-        assert_eq!(escape(r#"<a href="x">&'"#), "&lt;a href=&quot;x&quot;&gt;&amp;&apos;");
+        assert_eq!(
+            escape(r#"<a href="x">&'"#),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&apos;"
+        );
     }
 
     #[test]
     fn refuses_doctype_and_entities_in_any_case() {
-        assert_eq!(refuse_doctype("<?xml version='1.0'?><!DocType x []><x/>"), Err(SamlError::Doctype));
+        assert_eq!(
+            refuse_doctype("<?xml version='1.0'?><!DocType x []><x/>"),
+            Err(SamlError::Doctype)
+        );
         assert_eq!(refuse_doctype("<!ENTITY a 'b'>"), Err(SamlError::Doctype));
         assert_eq!(refuse_doctype("<samlp:Response/>"), Ok(()));
     }

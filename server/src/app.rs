@@ -40,6 +40,8 @@ pub struct App {
     pub mfa: crate::mfa::Mfa,
     /// Limits on failed attempts per address and per user and address.
     pub throttle: crate::throttle::Throttle,
+    /// The key and certificate idflow signs SAML messages with.
+    pub saml: idflow_saml::Credential,
     /// Upstream OpenID Connect providers: HTTP client and discovered metadata.
     pub federation: std::sync::Arc<crate::federation::oidc::Oidc>,
 }
@@ -104,7 +106,18 @@ pub fn start(config: ServerConfig, admin_password: Option<String>) -> Result<Sta
     let mfa = crate::mfa::Mfa::new(&config).map_err(StartError)?;
     let throttle = crate::throttle::Throttle::new(config.throttle.clone());
     let federation = crate::federation::oidc::Oidc::new().map_err(StartError)?;
+    let saml_host = url::Url::parse(&config.issuer)
+        .ok()
+        .and_then(|u| u.host_str().map(String::from))
+        .unwrap_or_else(|| "idflow".into());
+    let saml = idflow_saml::Credential::load_or_create(
+        &config.saml.key_file,
+        &config.saml.certificate_file,
+        &saml_host,
+    )
+    .map_err(|e| StartError(e.to_string()))?;
     let app = App {
+        saml,
         federation,
         mfa,
         throttle,

@@ -33,6 +33,15 @@ pub enum UpstreamKind {
         /// Scopes to ask for (`openid` is always added).
         scopes: Vec<String>,
     },
+    /// SAML 2.0: an AuthnRequest over HTTP-Redirect, the Response over HTTP-POST to our ACS.
+    Saml {
+        /// The IdP's entity id (the issuer of its assertions).
+        entity_id: String,
+        /// Its SSO endpoint for the HTTP-Redirect binding.
+        sso_url: String,
+        /// Its signing certificates (DER): a response that no one of them verifies is refused.
+        certificates: Vec<Vec<u8>>,
+    },
     /// Declared for flows but not usable on this server; says why.
     NotConfigured(String),
 }
@@ -49,10 +58,18 @@ struct Section {
     client_secret: Option<String>,
     client_secret_env: Option<String>,
     scopes: Option<Vec<String>>,
+    metadata_file: Option<std::path::PathBuf>,
+    entity_id: Option<String>,
+    sso_url: Option<String>,
+    certificate_file: Option<std::path::PathBuf>,
 }
 
 /// Reads the `[identity_providers]` tables.
-pub fn parse(tables: &toml::Table) -> Result<BTreeMap<String, Upstream>, String> {
+/// File paths are read through `resolve` (relative to the configuration file).
+pub fn parse(
+    tables: &toml::Table,
+    resolve: &dyn Fn(std::path::PathBuf) -> std::path::PathBuf,
+) -> Result<BTreeMap<String, Upstream>, String> {
     let mut out = BTreeMap::new();
     for (name, value) in tables {
         let section: Section = value
@@ -62,7 +79,8 @@ pub fn parse(tables: &toml::Table) -> Result<BTreeMap<String, Upstream>, String>
         let _ = &section.verified_attributes;
         let kind = match section.r#type.as_str() {
             "oidc" => oidc(name, &section)?,
-            "saml" | "oauth2" => UpstreamKind::NotConfigured(format!(
+            "saml" => saml(name, &section, resolve)?,
+            "oauth2" => UpstreamKind::NotConfigured(format!(
                 "`{}` identity providers are not available in this build yet",
                 section.r#type
             )),
@@ -82,6 +100,48 @@ pub fn parse(tables: &toml::Table) -> Result<BTreeMap<String, Upstream>, String>
         );
     }
     Ok(out)
+}
+
+fn saml(
+    name: &str,
+    section: &Section,
+    resolve: &dyn Fn(std::path::PathBuf) -> std::path::PathBuf,
+) -> Result<UpstreamKind, String> {
+    let key = |field: &str| format!("identity_providers.{name}.{field}");
+    if let Some(path) = &section.metadata_file {
+        let path = resolve(path.clone());
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("{}: {}: {e}", key("metadata_file"), path.display()))?;
+        let metadata = idflow_saml::metadata::parse_idp(&text)
+            .map_err(|e| format!("{}: {e}", key("metadata_file")))?;
+        return Ok(UpstreamKind::Saml {
+            entity_id: metadata.entity_id,
+            sso_url: metadata.sso_redirect,
+            certificates: metadata.certificates,
+        });
+    }
+    let (Some(entity_id), Some(sso_url), Some(certificate)) = (
+        &section.entity_id,
+        &section.sso_url,
+        &section.certificate_file,
+    ) else {
+        return Ok(UpstreamKind::NotConfigured(
+            "it has neither metadata_file nor entity_id, sso_url and certificate_file in idflow.toml"
+                .into(),
+        ));
+    };
+    let path = resolve(certificate.clone());
+    let pem = std::fs::read(&path)
+        .map_err(|e| format!("{}: {}: {e}", key("certificate_file"), path.display()))?;
+    let der = openssl::x509::X509::from_pem(&pem)
+        .and_then(|c| c.to_der())
+        .map_err(|e| format!("{}: {e}", key("certificate_file")))?;
+    url::Url::parse(sso_url).map_err(|e| format!("{}: {e}", key("sso_url")))?;
+    Ok(UpstreamKind::Saml {
+        entity_id: entity_id.clone(),
+        sso_url: sso_url.clone(),
+        certificates: vec![der],
+    })
 }
 
 fn oidc(name: &str, section: &Section) -> Result<UpstreamKind, String> {
@@ -133,7 +193,7 @@ mod tests {
             "[up]\ntype = \"oidc\"\nissuer = \"http://localhost:9000\"\nclient_id = \"down\"\nclient_secret = \"s3cret-s3cret-s3cret\"\nverified_attributes = [\"email\"]\n[google]\ntype = \"oidc\"\n[acme]\ntype = \"saml\"\n",
         )
         .expect("toml");
-        let parsed = parse(&tables).expect("parses");
+        let parsed = parse(&tables, &|p| p).expect("parses");
         assert!(
             matches!(&parsed["up"].kind, UpstreamKind::Oidc { issuer, .. } if issuer == "http://localhost:9000")
         );
@@ -147,13 +207,13 @@ mod tests {
         ));
         let typo: toml::Table =
             toml::from_str("[up]\ntype = \"oidc\"\nissuer_url = \"x\"\n").expect("toml");
-        assert!(parse(&typo).unwrap_err().contains("issuer_url"));
+        assert!(parse(&typo, &|p| p).unwrap_err().contains("issuer_url"));
         let kind: toml::Table = toml::from_str("[up]\ntype = \"ldap\"\n").expect("toml");
-        assert!(parse(&kind).unwrap_err().contains("ldap"));
+        assert!(parse(&kind, &|p| p).unwrap_err().contains("ldap"));
         let plain: toml::Table = toml::from_str(
             "[up]\ntype = \"oidc\"\nissuer = \"http://id.example.com/\"\nclient_id = \"c\"\nclient_secret = \"s\"\n",
         )
         .expect("toml");
-        assert!(parse(&plain).unwrap_err().contains("https"));
+        assert!(parse(&plain, &|p| p).unwrap_err().contains("https"));
     }
 }

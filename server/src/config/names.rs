@@ -22,6 +22,9 @@ pub struct FlowNames {
     /// `[identity_providers.<name>]` tables.
     #[serde(default)]
     pub identity_providers: BTreeMap<String, IdentityProvider>,
+    /// `[service_providers.<name>]` tables: SAML applications, named like OAuth clients.
+    #[serde(default)]
+    pub service_providers: BTreeMap<String, toml::Table>,
     /// `[provisioning_targets.<name>]` tables.
     #[serde(default)]
     pub provisioning_targets: BTreeMap<String, toml::Table>,
@@ -57,7 +60,13 @@ pub fn parse_names(text: &str) -> Result<Names, String> {
     let parsed: FlowNames =
         toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
     Ok(Names {
-        applications: Some(parsed.applications.into_keys().collect()),
+        applications: Some(
+            parsed
+                .applications
+                .into_keys()
+                .chain(parsed.service_providers.into_keys())
+                .collect(),
+        ),
         identity_providers: Some(
             parsed
                 .identity_providers

@@ -120,6 +120,10 @@ pub struct ServerConfig {
     pub throttle: ThrottleSettings,
     /// Upstream identity providers, by name.
     pub identity_providers: BTreeMap<String, super::federation::Upstream>,
+    /// idflow's SAML credential files and time limits.
+    pub saml: super::saml::SamlSettings,
+    /// SAML service providers, by application name.
+    pub service_providers: BTreeMap<String, super::saml::ServiceProvider>,
     /// `text` or `json` logs.
     pub log_json: bool,
     /// OAuth clients by client id (the application id).
@@ -242,6 +246,10 @@ struct File {
     // `names` reads the verified attributes; `federation` how to reach each provider.
     #[serde(default)]
     identity_providers: toml::Table,
+    #[serde(default)]
+    saml: super::saml::SamlSection,
+    #[serde(default)]
+    service_providers: toml::Table,
     #[serde(default, rename = "provisioning_targets")]
     _provisioning_targets: toml::Table,
 }
@@ -413,6 +421,23 @@ pub fn parse(
         let app = application(&id, section, &at)?;
         applications.insert(id, app);
     }
+    let saml = file
+        .saml
+        .clone()
+        .settings(&data_dir, &relative)
+        .map_err(|e| ConfigError(format!("{label}: {e}")))?;
+    let service_providers =
+        super::saml::parse_service_providers(&file.service_providers, &relative)
+            .map_err(|e| ConfigError(format!("{label}: {e}")))?;
+    // One namespace of applications: flows' `applies_to` names either kind.
+    if let Some(name) = service_providers
+        .keys()
+        .find(|n| applications.contains_key(*n))
+    {
+        return Err(ConfigError(format!(
+            "{label}: `{name}` is both an application and a service provider"
+        )));
+    }
     Ok(ServerConfig {
         source,
         listen,
@@ -441,8 +466,10 @@ pub fn parse(
             ..file.email
         },
         throttle: file.throttle,
-        identity_providers: super::federation::parse(&file.identity_providers)
+        identity_providers: super::federation::parse(&file.identity_providers, &relative)
             .map_err(|e| ConfigError(format!("{label}: {e}")))?,
+        saml,
+        service_providers,
         log_json,
         applications,
         names,

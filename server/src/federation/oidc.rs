@@ -181,6 +181,8 @@ impl Oidc {
             sealed_handle,
             nonce: nonce.secret().clone(),
             verifier: verifier.secret().clone(),
+            saml_request: None,
+            answer: None,
         };
         Ok((url.to_string(), state.secret().clone(), pending))
     }

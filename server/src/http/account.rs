@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Serialize;
 
-use super::authorize::{current_session, server_error, start_login};
+use super::authorize::{Requested, current_session, server_error, start_login};
 use super::params::Params;
 use super::{AppState, blocking};
 use crate::app::{App, now};
@@ -265,5 +265,5 @@ pub async fn start_login_page(
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    start_login(&app, None, addr, &headers, now(), None, false).await
+    start_login(&app, Requested::Account, addr, &headers, now(), None, false).await
 }

@@ -194,12 +194,21 @@ async fn authorize(
     if prompt_none && sso.is_none() {
         return error("login_required", "the user is not signed in");
     }
-    start_login(&app, Some(request), addr, &headers, now, sso, prompt_none).await
+    start_login(
+        &app,
+        Requested::Oidc(request),
+        addr,
+        &headers,
+        now,
+        sso,
+        prompt_none,
+    )
+    .await
 }
 
 /// What a session brings to a new login: its user as stored now, and the steps it passed
 /// within `max_age` (all of them without one). `None` when its user is gone.
-fn carry(
+pub(crate) fn carry(
     app: &App,
     session: &Session,
     max_age: Option<u64>,
@@ -322,21 +331,39 @@ pub fn issue_code(
     )
 }
 
+/// What a login answers when it completes.
+pub enum Requested {
+    /// Nothing: the person signs in to their account page.
+    Account,
+    /// An OpenID Connect authorization request: a code to its redirect URI.
+    Oidc(AuthorizeRequest),
+    /// A SAML AuthnRequest (or IdP-initiated sign-in): a response posted to the ACS.
+    Saml(crate::store::SamlAuthn),
+}
+
 /// Starts a login on the flow for the request's application (or the default flow), stores it
 /// and sends the browser to the login page with a cookie binding it to this login.
+/// `passive`: the application asked that the user not be interacted with (`prompt=none`,
+/// `IsPassive`), so a flow that would ask something answers with an error instead.
 pub async fn start_login(
     app: &Arc<App>,
-    request: Option<AuthorizeRequest>,
+    requested: Requested,
     addr: SocketAddr,
     headers: &HeaderMap,
     now: u64,
     sso: Option<(Session, idflow_engine::Carried)>,
-    prompt_none: bool,
+    passive: bool,
 ) -> Response {
-    let application = request
-        .as_ref()
-        .map(|r| r.client_id.clone())
-        .unwrap_or_default();
+    let (request, saml) = match requested {
+        Requested::Account => (None, None),
+        Requested::Oidc(request) => (Some(request), None),
+        Requested::Saml(saml) => (None, Some(saml)),
+    };
+    let application = match (&request, &saml) {
+        (Some(request), _) => request.client_id.clone(),
+        (None, Some(saml)) => saml.sp.clone(),
+        (None, None) => String::new(),
+    };
     let Some(flow) = app.registry.snapshot().flow_for(&application) else {
         return app.pages.message(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -354,11 +381,12 @@ pub async fn start_login(
             .take(512)
             .collect(),
         application,
-        protocol: "oidc".into(),
-        acr_values: request
-            .as_ref()
-            .map(|r| r.acr_values.clone())
-            .unwrap_or_default(),
+        protocol: if saml.is_some() { "saml" } else { "oidc" }.into(),
+        acr_values: match (&request, &saml) {
+            (Some(request), _) => request.acr_values.clone(),
+            (None, Some(saml)) => saml.acr_values.clone(),
+            (None, None) => Vec::new(),
+        },
         scopes: request
             .as_ref()
             .map(|r| r.scopes.clone())
@@ -376,8 +404,17 @@ pub async fn start_login(
     let step = app
         .engine
         .start_carried(&flow, engine_request, carried, now, &directory);
-    if prompt_none && !matches!(step.output, idflow_engine::Output::Complete { .. }) {
+    if passive && !matches!(step.output, idflow_engine::Output::Complete { .. }) {
         // The session does not satisfy this application's flow without asking the user.
+        if let Some(saml) = &saml {
+            return crate::http::saml::respond::failure(
+                app,
+                saml,
+                idflow_saml::uri::RESPONDER,
+                Some(idflow_saml::uri::NO_PASSIVE),
+                now,
+            );
+        }
         if let Some(request) = &request {
             return redirect_error(
                 &request.redirect_uri,
@@ -402,6 +439,7 @@ pub async fn start_login(
         run: step.run,
         output: step.output,
         authorize: request,
+        saml,
         expires: now + app.config.tokens.login_seconds,
         replaces,
     };

@@ -15,8 +15,10 @@ use super::params::Params;
 use super::{AppState, blocking};
 use crate::app::{App, now};
 use crate::config::federation::UpstreamKind;
+use crate::crypto::random_token;
 use crate::effects::{audit, effect_writes};
-use crate::federation::{Pending, challenge_key, oidc::Provider};
+use crate::federation::saml::SamlIdp;
+use crate::federation::{Answer, Pending, challenge_key, oidc::Provider};
 use crate::store::{Challenge, Login, Write};
 
 fn provider<'a>(app: &App, name: &'a str, kind: &'a UpstreamKind) -> Option<Provider<'a>> {
@@ -34,7 +36,23 @@ fn provider<'a>(app: &App, name: &'a str, kind: &'a UpstreamKind) -> Option<Prov
             scopes,
             redirect_uri: format!("{}/federation/callback", app.config.issuer),
         }),
-        UpstreamKind::NotConfigured(_) => None,
+        UpstreamKind::Saml { .. } | UpstreamKind::NotConfigured(_) => None,
+    }
+}
+
+fn saml_idp<'a>(name: &'a str, kind: &'a UpstreamKind) -> Option<SamlIdp<'a>> {
+    match kind {
+        UpstreamKind::Saml {
+            entity_id,
+            sso_url,
+            certificates,
+        } => Some(SamlIdp {
+            name,
+            entity_id,
+            sso_url,
+            certificates,
+        }),
+        _ => None,
     }
 }
 
@@ -52,18 +70,26 @@ pub async fn redirect(app: &Arc<App>, handle: &str, login: &Login, idp: &str) ->
     let Some(upstream) = app.config.identity_providers.get(idp) else {
         return not_available(app, idp, "it is not declared in idflow.toml");
     };
-    let Some(provider) = provider(app, &upstream.name, &upstream.kind) else {
-        let why = match &upstream.kind {
-            UpstreamKind::NotConfigured(why) => why.as_str(),
-            UpstreamKind::Oidc { .. } => "",
-        };
-        return not_available(app, &upstream.label, why);
-    };
     let sealed = match app.mfa.key.seal(handle.as_bytes(), &login.key) {
         Ok(sealed) => sealed,
         Err(error) => return server_error(app, &error),
     };
-    let (url, state, pending) = match app.federation.begin(&provider, &login.key, sealed).await {
+    let begun = if let Some(idp) = saml_idp(&upstream.name, &upstream.kind) {
+        let state = random_token(32);
+        let issuer = &app.config.issuer;
+        crate::federation::saml::begin(&idp, &app.saml, issuer, &login.key, sealed, &state, now())
+            .map(|(url, pending)| (url, state, pending))
+            .map_err(|e| e.to_string())
+    } else if let Some(provider) = provider(app, &upstream.name, &upstream.kind) {
+        app.federation.begin(&provider, &login.key, sealed).await
+    } else {
+        let why = match &upstream.kind {
+            UpstreamKind::NotConfigured(why) => why.as_str(),
+            _ => "",
+        };
+        return not_available(app, &upstream.label, why);
+    };
+    let (url, state, pending) = match begun {
         Ok(begun) => begun,
         Err(error) => {
             tracing::error!(%error, idp, "cannot start an upstream login");
@@ -166,12 +192,29 @@ pub async fn callback(
     // provider cannot pass another's answer off as its own: mix-up).
     let expected_issuer = upstream.and_then(|u| match &u.kind {
         UpstreamKind::Oidc { issuer, .. } => Some(issuer.as_str()),
-        UpstreamKind::NotConfigured(_) => None,
+        _ => None,
     });
     let mixed_up = params
         .get("iss")
         .is_some_and(|iss| Some(iss) != expected_issuer);
     let input = match (params.get("error"), params.get("code"), upstream) {
+        // A SAML answer, verified (and audited) at the ACS.
+        _ if pending.answer.is_some() => match pending.answer.clone() {
+            Some(Answer::Passed { subject, claims }) => Input::Federated {
+                idp: pending.idp.clone(),
+                subject,
+                claims,
+            },
+            _ => Input::Failed {
+                option: option.clone(),
+                user: None,
+                reason: Some(format!("the sign-in at {label} did not succeed")),
+            },
+        },
+        _ if pending.saml_request.is_some() => refused(
+            "the SAML provider's answer did not arrive at the assertion consumer service".into(),
+            &mut writes,
+        ),
         _ if mixed_up => refused(
             "the answer names another issuer than the provider it was sent to".into(),
             &mut writes,
@@ -210,4 +253,149 @@ pub async fn callback(
     login.seq = read_seq + 1;
     writes.extend(effect_writes(step.effects, &ip, now));
     super::login::continue_login(&app, &handle, Some(read_seq), login, writes, addr, now).await
+}
+
+/// `GET /federation/saml/metadata`: our SP metadata, for upstream SAML IdPs to import.
+pub async fn saml_metadata(State(app): AppState) -> Response {
+    let issuer = &app.config.issuer;
+    let body = idflow_saml::metadata::sp_metadata(
+        &crate::federation::saml::entity_id(issuer),
+        &crate::federation::saml::acs_url(issuer),
+        &app.saml.certificate_base64(),
+    );
+    let mut response = body.into_response();
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/samlmetadata+xml"),
+    );
+    response
+}
+
+/// `POST /federation/saml/acs`: an upstream SAML IdP's Response. Verified here, where the
+/// login cookie is absent (the post comes from the IdP's site); the answer is recorded on the
+/// pending redirect and the browser sent on to `/federation/callback`, which finds its login.
+pub async fn saml_acs(
+    State(app): AppState,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    body: axum::body::Bytes,
+) -> Response {
+    let now = now();
+    let ip = addr.ip().to_string();
+    let params =
+        Params::parse_with_limit(&body, super::saml::sso::SAML_FIELD_BYTES).unwrap_or_default();
+    let invalid = |why: &str| {
+        app.pages.message(
+            StatusCode::BAD_REQUEST,
+            "This sign-in cannot continue",
+            &format!("{why} Return to the application and start signing in again."),
+        )
+    };
+    let audit_refusal = |idp: &str, reason: &str| {
+        audit(
+            "federation.refused",
+            "",
+            &ip,
+            now,
+            serde_json::json!({ "idp": idp, "reason": reason }),
+        )
+    };
+    let (Some(state), Some(encoded)) = (params.get("RelayState"), params.get("SAMLResponse"))
+    else {
+        let entry = audit_refusal("", "a SAML response without RelayState or SAMLResponse");
+        let _ = super::login::commit_step(&app, vec![entry], false).await;
+        return invalid("The provider's answer is incomplete.");
+    };
+    let key = challenge_key(state);
+    let challenge = match app.store.challenge(&key, now) {
+        Ok(found) => found,
+        Err(error) => return server_error(&app, &error),
+    };
+    let pending = challenge
+        .as_ref()
+        .and_then(|c| serde_json::from_value::<Pending>(c.data.clone()).ok())
+        .filter(|p| p.saml_request.is_some() && p.answer.is_none());
+    let (Some(challenge), Some(mut pending)) = (challenge, pending) else {
+        let entry = audit_refusal(
+            "",
+            "a SAML response for no sign-in in progress (expired, used or forged)",
+        );
+        let _ = super::login::commit_step(&app, vec![entry], false).await;
+        return invalid(
+            "This answer does not belong to a sign-in in progress (it expired or was used).",
+        );
+    };
+    let idp = app
+        .config
+        .identity_providers
+        .get(&pending.idp)
+        .and_then(|u| saml_idp(&u.name, &u.kind));
+    let request_id = pending.saml_request.clone().unwrap_or_default();
+    let verified = match &idp {
+        Some(idp) => crate::federation::saml::finish(
+            idp,
+            &app.config.issuer,
+            encoded,
+            &request_id,
+            app.config.saml.skew_seconds,
+            now,
+        )
+        .map_err(|e| e.to_string()),
+        None => Err("the provider is no longer configured for SAML".into()),
+    };
+    let mut writes = Vec::new();
+    pending.answer = Some(match verified {
+        Ok(verified) => {
+            // An assertion is accepted once, until it could no longer be used anyway.
+            writes.push(Write::RecordOnce {
+                seen: Challenge {
+                    key: format!(
+                        "saml-assertion:{}",
+                        crate::store::token_key(&format!(
+                            "{}\u{0}{}",
+                            pending.idp, verified.assertion_id
+                        ))
+                    ),
+                    user: String::new(),
+                    data: serde_json::Value::Null,
+                    expires: verified.valid_until.max(now + 1),
+                },
+                now,
+            });
+            writes.push(audit(
+                "federation.passed",
+                "",
+                &ip,
+                now,
+                serde_json::json!({ "idp": pending.idp, "subject": verified.name_id }),
+            ));
+            Answer::Passed {
+                subject: verified.name_id.clone(),
+                claims: crate::federation::saml::claims(&verified),
+            }
+        }
+        Err(reason) => {
+            writes.push(audit_refusal(&pending.idp, &reason));
+            Answer::Refused { reason }
+        }
+    });
+    writes.push(Write::PutChallenge(Challenge {
+        data: serde_json::to_value(&pending).unwrap_or_default(),
+        ..challenge
+    }));
+    let store = Arc::clone(&app.store);
+    let committed = blocking(move || store.commit(writes)).await;
+    match committed {
+        Ok(Ok(())) => {}
+        Ok(Err(crate::store::StoreError::Conflict(_))) => {
+            let entry = audit_refusal(&pending.idp, "a replayed SAML assertion");
+            let _ = super::login::commit_step(&app, vec![entry], false).await;
+            return invalid("This answer was already used.");
+        }
+        Ok(Err(error)) => return server_error(&app, &error),
+        Err(error) => return server_error(&app, &error),
+    }
+    let query: String = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("state", state)
+        .finish();
+    Redirect::to(&format!("/federation/callback?{query}")).into_response()
 }

@@ -26,6 +26,7 @@ pub mod ops;
 pub mod pages;
 pub mod params;
 pub mod revoke;
+pub mod saml;
 pub mod token;
 pub mod tokens;
 pub mod userinfo;
@@ -62,6 +63,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/login/start", get(account::start_login_page))
         .route("/account/passkeys", post(account::add_passkey))
         .route("/federation/callback", get(federation::callback))
+        .route("/federation/saml/acs", post(federation::saml_acs))
+        .route("/federation/saml/metadata", get(federation::saml_metadata))
+        .route("/saml2/metadata", get(saml::metadata::get))
+        .route("/saml2/sso", get(saml::sso::get).post(saml::sso::post))
         .route("/account/factors/remove", post(account::remove_factor))
         .route("/token", post(token::token))
         .route("/userinfo", get(userinfo::get).post(userinfo::post))
@@ -73,6 +78,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/static/idflow.css", get(ops::stylesheet))
         .route("/static/webauthn.js", get(ops::webauthn_script))
+        .route("/static/autopost.js", get(ops::autopost_script))
         .fallback(ops::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(Arc::clone(&app), cors::cors))

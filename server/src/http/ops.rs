@@ -50,6 +50,14 @@ pub async fn webauthn_script() -> Response {
     )
 }
 
+/// `GET /static/autopost.js`: submits a SAML or WS-Federation answer to the application.
+pub async fn autopost_script() -> Response {
+    static_file(
+        include_str!("../../templates/autopost.js"),
+        "text/javascript; charset=utf-8",
+    )
+}
+
 fn static_file(body: &'static str, content_type: &'static str) -> Response {
     let mut response = body.into_response();
     let headers = response.headers_mut();

@@ -28,6 +28,8 @@ impl Pages {
         for (name, source) in [
             ("layout.html", include_str!("../../templates/layout.html")),
             ("login.html", include_str!("../../templates/login.html")),
+            ("confirm.html", include_str!("../../templates/confirm.html")),
+            ("post.html", include_str!("../../templates/post.html")),
             ("message.html", include_str!("../../templates/message.html")),
             ("account.html", include_str!("../../templates/account.html")),
             ("logout.html", include_str!("../../templates/logout.html")),
@@ -67,6 +69,39 @@ impl Pages {
             serde_json::json!({ "title": title, "message": message, "error": status.is_client_error() || status.is_server_error() }),
         )
     }
+}
+
+/// A page that posts `fields` to `action` at once (a SAML or WS-Federation answer): the one
+/// page whose own form leaves this origin; its CSP allows exactly the target's origin in
+/// `form-action`. (Other pages set no `form-action`: Chromium applies it to the redirect after
+/// a login form, which goes to the application.)
+pub fn autopost(
+    pages: &Pages,
+    action: &str,
+    fields: &[(&str, &str)],
+    application: Option<&str>,
+) -> Response {
+    let fields: Vec<serde_json::Value> = fields
+        .iter()
+        .map(|(name, value)| serde_json::json!({ "name": name, "value": value }))
+        .collect();
+    let mut response = pages.render(
+        StatusCode::OK,
+        "post.html",
+        serde_json::json!({ "action": action, "fields": fields, "application": application }),
+    );
+    let origin = url::Url::parse(action)
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_default();
+    let policy = format!(
+        "default-src 'none'; script-src 'self'; style-src 'self'; form-action {origin}; frame-ancestors 'none'; base-uri 'none'"
+    );
+    if let Ok(value) = HeaderValue::from_str(&policy) {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_SECURITY_POLICY, value);
+    }
+    response
 }
 
 /// An HTML response with the headers every page gets.
@@ -115,6 +150,14 @@ mod tests {
                 serde_json::json!({"user": "alice", "csrf": "c"}),
             ),
             ("logout.html", serde_json::json!({"csrf": "c"})),
+            (
+                "post.html",
+                serde_json::json!({"action": "https://sp/acs", "fields": [{"name": "SAMLResponse", "value": "PHg+"}]}),
+            ),
+            (
+                "confirm.html",
+                serde_json::json!({"handle": "h", "csrf": "c", "provider": "Acme", "ask_username": true, "ask_password": true, "ask_consent": true}),
+            ),
         ] {
             let body = pages
                 .env

@@ -17,12 +17,19 @@ pub struct Params(BTreeMap<String, String>);
 impl Params {
     /// Parses `application/x-www-form-urlencoded` text.
     pub fn parse(raw: &[u8]) -> Result<Params, String> {
+        Params::parse_with_limit(raw, MAX_VALUE_BYTES)
+    }
+
+    /// Like [`Params::parse`], with values up to `max_value` bytes: for the SAML endpoints,
+    /// whose messages are base64 XML of several kilobytes (the message's own limit is checked
+    /// when it is decoded).
+    pub fn parse_with_limit(raw: &[u8], max_value: usize) -> Result<Params, String> {
         let mut map = BTreeMap::new();
         for (count, (name, value)) in url::form_urlencoded::parse(raw).enumerate() {
             if count >= MAX_PARAMS {
                 return Err(format!("more than {MAX_PARAMS} parameters"));
             }
-            if value.len() > MAX_VALUE_BYTES {
+            if value.len() > max_value {
                 return Err(format!("the parameter `{name}` is too long"));
             }
             if value.is_empty() {

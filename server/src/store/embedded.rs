@@ -637,6 +637,17 @@ fn apply(txn: &WriteTransaction, write: Write) -> StoreResult<()> {
         }),
         Write::PutChallenge(challenge) => put(txn, CHALLENGES, &challenge.key.clone(), &challenge),
         Write::TakeChallenge(key) => take(txn, CHALLENGES, &key, "the challenge was already used"),
+        Write::RecordOnce { seen, now } => {
+            let live = get_in::<Challenge>(txn, CHALLENGES, &seen.key)?
+                .is_some_and(|existing| existing.expires > now);
+            if live {
+                return Err(StoreError::Conflict(format!(
+                    "{} was already seen",
+                    seen.key
+                )));
+            }
+            put(txn, CHALLENGES, &seen.key.clone(), &seen)
+        }
         Write::Audit(event) => append(txn, AUDIT, &event),
         Write::LinkIdentity { idp, subject, user } => {
             txn.open_table(LINKS)
@@ -1094,6 +1105,27 @@ mod tests {
         store
             .commit(vec![Write::TakeChallenge("login:passkey".into())])
             .expect("taken");
+        let seen = |expires| Challenge {
+            key: "saml-assertion:a1".into(),
+            user: String::new(),
+            data: serde_json::Value::Null,
+            expires,
+        };
+        let once = |expires, now| Write::RecordOnce {
+            seen: seen(expires),
+            now,
+        };
+        store.commit(vec![once(200, 100)]).expect("first sight");
+        assert!(
+            matches!(
+                store.commit(vec![once(300, 150)]),
+                Err(StoreError::Conflict(_))
+            ),
+            "a replay within the window is refused"
+        );
+        store
+            .commit(vec![once(400, 250)])
+            .expect("after its expiry the id may be recorded again");
         assert!(matches!(
             store.commit(vec![Write::TakeChallenge("login:passkey".into())]),
             Err(StoreError::Conflict(_))
@@ -1234,6 +1266,7 @@ mod tests {
                 reason: String::new(),
             },
             authorize: None,
+            saml: None,
             expires: 100,
             replaces: None,
         };

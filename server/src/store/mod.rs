@@ -216,6 +216,14 @@ pub enum Write {
     QueueProvisioning(ProvisioningEvent),
     /// Store a ceremony's state (replacing one with the same key).
     PutChallenge(Challenge),
+    /// Record that something was seen (a SAML request or assertion id) until the challenge's
+    /// expiry. Fails with a conflict if it was seen already and has not expired: a replay.
+    RecordOnce {
+        /// What was seen, keyed by purpose and id.
+        seen: Challenge,
+        /// Now, to tell an expired record (which may be replaced) from a live one.
+        now: u64,
+    },
     /// Delete a ceremony's state as it is used. Fails with a conflict if it is gone (used by
     /// another request already), so each works once.
     TakeChallenge(String),

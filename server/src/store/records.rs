@@ -182,6 +182,9 @@ pub struct Login {
     pub output: idflow_engine::Output,
     /// The protocol request to answer when the run completes, if any.
     pub authorize: Option<AuthorizeRequest>,
+    /// The SAML request to answer when the run completes, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saml: Option<SamlAuthn>,
     /// The key of the session this login builds on (single sign-on, step-up): replaced by the
     /// new session when the login completes.
     #[serde(default)]
@@ -189,6 +192,29 @@ pub struct Login {
 
     /// Expiry.
     pub expires: u64,
+}
+
+/// A SAML service provider's request (or an IdP-initiated sign-in) that a login answers with
+/// a signed response posted to the ACS URL, which was checked against the SP's registered ones.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SamlAuthn {
+    /// The service provider's application name.
+    pub sp: String,
+    /// The AuthnRequest's id (`None` when IdP-initiated).
+    pub request_id: Option<String>,
+    /// Where the response is posted.
+    pub acs_url: String,
+    /// Returned to the SP untouched.
+    pub relay_state: Option<String>,
+    /// The NameID format to answer with.
+    pub name_id_format: String,
+    /// What the SP's RequestedAuthnContext asks for, as the flow's `request.acr_values`
+    /// (REFEDS MFA becomes `urn:idflow:acr:mfa`).
+    #[serde(default)]
+    pub acr_values: Vec<String>,
+    /// The SP asked that the user not be interacted with.
+    #[serde(default)]
+    pub is_passive: bool,
 }
 
 /// Who logged in and how: what a code hands to its tokens and a refresh token carries from

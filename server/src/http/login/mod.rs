@@ -8,6 +8,7 @@
 //! One module per part: `render` (the page for a prompt, with each option's ceremony), `input`
 //! (a submitted form checked into the engine's input), `email` (sending a code).
 
+mod confirm;
 mod email;
 mod input;
 mod render;
@@ -117,6 +118,24 @@ pub async fn submit(
             "The form's security token is missing or wrong. Go back, reload the page and try again.",
         );
     }
+    let ip = addr.ip().to_string();
+    if matches!(login.output, Output::Confirm { .. }) {
+        let (input, password_hash) = if params.get("option") == Some("cancel") {
+            (Input::Cancel, None)
+        } else {
+            match confirm::answer(&app, &handle, &login, &params).await {
+                Ok(answered) => answered,
+                Err(page) => return page,
+            }
+        };
+        let step = Step {
+            input,
+            writes: Vec::new(),
+            throttle_key: None,
+            password_hash,
+        };
+        return advance(&app, &handle, login, step, addr, now).await;
+    }
     let Output::Prompt {
         options, enroll, ..
     } = &login.output
@@ -124,7 +143,6 @@ pub async fn submit(
         return render(&app, &handle, &login, None).await;
     };
     let enroll = *enroll;
-    let ip = addr.ip().to_string();
     let chosen = params.get("option").unwrap_or_default();
     let mut writes = Vec::new();
     let mut throttle_key: Option<String> = None;
@@ -145,6 +163,16 @@ pub async fn submit(
             )
             .await;
         };
+        // A provider chosen among several (or again, after its answer failed): off to it.
+        if matches!(option, AuthOption::Federated(_)) {
+            let step = Step {
+                input: Input::Choose(option),
+                writes: Vec::new(),
+                throttle_key: None,
+                password_hash: None,
+            };
+            return advance(&app, &handle, login, step, addr, now).await;
+        }
         let email = AuthOption::Authenticator("email_otp".into());
         if option == email && params.get("send").is_some() {
             return send_email_code(&app, &handle, &login, &params, &ip, now).await;
@@ -198,7 +226,43 @@ pub async fn submit(
             Err(response) => return response,
         }
     };
-    let Some(flow) = crate::app::flow_version(&app, &login.run.version) else {
+    let step = Step {
+        input,
+        writes,
+        throttle_key,
+        password_hash: None,
+    };
+    advance(&app, &handle, login, step, addr, now).await
+}
+
+/// One answer to the login's current question, checked into the engine's input.
+struct Step {
+    input: Input,
+    /// What makes the answer stick (a TOTP step used, a challenge spent), with its audits.
+    writes: Vec<Write>,
+    /// The throttle key the attempt counted under, cleared when the sign-in completes.
+    throttle_key: Option<String>,
+    /// A password set at a JIT confirmation, for the account the step creates.
+    password_hash: Option<String>,
+}
+
+/// Runs the engine on `step` and stores the outcome with the step's writes and effects.
+async fn advance(
+    app: &Arc<App>,
+    handle: &str,
+    login: Login,
+    step: Step,
+    addr: SocketAddr,
+    now: u64,
+) -> Response {
+    let Step {
+        input,
+        mut writes,
+        throttle_key,
+        password_hash,
+    } = step;
+    let ip = addr.ip().to_string();
+    let Some(flow) = crate::app::flow_version(app, &login.run.version) else {
         return app.pages.message(
             StatusCode::CONFLICT,
             "This sign-in cannot continue",
@@ -243,7 +307,8 @@ pub async fn submit(
     // What made a factor pass (a TOTP step, a passkey counter, a spent challenge) commits with
     // the step it passed, or not at all.
     writes.extend(effect_writes(step.effects, &ip, now));
-    continue_login(&app, &handle, Some(read_seq), login, writes, addr, now).await
+    confirm::with_password(&mut writes, password_hash);
+    continue_login(app, handle, Some(read_seq), login, writes, addr, now).await
 }
 
 /// The page for an attempt refused by `[throttle]`, with an audit entry.
@@ -372,14 +437,7 @@ pub async fn continue_login(
                 session.amr = amr;
                 session.acr = acr;
                 session.claims = claims;
-                let response = match &login.authorize {
-                    Some(request) => {
-                        let (write, response) = issue_code(app, request, &session, now);
-                        batch.push(write);
-                        response
-                    }
-                    None => Redirect::to("/").into_response(),
-                };
+                let response = answer(app, &login, &session, &mut batch, now);
                 return match commit_step(app, batch, false).await {
                     Ok(()) => response,
                     Err(response) => response,
@@ -414,14 +472,7 @@ pub async fn continue_login(
                 batch.push(Write::TakeSession(previous.clone()));
             }
             batch.push(Write::PutSession(session.clone()));
-            let mut response = match &login.authorize {
-                Some(request) => {
-                    let (write, response) = issue_code(app, request, &session, now);
-                    batch.push(write);
-                    response
-                }
-                None => Redirect::to("/").into_response(),
-            };
+            let mut response = answer(app, &login, &session, &mut batch, now);
             if let Err(response) = commit_step(app, batch, false).await {
                 return response;
             }
@@ -454,6 +505,15 @@ pub async fn continue_login(
             if let Err(response) = commit_step(app, batch, false).await {
                 return response;
             }
+            if let Some(saml) = &login.saml {
+                return crate::http::saml::respond::failure(
+                    app,
+                    saml,
+                    idflow_saml::uri::RESPONDER,
+                    Some(idflow_saml::uri::AUTHN_FAILED),
+                    now,
+                );
+            }
             match &login.authorize {
                 Some(request) => redirect_error(
                     &request.redirect_uri,
@@ -470,6 +530,27 @@ pub async fn continue_login(
             }
         }
     }
+}
+
+/// The answer to the application a completed login was for: an authorization code for an
+/// OpenID Connect client (its write added to `batch`), a signed response for a SAML service
+/// provider, or the account page.
+fn answer(
+    app: &App,
+    login: &Login,
+    session: &Session,
+    batch: &mut crate::store::Batch,
+    now: u64,
+) -> Response {
+    if let Some(request) = &login.authorize {
+        let (write, response) = issue_code(app, request, session, now);
+        batch.push(write);
+        return response;
+    }
+    if let Some(saml) = &login.saml {
+        return crate::http::saml::respond::success(app, saml, session, now);
+    }
+    Redirect::to("/").into_response()
 }
 
 /// The page for a single sign-on whose session ended while it ran (signed out, a factor

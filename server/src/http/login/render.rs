@@ -220,7 +220,16 @@ pub(super) async fn render(
                 .map(|o| {
                     let mut view = OptionView {
                         value: o.option.to_string(),
-                        label: o.hint.label.clone(),
+                        label: match &o.option {
+                            // The provider's display name from idflow.toml.
+                            idflow_dsl::ir::AuthOption::Federated(idp) => {
+                                app.config.identity_providers.get(idp).map_or_else(
+                                    || o.hint.label.clone(),
+                                    |u| format!("Sign in with {}", u.label),
+                                )
+                            }
+                            _ => o.hint.label.clone(),
+                        },
                         fields: o
                             .hint
                             .fields
@@ -278,11 +287,7 @@ pub(super) async fn render(
         Output::Redirect { idp } => {
             crate::http::federation::redirect(app, handle, login, idp).await
         }
-        Output::Confirm { idp, .. } => app.pages.message(
-            StatusCode::NOT_IMPLEMENTED,
-            "Sign-in with this provider is not available",
-            &format!("This server cannot sign you in through `{idp}` yet."),
-        ),
+        Output::Confirm { .. } => super::confirm::page(app, handle, login, override_error),
         Output::Complete { .. } | Output::Denied { .. } => expired(app),
     }
 }
