@@ -33,7 +33,7 @@ from saml2.client import Saml2Client
 from saml2.config import SPConfig
 from saml2.response import StatusInvalidNameidPolicy, StatusNoPassive
 from saml2.saml import NAMEID_FORMAT_EMAILADDRESS, NAMEID_FORMAT_PERSISTENT, NAMEID_FORMAT_TRANSIENT
-from saml2.xmldsig import DIGEST_SHA256, SIG_RSA_SHA256
+from saml2.xmldsig import DIGEST_SHA256, SIG_RSA_SHA1, SIG_RSA_SHA256
 
 from conftest import USER_PASSWORD, Server, Browser, error_text, forms
 
@@ -287,6 +287,12 @@ def check_success(response, sp, acs_url, request_id):
         assert signature.signed_info.reference[0].digest_method.algorithm == DIGEST_SHA256
 
 
+def now_instant(offset=0):
+    """SAML's time format, `offset` seconds from now."""
+    moment = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=offset)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 # 1. SP-initiated single sign-on.
 
 def test_redirect_binding_signs_in_with_a_persistent_subject_and_the_mapped_attributes(idp):
@@ -459,6 +465,78 @@ def test_signed_post_requests_verify_and_altered_ones_are_refused(idp, credentia
     check_success(sp.accept(answer, request_id), sp, acs_url, request_id)
 
 
+def test_a_redirect_request_signed_with_rsa_sha1_is_refused(idp, credentials):
+    sp = sp_signed(idp, credentials)
+    _, url = sp.redirect(sign=True, sigalg=SIG_RSA_SHA1)
+    assert urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)["SigAlg"] == [SIG_RSA_SHA1]
+    refused(Browser(idp).go(url), "RSA-SHA256")
+
+
+def signed_post_request(sp, idp, **kwargs):
+    """A signed AuthnRequest (XML text) made by pysaml2 with RSA-SHA256 over SHA-256."""
+    request_id, xml = sp.client.create_authn_request(
+        kwargs.pop("destination", idp.url("/saml2/sso")), binding=BINDING_HTTP_POST, sign=True,
+        sign_alg=SIG_RSA_SHA256, digest_alg=DIGEST_SHA256, **kwargs)
+    return request_id, str(xml)
+
+
+@pytest.mark.parametrize("binding", ["post", "redirect"])
+def test_a_signed_request_addressed_to_another_idp_is_refused(idp, credentials, binding):
+    # SAML Bindings 3.4.5.2/3.5.5.2: a signed message's Destination MUST be checked against
+    # where it arrived, or a request an SP signed for another IdP can be replayed here.
+    sp = sp_signed(idp, credentials)
+    elsewhere = "https://other-idp.example/saml2/sso"
+    if binding == "post":
+        _, xml = signed_post_request(sp, idp, destination=elsewhere)
+        assert f'Destination="{elsewhere}"' in xml
+        page = Browser(idp).go(idp.url("/saml2/sso"), "POST", {"SAMLRequest": base64.b64encode(xml.encode()).decode()})
+    else:
+        _, request = sp.client.create_authn_request(elsewhere, binding=BINDING_HTTP_POST)
+        info = sp.client.apply_binding(BINDING_HTTP_REDIRECT, str(request), idp.url("/saml2/sso"), "",
+                                       sign=True, sigalg=SIG_RSA_SHA256)
+        url = dict(info["headers"])["Location"]
+        assert url.startswith(idp.url("/saml2/sso?")) and "Signature=" in url
+        page = Browser(idp).go(url)
+    text = refused(page).lower()
+    assert "destination" in text or "addressed" in text, text
+
+
+def test_a_wrapped_signed_request_never_answers_at_the_unsigned_acs_url(idp, credentials):
+    # Signature wrapping: the signed request inside an unsigned one that names another ACS URL
+    # (and another id). Either refused, or read as the signed request alone.
+    sp = sp_signed(idp, credentials)
+    request_id, signed = signed_post_request(sp, idp)
+    inner = re.sub(r"^<\?xml[^>]*>\s*", "", signed)
+    wrapper = (
+        '<samlp:AuthnRequest xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" '
+        'xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="_wrapper" Version="2.0" '
+        f'IssueInstant="{now_instant()}" AssertionConsumerServiceURL="http://evil.example/acs">'
+        f'<saml:Issuer>{SP_SIGNED}</saml:Issuer><samlp:Extensions>{inner}</samlp:Extensions>'
+        '</samlp:AuthnRequest>'
+    )
+    browser = Browser(idp)
+    page = browser.go(idp.url("/saml2/sso"), "POST", {"SAMLRequest": base64.b64encode(wrapper.encode()).decode()})
+    assert not isinstance(page, str) and "evil.example" not in page.text, page
+    if page.status_code == 400:
+        refused(page)
+        return
+    answer = autopost(browser.submit(login_page(page).text, "password", username="alice", password=USER_PASSWORD),
+                      ACS_SIGNED)
+    check_success(sp.accept(answer, request_id), sp, ACS_SIGNED, request_id)
+
+
+def test_the_relay_state_is_posted_back_escaped(idp):
+    sp = sp_a(idp)
+    relay_state = '"><script>alert(1)</script><input name="SAMLResponse" value="x'
+    browser = Browser(idp)
+    request_id, url = sp.redirect(relay_state=relay_state)
+    page = browser.submit(login_page(browser.go(url)).text, "password", username="alice", password=USER_PASSWORD)
+    assert "<script>alert(1)" not in page.text
+    answer = autopost(page, ACS_A)
+    assert answer["fields"]["RelayState"] == relay_state
+    check_success(sp.accept(answer, request_id), sp, ACS_A, request_id)
+
+
 # 3. IdP-initiated.
 
 def test_idp_initiated_sign_in_is_accepted_unsolicited_with_the_relay_state(idp):
@@ -519,11 +597,6 @@ def test_a_replayed_request_is_refused(idp):
     _, form = sp.post()
     login_page(Browser(idp).go(form["action"], "POST", form["fields"]))
     refused(Browser(idp).go(form["action"], "POST", form["fields"]), "already used")
-
-
-def now_instant(offset=0):
-    moment = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=offset)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def hand_request(issuer=SP_A, acs=ACS_A, issue_instant=None, request_id="_hand1", prolog="", issuer_text=None):

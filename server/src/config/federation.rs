@@ -19,6 +19,17 @@ pub struct Upstream {
     pub kind: UpstreamKind,
 }
 
+/// A client secret: compared and cloned like a string, never printed (configuration is
+/// logged with `{:?}` in places).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
 /// How an upstream identity provider is reached.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UpstreamKind {
@@ -29,9 +40,31 @@ pub enum UpstreamKind {
         /// Our client id there.
         client_id: String,
         /// Our client secret there.
-        client_secret: String,
+        client_secret: Secret,
         /// Scopes to ask for (`openid` is always added).
         scopes: Vec<String>,
+    },
+    /// Plain OAuth 2.0 (no ID token): the code flow with PKCE, then a UserInfo URL.
+    OAuth2 {
+        /// The provider's issuer identifier, when it has one: an answer naming another issuer
+        /// (RFC 9207 `iss`) is refused.
+        issuer: Option<String>,
+        /// The authorization endpoint.
+        authorize_url: String,
+        /// The token endpoint.
+        token_url: String,
+        /// The user's JSON, read with the access token.
+        userinfo_url: String,
+        /// Our client id there.
+        client_id: String,
+        /// Our client secret there.
+        client_secret: Secret,
+        /// Scopes to ask for.
+        scopes: Vec<String>,
+        /// The field of the user's JSON that identifies them.
+        subject_claim: String,
+        /// Claim name → field of the user's JSON (empty: every field).
+        claims: BTreeMap<String, String>,
     },
     /// SAML 2.0: an AuthnRequest over HTTP-Redirect, the Response over HTTP-POST to our ACS.
     Saml {
@@ -62,6 +95,11 @@ struct Section {
     entity_id: Option<String>,
     sso_url: Option<String>,
     certificate_file: Option<std::path::PathBuf>,
+    authorize_url: Option<String>,
+    token_url: Option<String>,
+    userinfo_url: Option<String>,
+    subject_claim: Option<String>,
+    claims: Option<BTreeMap<String, String>>,
 }
 
 /// Reads the `[identity_providers]` tables.
@@ -80,10 +118,7 @@ pub fn parse(
         let kind = match section.r#type.as_str() {
             "oidc" => oidc(name, &section)?,
             "saml" => saml(name, &section, resolve)?,
-            "oauth2" => UpstreamKind::NotConfigured(format!(
-                "`{}` identity providers are not available in this build yet",
-                section.r#type
-            )),
+            "oauth2" => oauth2(name, &section)?,
             other => {
                 return Err(format!(
                     "identity_providers.{name}.type: `{other}` is not one of oidc, oauth2, saml"
@@ -144,38 +179,77 @@ fn saml(
     })
 }
 
+/// An endpoint of a provider: https, or http on loopback (development and tests).
+fn endpoint(name: &str, field: &str, value: &str) -> Result<(), String> {
+    let url =
+        url::Url::parse(value).map_err(|e| format!("identity_providers.{name}.{field}: {e}"))?;
+    let loopback = matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+    if url.scheme() != "https" && !loopback {
+        return Err(format!(
+            "identity_providers.{name}.{field}: `{value}` must be https (http only on loopback)"
+        ));
+    }
+    Ok(())
+}
+
+fn client_secret(name: &str, section: &Section) -> Result<String, String> {
+    match (&section.client_secret, &section.client_secret_env) {
+        (Some(secret), None) => Ok(secret.clone()),
+        (None, Some(var)) => std::env::var(var).map_err(|_| {
+            format!("identity_providers.{name}.client_secret_env: `{var}` is not set")
+        }),
+        _ => Err(format!(
+            "identity_providers.{name}: give exactly one of client_secret, client_secret_env"
+        )),
+    }
+}
+
+fn oauth2(name: &str, section: &Section) -> Result<UpstreamKind, String> {
+    let (Some(authorize_url), Some(token_url), Some(userinfo_url), Some(client_id)) = (
+        &section.authorize_url,
+        &section.token_url,
+        &section.userinfo_url,
+        &section.client_id,
+    ) else {
+        return Ok(UpstreamKind::NotConfigured(
+            "it lacks authorize_url, token_url, userinfo_url or client_id in idflow.toml".into(),
+        ));
+    };
+    for (field, value) in [
+        ("authorize_url", authorize_url),
+        ("token_url", token_url),
+        ("userinfo_url", userinfo_url),
+    ] {
+        endpoint(name, field, value)?;
+    }
+    Ok(UpstreamKind::OAuth2 {
+        issuer: section.issuer.clone(),
+        authorize_url: authorize_url.clone(),
+        token_url: token_url.clone(),
+        userinfo_url: userinfo_url.clone(),
+        client_id: client_id.clone(),
+        client_secret: Secret(client_secret(name, section)?),
+        scopes: section.scopes.clone().unwrap_or_default(),
+        subject_claim: section.subject_claim.clone().unwrap_or_else(|| "id".into()),
+        claims: section.claims.clone().unwrap_or_default(),
+    })
+}
+
 fn oidc(name: &str, section: &Section) -> Result<UpstreamKind, String> {
     let (Some(issuer), Some(client_id)) = (&section.issuer, &section.client_id) else {
         return Ok(UpstreamKind::NotConfigured(
             "it has no issuer and client_id in idflow.toml".into(),
         ));
     };
-    let secret = match (&section.client_secret, &section.client_secret_env) {
-        (Some(secret), None) => secret.clone(),
-        (None, Some(var)) => std::env::var(var).map_err(|_| {
-            format!("identity_providers.{name}.client_secret_env: `{var}` is not set")
-        })?,
-        _ => {
-            return Err(format!(
-                "identity_providers.{name}: give exactly one of client_secret, client_secret_env"
-            ));
-        }
-    };
-    let url =
-        url::Url::parse(issuer).map_err(|e| format!("identity_providers.{name}.issuer: {e}"))?;
+    let secret = client_secret(name, section)?;
     // Everything else (endpoints, keys) comes from the issuer's discovery document: over plain
-    // http anyone on the path could replace it. Loopback is allowed for development and tests.
-    let loopback = matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
-    if url.scheme() != "https" && !loopback {
-        return Err(format!(
-            "identity_providers.{name}.issuer: `{issuer}` must be https (http only on loopback)"
-        ));
-    }
+    // http anyone on the path could replace it.
+    endpoint(name, "issuer", issuer)?;
     Ok(UpstreamKind::Oidc {
         // Exactly as configured: issuers compare as strings, trailing slash included.
         issuer: issuer.clone(),
         client_id: client_id.clone(),
-        client_secret: secret,
+        client_secret: Secret(secret),
         scopes: section
             .scopes
             .clone()
@@ -201,6 +275,10 @@ mod tests {
             parsed["google"].kind,
             UpstreamKind::NotConfigured(_)
         ));
+        assert!(
+            !format!("{:?}", parsed["up"]).contains("s3cret"),
+            "secrets are not printed"
+        );
         assert!(matches!(
             parsed["acme"].kind,
             UpstreamKind::NotConfigured(_)

@@ -16,6 +16,7 @@
 //! sends the browser on to `/federation/callback` (a top-level GET, which carries the cookie),
 //! where the login is found and checked exactly as for OpenID Connect.
 
+pub mod oauth2;
 pub mod oidc;
 pub mod saml;
 

@@ -32,7 +32,7 @@ impl std::error::Error for HttpError {}
 
 /// reqwest as openidconnect's HTTP client. A type of our own rather than a closure: its
 /// future is boxed as `Send`, which axum handlers need and closures cannot promise here.
-struct HttpClient(reqwest::Client);
+pub struct HttpClient(pub reqwest::Client);
 
 impl<'c> openidconnect::AsyncHttpClient<'c> for HttpClient {
     type Error = HttpError;
@@ -68,7 +68,8 @@ impl<'c> openidconnect::AsyncHttpClient<'c> for HttpClient {
 /// The HTTP client and the discovered metadata (with the signing keys) of each provider, and
 /// when it was fetched.
 pub struct Oidc {
-    http: HttpClient,
+    /// The HTTP client (also the plain OAuth 2.0 providers').
+    pub http: HttpClient,
     metadata: Mutex<HashMap<String, (CoreProviderMetadata, Instant)>>,
 }
 

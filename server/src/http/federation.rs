@@ -17,6 +17,7 @@ use crate::app::{App, now};
 use crate::config::federation::UpstreamKind;
 use crate::crypto::random_token;
 use crate::effects::{audit, effect_writes};
+use crate::federation::oauth2::OAuth2Provider;
 use crate::federation::saml::SamlIdp;
 use crate::federation::{Answer, Pending, challenge_key, oidc::Provider};
 use crate::store::{Challenge, Login, Write};
@@ -32,11 +33,43 @@ fn provider<'a>(app: &App, name: &'a str, kind: &'a UpstreamKind) -> Option<Prov
             name,
             issuer,
             client_id,
-            client_secret,
+            client_secret: &client_secret.0,
             scopes,
             redirect_uri: format!("{}/federation/callback", app.config.issuer),
         }),
-        UpstreamKind::Saml { .. } | UpstreamKind::NotConfigured(_) => None,
+        _ => None,
+    }
+}
+
+fn oauth2_provider<'a>(
+    app: &App,
+    name: &'a str,
+    kind: &'a UpstreamKind,
+) -> Option<OAuth2Provider<'a>> {
+    match kind {
+        UpstreamKind::OAuth2 {
+            issuer: _,
+            authorize_url,
+            token_url,
+            userinfo_url,
+            client_id,
+            client_secret,
+            scopes,
+            subject_claim,
+            claims,
+        } => Some(OAuth2Provider {
+            name,
+            authorize_url,
+            token_url,
+            userinfo_url,
+            client_id,
+            client_secret: &client_secret.0,
+            scopes,
+            subject_claim,
+            claims,
+            redirect_uri: format!("{}/federation/callback", app.config.issuer),
+        }),
+        _ => None,
     }
 }
 
@@ -82,6 +115,8 @@ pub async fn redirect(app: &Arc<App>, handle: &str, login: &Login, idp: &str) ->
             .map_err(|e| e.to_string())
     } else if let Some(provider) = provider(app, &upstream.name, &upstream.kind) {
         app.federation.begin(&provider, &login.key, sealed).await
+    } else if let Some(provider) = oauth2_provider(app, &upstream.name, &upstream.kind) {
+        crate::federation::oauth2::begin(&provider, &login.key, sealed)
     } else {
         let why = match &upstream.kind {
             UpstreamKind::NotConfigured(why) => why.as_str(),
@@ -190,13 +225,15 @@ pub async fn callback(
     };
     // RFC 9207: an answer that names its issuer must name the one this login went to (a
     // provider cannot pass another's answer off as its own: mix-up).
+    // A plain OAuth 2.0 provider configured without an issuer cannot be checked.
     let expected_issuer = upstream.and_then(|u| match &u.kind {
-        UpstreamKind::Oidc { issuer, .. } => Some(issuer.as_str()),
-        _ => None,
+        UpstreamKind::Oidc { issuer, .. } => Some(Some(issuer.as_str())),
+        UpstreamKind::OAuth2 { issuer, .. } => issuer.as_deref().map(Some),
+        _ => Some(None),
     });
     let mixed_up = params
         .get("iss")
-        .is_some_and(|iss| Some(iss) != expected_issuer);
+        .is_some_and(|iss| expected_issuer.is_some_and(|expected| Some(iss) != expected));
     let input = match (params.get("error"), params.get("code"), upstream) {
         // A SAML answer, verified (and audited) at the ACS.
         _ if pending.answer.is_some() => match pending.answer.clone() {
@@ -221,8 +258,23 @@ pub async fn callback(
         ),
         (Some(error), _, _) => refused(format!("the provider answered {error}"), &mut writes),
         (None, Some(code), Some(upstream)) => {
-            match provider(&app, &upstream.name, &upstream.kind) {
-                Some(provider) => match app.federation.finish(&provider, &pending, code).await {
+            let found = if let Some(provider) = provider(&app, &upstream.name, &upstream.kind) {
+                Some(app.federation.finish(&provider, &pending, code).await)
+            } else if let Some(provider) = oauth2_provider(&app, &upstream.name, &upstream.kind) {
+                Some(
+                    crate::federation::oauth2::finish(
+                        &app.federation.http,
+                        &provider,
+                        &pending,
+                        code,
+                    )
+                    .await,
+                )
+            } else {
+                None
+            };
+            match found {
+                Some(found) => match found {
                     Ok(found) => {
                         writes.push(audit(
                             "federation.passed",
