@@ -16,6 +16,8 @@ pub struct Request {
     pub issuer: String,
     /// When it was made.
     pub issue_instant: u64,
+    /// Where it says it was sent (the bindings require it of signed requests).
+    pub destination: Option<String>,
     /// The ACS URL it asks to be answered at, if it names one.
     pub acs_url: Option<String>,
     /// The ACS index it asks for, if it names one instead.
@@ -63,6 +65,7 @@ pub fn parse_authn_request(
         id: request.id.clone(),
         issuer: issuer.trim().to_string(),
         issue_instant: seconds(&request.issue_instant),
+        destination: request.destination.clone(),
         acs_url: request.assertion_consumer_service_url.clone(),
         acs_index: request.assertion_consumer_service_index,
         name_id_format: request

@@ -122,12 +122,17 @@ pub async fn finish(
             response.status()
         ));
     }
-    let bytes = response
-        .bytes()
+    let mut response = response;
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
         .await
-        .map_err(|e| format!("the user's details could not be read: {e}"))?;
-    if bytes.len() > MAX_USERINFO_BYTES {
-        return Err("the user's details are too large".into());
+        .map_err(|e| format!("the user's details could not be read: {e}"))?
+    {
+        if bytes.len() + chunk.len() > MAX_USERINFO_BYTES {
+            return Err("the user's details are too large".into());
+        }
+        bytes.extend_from_slice(&chunk);
     }
     let user: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes)
         .map_err(|e| format!("the user's details are not a JSON object: {e}"))?;

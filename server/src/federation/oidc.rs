@@ -30,6 +30,9 @@ impl std::fmt::Display for HttpError {
 
 impl std::error::Error for HttpError {}
 
+/// The largest answer read from a provider (discovery, keys, tokens, UserInfo).
+const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+
 /// reqwest as openidconnect's HTTP client. A type of our own rather than a closure: its
 /// future is boxed as `Send`, which axum handlers need and closures cannot promise here.
 pub struct HttpClient(pub reqwest::Client);
@@ -54,13 +57,23 @@ impl<'c> openidconnect::AsyncHttpClient<'c> for HttpClient {
             for (name, value) in response.headers() {
                 builder = builder.header(name, value);
             }
-            let bytes = response
-                .bytes()
+            // Read at most MAX_RESPONSE_BYTES: a provider (or whoever answers in its place)
+            // cannot make us buffer without bound.
+            let mut response = response;
+            let mut bytes = Vec::new();
+            while let Some(chunk) = response
+                .chunk()
                 .await
-                .map_err(|e| HttpError(e.to_string()))?;
-            builder
-                .body(bytes.to_vec())
-                .map_err(|e| HttpError(e.to_string()))
+                .map_err(|e| HttpError(e.to_string()))?
+            {
+                if bytes.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                    return Err(HttpError(format!(
+                        "the answer is larger than {MAX_RESPONSE_BYTES} bytes"
+                    )));
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            builder.body(bytes).map_err(|e| HttpError(e.to_string()))
         })
     }
 }

@@ -184,6 +184,17 @@ async fn sso(
         Ok(request) => request,
         Err(why) => return refused(app, &format!("Its signature does not check: {why}")),
     };
+    // A request meant for another IdP (a signed one forwarded here) is not ours to answer
+    // (SAML Bindings 3.4.5.2, 3.5.5.2).
+    let here = format!("{}/saml2/sso", app.config.issuer);
+    if let Some(destination) = request.destination.as_deref()
+        && destination != here
+    {
+        return refused(
+            app,
+            &format!("It is addressed to `{destination}`, not to this server"),
+        );
+    }
     if relay_state.as_ref().is_some_and(|r| r.len() > 1024) {
         return refused(app, "Its RelayState is longer than 1024 bytes");
     }
