@@ -165,6 +165,19 @@ fn response_xml(
     )
 }
 
+/// The assertion `spec` describes, signed on its own (a WS-Federation token, or the inside of
+/// a response).
+pub fn signed_assertion(
+    credential: &Credential,
+    spec: &AssertionSpec<'_>,
+) -> Result<String, SamlError> {
+    let id = new_id();
+    let unsigned = assertion_xml(spec, &id, &template(&id, &credential.certificate_base64()));
+    credential
+        .sign_xml(&unsigned)
+        .map(|signed| without_declaration(&signed).to_string())
+}
+
 /// A successful response carrying the assertion `spec` describes, signed as `signing` says
 /// (at least one of the two is always signed: an unsigned assertion is never sent).
 pub fn signed_response(

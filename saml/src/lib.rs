@@ -20,10 +20,12 @@ pub mod binding;
 pub mod credential;
 pub mod error;
 pub mod idp;
+pub mod logout;
 pub mod metadata;
 pub mod request;
 pub mod signature;
 pub mod sp;
+pub mod wsfed;
 pub mod xml;
 
 pub use credential::Credential;

@@ -88,6 +88,8 @@ pub struct ServiceProvider {
     pub attributes: BTreeMap<String, String>,
     /// What gets signed.
     pub signing: Signing,
+    /// Its Single Logout endpoint (HTTP-Redirect), when it has one.
+    pub slo_url: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -104,6 +106,7 @@ struct SpSection {
     attributes: Option<BTreeMap<String, String>>,
     sign_response: Option<bool>,
     sign_assertion: Option<bool>,
+    slo_url: Option<String>,
 }
 
 /// The NameID formats idflow can answer with, by their short names and URIs.
@@ -270,6 +273,14 @@ pub fn parse_service_providers(
                 name_id_format: format.to_string(),
                 attributes,
                 signing,
+                slo_url: section.slo_url.clone().or_else(|| {
+                    metadata.as_ref().and_then(|m| {
+                        m.slo
+                            .iter()
+                            .find(|e| e.binding == uri::REDIRECT)
+                            .map(|e| e.location.clone())
+                    })
+                }),
             },
         );
     }

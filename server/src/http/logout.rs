@@ -148,6 +148,20 @@ async fn logout(
             "You can close this window.",
         ),
     };
+    // The SAML service providers this session signed in to are told first (IdP-initiated
+    // Single Logout), then the browser gets the answer above.
+    let participants = session.map(|s| s.saml).unwrap_or_default();
+    if !participants.is_empty() {
+        let finish = match response
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|l| l.to_str().ok())
+        {
+            Some(location) => super::saml::slo::Finish::Redirect(location.to_string()),
+            None => super::saml::slo::Finish::Page,
+        };
+        response = super::saml::slo::run_chain(app, participants, finish, now).await;
+    }
     response.headers_mut().append(
         header::SET_COOKIE,
         cookies::clear(cookies::SESSION, app.config.secure_cookies),

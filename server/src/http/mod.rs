@@ -30,6 +30,7 @@ pub mod saml;
 pub mod token;
 pub mod tokens;
 pub mod userinfo;
+pub mod wsfed;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -67,6 +68,12 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/federation/saml/metadata", get(federation::saml_metadata))
         .route("/saml2/metadata", get(saml::metadata::get))
         .route("/saml2/sso", get(saml::sso::get).post(saml::sso::post))
+        .route("/saml2/slo", get(saml::slo::get))
+        .route("/wsfed", get(wsfed::get))
+        .route(
+            "/FederationMetadata/2007-06/FederationMetadata.xml",
+            get(wsfed::metadata),
+        )
         .route("/account/factors/remove", post(account::remove_factor))
         .route("/token", post(token::token))
         .route("/userinfo", get(userinfo::get).post(userinfo::post))

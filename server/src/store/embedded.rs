@@ -479,6 +479,17 @@ fn apply(txn: &WriteTransaction, write: Write) -> StoreResult<()> {
         Write::PutRole(role) => put(txn, ROLES, &role.name.clone(), &role),
         Write::PutSession(session) => put(txn, SESSIONS, &session.key.clone(), &session),
         Write::DeleteSession(key) => remove(txn, SESSIONS, &key),
+        Write::AddSamlParticipant {
+            session,
+            participant,
+        } => {
+            let Some(mut found) = get_in::<Session>(txn, SESSIONS, &session)? else {
+                return Ok(());
+            };
+            found.saml.retain(|p| p.sp != participant.sp);
+            found.saml.push(participant);
+            put(txn, SESSIONS, &session, &found)
+        }
         Write::PutLogin(login) => put(txn, LOGINS, &login.key.clone(), &login),
         Write::AdvanceLogin { key, seq, next } => {
             let current: Option<Login> = get_in(txn, LOGINS, &key)?;
@@ -1057,6 +1068,7 @@ mod tests {
             csrf: String::new(),
             steps: Vec::new(),
             identifier: String::new(),
+            saml: Vec::new(),
         };
         store
             .commit(vec![

@@ -103,6 +103,14 @@ pub enum Write {
     PutSession(Session),
     /// Remove a session.
     DeleteSession(String),
+    /// Note that a session signed its user in to a SAML service provider (replacing an earlier
+    /// note for the same SP); nothing if the session is gone.
+    AddSamlParticipant {
+        /// The session's key.
+        session: String,
+        /// The service provider and the NameID it got.
+        participant: SamlParticipant,
+    },
     /// Remove a session that a login builds on; fails with a conflict if it is gone (ended by
     /// a sign-out or a factor removal meanwhile), so such a login cannot mint a new session.
     TakeSession(String),

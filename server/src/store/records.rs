@@ -134,6 +134,21 @@ pub struct Session {
     /// What the user typed at `identifier_first`, when a flow asked.
     #[serde(default)]
     pub identifier: String,
+    /// The SAML service providers this session signed the user in to, for Single Logout.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub saml: Vec<SamlParticipant>,
+}
+
+/// A SAML service provider a session signed the user in to, and as whom: what a logout
+/// request to it must name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SamlParticipant {
+    /// The service provider's application name.
+    pub sp: String,
+    /// The NameID it was given.
+    pub name_id: String,
+    /// Its format.
+    pub name_id_format: String,
 }
 
 /// The OAuth 2.0 / OpenID Connect authorization request a login answers.
@@ -212,6 +227,10 @@ pub struct SamlAuthn {
     /// (REFEDS MFA becomes `urn:idflow:acr:mfa`).
     #[serde(default)]
     pub acr_values: Vec<String>,
+    /// The application signs in with WS-Federation: the assertion goes in an RSTR
+    /// (`wresult`) and the relay state is its `wctx`.
+    #[serde(default)]
+    pub wsfed: bool,
     /// The SP asked that the user not be interacted with.
     #[serde(default)]
     pub is_passive: bool,

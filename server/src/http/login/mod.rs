@@ -443,6 +443,15 @@ pub async fn continue_login(
                     Err(response) => response,
                 };
             }
+            // A step-up keeps the SAML service providers the replaced session signed in to:
+            // they are still to be told when the user signs out.
+            let saml = match &login.replaces {
+                Some(previous) => match app.store.session(previous) {
+                    Ok(found) => found.map(|s| s.saml).unwrap_or_default(),
+                    Err(error) => return server_error(app, &error),
+                },
+                None => Vec::new(),
+            };
             let secret = random_token(32);
             let expires = now + app.config.tokens.session_seconds;
             let session = Session {
@@ -465,6 +474,7 @@ pub async fn continue_login(
                     .cloned()
                     .collect(),
                 identifier: login.run.identifier.clone(),
+                saml,
             };
             // A step-up replaces the session it built on, which must still exist: a sign-out or
             // a factor removal meanwhile ends this sign-in too.
@@ -548,7 +558,12 @@ fn answer(
         return response;
     }
     if let Some(saml) = &login.saml {
-        return crate::http::saml::respond::success(app, saml, session, now);
+        let (participant, response) = crate::http::saml::respond::success(app, saml, session, now);
+        batch.extend(participant.map(|participant| Write::AddSamlParticipant {
+            session: session.key.clone(),
+            participant,
+        }));
+        return response;
     }
     Redirect::to("/").into_response()
 }

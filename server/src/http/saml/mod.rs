@@ -4,10 +4,14 @@
 //! that applies to it, like an OAuth client's, and completes with a signed response posted to
 //! its registered ACS URL.
 //!
-//! One module per part: `metadata`, `sso` (reading the request), `respond` (the response).
+//! Single Logout at `/saml2/slo` (HTTP-Redirect), SP- and IdP-initiated.
+//!
+//! One module per part: `metadata`, `sso` (reading the request), `respond` (the response),
+//! `slo` (logout).
 
 pub mod metadata;
 pub mod respond;
+pub mod slo;
 pub mod sso;
 
 use crate::app::App;

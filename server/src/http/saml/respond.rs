@@ -8,7 +8,7 @@ use idflow_saml::uri;
 use crate::app::App;
 use crate::config::saml::ServiceProvider;
 use crate::http::authorize::server_error;
-use crate::store::{SamlAuthn, Session, User, Value};
+use crate::store::{SamlAuthn, SamlParticipant, Session, User, Value};
 
 /// The page posting `xml` (a response) to the login's ACS URL.
 fn post(app: &App, saml: &SamlAuthn, sp: Option<&ServiceProvider>, xml: &str) -> Response {
@@ -25,7 +25,8 @@ fn post(app: &App, saml: &SamlAuthn, sp: Option<&ServiceProvider>, xml: &str) ->
     )
 }
 
-/// A signed failure (`status` with an optional second-level `detail`) posted to the ACS.
+/// A signed failure (`status` with an optional second-level `detail`) posted to the ACS; for
+/// WS-Federation, which has no failure message, a page.
 pub fn failure(
     app: &App,
     saml: &SamlAuthn,
@@ -33,6 +34,14 @@ pub fn failure(
     detail: Option<&str>,
     now: u64,
 ) -> Response {
+    if saml.wsfed {
+        tracing::info!(status, detail, rp = saml.sp, "WS-Federation sign-in failed");
+        return app.pages.message(
+            axum::http::StatusCode::FORBIDDEN,
+            "Sign-in failed",
+            "You could not be signed in to the application. If this keeps happening, contact your administrator.",
+        );
+    }
     let sp = app.config.service_providers.get(&saml.sp);
     match idflow_saml::idp::failure_response(
         &app.saml,
@@ -122,28 +131,30 @@ fn authn_context(session: &Session) -> &'static str {
     }
 }
 
-/// The signed response for a completed login, posted to the ACS.
-pub fn success(app: &App, saml: &SamlAuthn, session: &Session, now: u64) -> Response {
+/// The signed response for a completed login, posted to the ACS, and the note the session
+/// keeps of it for Single Logout (none when no assertion was sent).
+pub fn success(
+    app: &App,
+    saml: &SamlAuthn,
+    session: &Session,
+    now: u64,
+) -> (Option<SamlParticipant>, Response) {
     let Some(sp) = app.config.service_providers.get(&saml.sp) else {
-        return app.pages.message(
+        let page = app.pages.message(
             axum::http::StatusCode::CONFLICT,
             "This application is no longer configured",
             "The application you were signing in to was removed from this server.",
         );
+        return (None, page);
     };
+    let failed = |status, detail| (None, failure(app, saml, status, Some(detail), now));
     let user = match app.store.user(&session.user) {
         Ok(Some(user)) => user,
-        Ok(None) => return failure(app, saml, uri::RESPONDER, Some(uri::AUTHN_FAILED), now),
-        Err(error) => return server_error(app, &error),
+        Ok(None) => return failed(uri::RESPONDER, uri::AUTHN_FAILED),
+        Err(error) => return (None, server_error(app, &error)),
     };
     let Some(name_id) = name_id(&user, sp, &saml.name_id_format) else {
-        return failure(
-            app,
-            saml,
-            uri::REQUESTER,
-            Some(uri::INVALID_NAME_ID_POLICY),
-            now,
-        );
+        return failed(uri::REQUESTER, uri::INVALID_NAME_ID_POLICY);
     };
     let attributes = attributes(&user, session, sp);
     let issuer = super::entity_id(app);
@@ -162,8 +173,29 @@ pub fn success(app: &App, saml: &SamlAuthn, session: &Session, now: u64) -> Resp
         lifetime: app.config.saml.assertion_seconds,
         session_ends: Some(session.expires),
     };
-    match signed_response(&app.saml, &spec, sp.signing) {
-        Ok(xml) => post(app, saml, Some(sp), &xml),
-        Err(error) => server_error(app, &error),
+    let answered = if saml.wsfed {
+        idflow_saml::wsfed::rstr(&app.saml, &spec).map(|rstr| {
+            let mut fields = vec![
+                ("wa", idflow_saml::wsfed::SIGNIN),
+                ("wresult", rstr.as_str()),
+            ];
+            if let Some(wctx) = &saml.relay_state {
+                fields.push(("wctx", wctx.as_str()));
+            }
+            crate::http::pages::autopost(&app.pages, &saml.acs_url, &fields, Some(&sp.display_name))
+        })
+    } else {
+        signed_response(&app.saml, &spec, sp.signing).map(|xml| post(app, saml, Some(sp), &xml))
+    };
+    match answered {
+        Ok(response) => {
+            let participant = SamlParticipant {
+                sp: sp.name.clone(),
+                name_id: name_id.clone(),
+                name_id_format: saml.name_id_format.clone(),
+            };
+            (Some(participant), response)
+        }
+        Err(error) => (None, server_error(app, &error)),
     }
 }

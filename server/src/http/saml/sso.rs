@@ -236,6 +236,7 @@ async fn sso(
         name_id_format: sp.name_id_format.clone(),
         acr_values: acr_values(&request.authn_contexts),
         is_passive: request.is_passive,
+        wsfed: false,
     };
     match request.name_id_format.as_deref() {
         None | Some(uri::UNSPECIFIED) => {}
@@ -290,12 +291,14 @@ async fn idp_initiated(
         name_id_format: sp.name_id_format.clone(),
         acr_values: Vec::new(),
         is_passive: false,
+        wsfed: false,
     };
     begin(app, addr, headers, saml, false, now()).await
 }
 
-/// Starts the login for the SP's flow, carrying the session unless `ForceAuthn` was asked.
-async fn begin(
+/// Starts the login for the SP's flow, carrying the session unless `ForceAuthn` was asked
+/// (also WS-Federation's sign-in, with `wfresh=0`).
+pub(crate) async fn begin(
     app: &std::sync::Arc<App>,
     addr: SocketAddr,
     headers: &HeaderMap,
