@@ -31,11 +31,14 @@ from cryptography.x509.oid import NameOID
 from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
 from saml2.client import Saml2Client
 from saml2.config import SPConfig
+from saml2.metadata import entity_descriptor
 from saml2.response import StatusInvalidNameidPolicy, StatusNoPassive
-from saml2.saml import NAMEID_FORMAT_EMAILADDRESS, NAMEID_FORMAT_PERSISTENT, NAMEID_FORMAT_TRANSIENT
+from saml2.saml import NAMEID_FORMAT_EMAILADDRESS, NAMEID_FORMAT_PERSISTENT, NAMEID_FORMAT_TRANSIENT, NameID
+from saml2.samlp import STATUS_PARTIAL_LOGOUT, STATUS_REQUEST_DENIED, STATUS_SUCCESS, Status, StatusCode
+from saml2.sigver import RSACrypto, verify_redirect_signature
 from saml2.xmldsig import DIGEST_SHA256, SIG_RSA_SHA1, SIG_RSA_SHA256
 
-from conftest import USER_PASSWORD, Server, Browser, error_text, forms
+from conftest import USER_PASSWORD, Server, Browser, error_text, forms, query
 
 XMLSEC = os.environ.get("IDFLOW_XMLSEC1", "/usr/bin/xmlsec1")
 
@@ -745,3 +748,447 @@ def test_a_name_id_format_that_cannot_be_given_is_a_saml_failure_at_the_acs(idp)
     answer = sign_in(Browser(idp), url, ACS_A, username="nomail")
     with pytest.raises(StatusInvalidNameidPolicy):
         sp.accept(answer, request_id)
+
+
+# 6. Single Logout (HTTP-Redirect, /saml2/slo): pysaml2 SPs with a Single Logout service.
+
+SLO_A = "http://localhost:8000/sp-a/slo"
+SLO_B = "http://localhost:8000/sp-b/slo"
+SLO_SIGNED = "http://localhost:8000/sp-signed/slo"
+# An SP whose metadata sends logout responses elsewhere than requests (ResponseLocation).
+SP_C = "http://localhost:8000/sp-c"
+ACS_C = "http://localhost:8000/sp-c/acs"
+SLO_C = "http://localhost:8000/sp-c/slo"
+SLO_C_RESPONSES = "http://localhost:8000/sp-c/slo-responses"
+# An SP without a Single Logout service.
+SP_NO_SLO = "http://localhost:8000/sp-no-slo"
+ACS_NO_SLO = "http://localhost:8000/sp-no-slo/acs"
+SESSION_COOKIE = "idflow_session"
+
+
+def slo_sp_settings(entity_id, acs_url, slo_url, credential=None):
+    """pysaml2's SP configuration with an HTTP-Redirect Single Logout service."""
+    config = {
+        "entityid": entity_id,
+        "xmlsec_binary": XMLSEC,
+        "service": {"sp": {
+            "endpoints": {
+                "assertion_consumer_service": [(acs_url, BINDING_HTTP_POST)],
+                "single_logout_service": [(slo_url, BINDING_HTTP_REDIRECT)],
+            },
+            "want_response_signed": True,
+            "want_assertions_signed": True,
+            "authn_requests_signed": credential is not None,
+            "logout_requests_signed": credential is not None,
+            "allow_unsolicited": False,
+        }},
+        "allow_unknown_attributes": True,
+        "signing_algorithm": SIG_RSA_SHA256,
+        "digest_algorithm": DIGEST_SHA256,
+        "accepted_time_diff": 5,
+    }
+    if credential:
+        config["key_file"] = str(credential.key_file)
+        config["cert_file"] = str(credential.cert_file)
+    return config
+
+
+class LogoutServiceProvider(ServiceProvider):
+    """A pysaml2 SP (as ServiceProvider) that also has a Single Logout service."""
+
+    def __init__(self, idp, entity_id, acs_url, slo_url, credential=None):
+        metadata = requests.get(idp.url("/saml2/metadata"), timeout=10)
+        assert metadata.status_code == 200, metadata.text
+        self.idp_entity_id = idp.url("/saml2/metadata")
+        self.idp_slo = idp.url("/saml2/slo")
+        self.entity_id, self.acs_url, self.slo_url = entity_id, acs_url, slo_url
+        config = slo_sp_settings(entity_id, acs_url, slo_url, credential)
+        config["metadata"] = {"inline": [metadata.text]}
+        conf = SPConfig()
+        conf.load(config)
+        self.client = Saml2Client(conf)
+
+    def start(self):
+        """An AuthnRequest over HTTP-Redirect (signed when this SP signs): (its id, the URL)."""
+        signing = {"sign": True, "sigalg": SIG_RSA_SHA256} if self.client.logout_requests_signed else {}
+        return self.redirect(**signing)
+
+    def sign_in(self, browser, silently=False):
+        """SSO in `browser` (with the password, or by single sign-on when `silently`): the
+        verified AuthnResponse, which pysaml2 also remembers for its logout."""
+        request_id, url = self.start()
+        answer = autopost(browser.go(url), self.acs_url) if silently else sign_in(browser, url, self.acs_url)
+        response = self.accept(answer, request_id)
+        check_success(response, self, self.acs_url, request_id)
+        return response
+
+    def logout_request(self, name_id, relay_state="sp-relay", sign=None, session_index=None,
+                       destination=None, issue_instant=None):
+        """A LogoutRequest over HTTP-Redirect to idflow's /saml2/slo: (its id, the URL)."""
+        request_id, request = self.client.create_logout_request(
+            destination or self.idp_slo, self.idp_entity_id, name_id=name_id,
+            session_indexes=[session_index] if session_index else None, sign=False)
+        if issue_instant:
+            request.issue_instant = issue_instant
+        sign = self.client.logout_requests_signed if sign is None else sign
+        info = self.client.apply_binding(BINDING_HTTP_REDIRECT, str(request), self.idp_slo, relay_state,
+                                         sign=sign, sigalg=SIG_RSA_SHA256)
+        url = dict(info["headers"])["Location"]
+        assert url.startswith(self.idp_slo + "?SAMLRequest=") and ("Signature=" in url) == bool(sign), url
+        return request_id, url
+
+    def message(self, url, parameter, to=None):
+        """The query of a Redirect-binding message idflow sent to this SP's SLO service (or
+        `to`), after checking its RSA-SHA256 signature with idflow's metadata certificate."""
+        assert isinstance(url, str), f"expected a redirect to the SP, got a page: {getattr(url, 'status_code', '')} " \
+                                     f"{error_text(url.text) if hasattr(url, 'text') else url}"
+        to = to or self.slo_url
+        assert url.startswith(f"{to}?{parameter}="), f"expected a {parameter} to {to}, got {url}"
+        params = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query, keep_blank_values=True))
+        assert params.get("SigAlg") == SIG_RSA_SHA256, params
+        certificates = [c for _, c in self.client.metadata.certs(self.idp_entity_id, "idpsso", "signing")]
+        assert certificates
+
+        def verifies(message):
+            return any(verify_redirect_signature(message, RSACrypto(None), cert) for cert in certificates)
+
+        assert verifies(params), f"idflow's query signature does not verify: {url}"
+        # The control: one byte of the signature changed, or another RelayState, does not.
+        signature = bytearray(base64.b64decode(params["Signature"]))
+        signature[7] ^= 0x01
+        assert not verifies(dict(params, Signature=base64.b64encode(bytes(signature)).decode()))
+        assert not verifies(dict(params, RelayState=params.get("RelayState", "") + "x"))
+        return params
+
+    def logout_response(self, url, request_id, relay_state=None, to=None):
+        """The verified LogoutResponse idflow sent for `request_id`."""
+        params = self.message(url, "SAMLResponse", to)
+        assert params.get("RelayState") == relay_state, params
+        response = self.client.parse_logout_request_response(params["SAMLResponse"], BINDING_HTTP_REDIRECT)
+        assert response is not None, "pysaml2 could not read the LogoutResponse"
+        assert response.response.issuer.text == self.idp_entity_id
+        assert response.response.destination == (to or self.slo_url)
+        assert response.response.in_response_to == request_id
+        return response
+
+    def answer_logout(self, url, name_id, status_ok=True):
+        """Reads idflow's LogoutRequest for `name_id` (the NameID this SP got), logs out locally
+        (pysaml2's handle_logout_request) and returns (the request, the URL that carries the
+        LogoutResponse back to idflow with the RelayState)."""
+        params = self.message(url, "SAMLRequest")
+        assert params.get("RelayState"), f"no RelayState (the chain token) in {url}"
+        request = self.client.parse_logout_request(params["SAMLRequest"], BINDING_HTTP_REDIRECT)
+        assert request is not None
+        message = request.message
+        assert message.issuer.text == self.idp_entity_id
+        assert message.destination == self.slo_url
+        assert message.name_id.text == name_id.text and message.name_id.format == name_id.format, message.name_id
+        if status_ok:
+            info = self.client.handle_logout_request(params["SAMLRequest"], name_id, BINDING_HTTP_REDIRECT,
+                                                     relay_state=params["RelayState"])
+            back = dict(info["headers"])["Location"]
+        else:
+            response = self.client.create_logout_response(
+                message, bindings=[BINDING_HTTP_REDIRECT],
+                status=Status(status_code=StatusCode(value=STATUS_REQUEST_DENIED)))
+            rinfo = self.client.response_args(message, [BINDING_HTTP_REDIRECT])
+            info = self.client.apply_binding(BINDING_HTTP_REDIRECT, response, rinfo["destination"],
+                                             params["RelayState"], response=True)
+            back = dict(info["headers"])["Location"]
+        assert back.startswith(self.idp_slo + "?SAMLResponse="), back
+        assert query(back)["RelayState"] == params["RelayState"]
+        return message, back
+
+
+def sp_metadata_xml(entity_id, acs_url, slo_url):
+    """The SP's metadata as pysaml2 publishes it (what an operator gives idflow as
+    metadata_file)."""
+    conf = SPConfig()
+    conf.load(slo_sp_settings(entity_id, acs_url, slo_url))
+    return str(entity_descriptor(conf))
+
+
+def slo_config(credentials, directory):
+    directory = pathlib.Path(directory)
+    (directory / "sp-b.xml").write_text(sp_metadata_xml(SP_B, ACS_B, SLO_B))
+    (directory / "sp-c.xml").write_text(
+        '<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" '
+        f'entityID="{SP_C}"><md:SPSSODescriptor protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol">'
+        f'<md:SingleLogoutService Binding="{BINDING_HTTP_REDIRECT}" Location="{SLO_C}" ResponseLocation="{SLO_C_RESPONSES}"/>'
+        f'<md:AssertionConsumerService Binding="{BINDING_HTTP_POST}" Location="{ACS_C}" index="0"/>'
+        '</md:SPSSODescriptor></md:EntityDescriptor>')
+    return f"""
+[service_providers.sp-a]
+entity_id = "{SP_A}"
+acs_urls = ["{ACS_A}"]
+slo_url = "{SLO_A}"
+
+[service_providers.sp-b]
+metadata_file = "{directory / 'sp-b.xml'}"
+
+[service_providers.sp-c]
+metadata_file = "{directory / 'sp-c.xml'}"
+
+[service_providers.sp-no-slo]
+entity_id = "{SP_NO_SLO}"
+acs_urls = ["{ACS_NO_SLO}"]
+
+[service_providers.sp-signed]
+entity_id = "{SP_SIGNED}"
+acs_urls = ["{ACS_SIGNED}"]
+certificate_file = "{credentials['registered'].cert_file}"
+require_signed_requests = true
+slo_url = "{SLO_SIGNED}"
+"""
+
+
+@pytest.fixture
+def slo_idp(credentials):
+    """idflow with SPs that have Single Logout: sp-a and sp-signed (slo_url in idflow's
+    configuration), sp-b and sp-c (from their metadata), sp-no-slo (none); and alice."""
+    directory = tempfile.mkdtemp(prefix="idflow-e2e-saml-slo-")
+    server = Server(directory, slo_config(credentials, directory))
+    try:
+        server.cli("user", "add", "alice", "--email", EMAIL, "--display-name", DISPLAY_NAME,
+                   "--password-stdin", stdin=USER_PASSWORD + "\n")
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def slo_a(idp):
+    return LogoutServiceProvider(idp, SP_A, ACS_A, SLO_A)
+
+
+def slo_b(idp):
+    return LogoutServiceProvider(idp, SP_B, ACS_B, SLO_B)
+
+
+def slo_signed(idp, credentials, credential="registered"):
+    return LogoutServiceProvider(idp, SP_SIGNED, ACS_SIGNED, SLO_SIGNED, credential=credentials[credential])
+
+
+def signed_out_at_idflow(browser, sp):
+    """The browser has no session at idflow: its cookie is cleared and a new sign-in at `sp`
+    shows the login page instead of answering by single sign-on."""
+    assert SESSION_COOKIE not in browser.session.cookies, "the session cookie was not cleared"
+    _, url = sp.start()
+    login_page(browser.go(url))
+
+
+def still_signed_in(browser, sp):
+    """The browser's session at idflow is alive: a sign-in at `sp` is answered by single
+    sign-on, without the login page."""
+    sp.sign_in(browser, silently=True)
+
+
+def session_index(response):
+    (statement,) = response.assertion.authn_statement
+    assert statement.session_index, "the assertion has no SessionIndex"
+    return statement.session_index
+
+
+def test_sp_initiated_logout_with_one_sp_answers_success_signed_and_ends_the_session(slo_idp, credentials):
+    sp = slo_signed(slo_idp, credentials)
+    browser = Browser(slo_idp)
+    signed_in = sp.sign_in(browser)
+    name_id = signed_in.name_id
+    assert sp.client.is_logged_in(name_id)
+
+    # pysaml2's own logout: a signed LogoutRequest (with the assertion's SessionIndex) over
+    # HTTP-Redirect to the SingleLogoutService of idflow's metadata.
+    (binding, info), = sp.client.global_logout(name_id, sign=True, sign_alg=SIG_RSA_SHA256).values()
+    assert binding == BINDING_HTTP_REDIRECT
+    url = dict(info["headers"])["Location"]
+    sent = query(url)
+    assert url.startswith(slo_idp.url("/saml2/slo?SAMLRequest=")) and sent["SigAlg"] == SIG_RSA_SHA256
+    request_xml = zlib.decompress(base64.b64decode(sent["SAMLRequest"]), -15).decode()
+    assert session_index(signed_in) in request_xml
+    request_id = re.search(r'\bID="([^"]+)"', request_xml).group(1)
+
+    answer = browser.go(url)
+    response = sp.logout_response(answer, request_id, relay_state=sent["RelayState"])
+    assert response.response.status.status_code.value == STATUS_SUCCESS
+    # pysaml2 completes its logout with it.
+    assert sp.client.handle_logout_response(response)[:2] == (0, "200 Ok")
+    assert not sp.client.is_logged_in(name_id)
+
+    signed_out_at_idflow(browser, sp)
+    (entry,) = slo_idp.audit("logout")
+    assert entry["actor"] == entry["subject"] and entry["subject"], entry
+
+
+def test_sp_initiated_logout_tells_the_other_sp_first(slo_idp):
+    a, b = slo_a(slo_idp), slo_b(slo_idp)
+    browser = Browser(slo_idp)
+    at_a = a.sign_in(browser)
+    at_b = b.sign_in(browser, silently=True)
+    assert at_a.name_id.text != at_b.name_id.text
+
+    # A (no registered certificate: unsigned is accepted) logs out.
+    request_id, url = a.logout_request(at_a.name_id, relay_state="a-relay", session_index=session_index(at_a))
+    to_b = browser.go(url)
+    # First B, with B's NameID (B's SLO address came from B's metadata).
+    request, back = b.answer_logout(to_b, at_b.name_id)
+    assert not b.client.is_logged_in(at_b.name_id)
+    # B's answer back at idflow: then A gets Success, with its RelayState.
+    final = browser.go(back)
+    response = a.logout_response(final, request_id, relay_state="a-relay")
+    assert response.response.status.status_code.value == STATUS_SUCCESS
+    assert response.response.status.status_code.status_code is None
+
+    signed_out_at_idflow(browser, b)
+    # The chain's token is used up: B's answer again is refused.
+    refused(Browser(slo_idp).go(back), "sign-out in progress")
+
+
+def idp_logout(browser, idp, **params):
+    """Signs out at idflow's /logout: the confirmation page, then its form posted. Returns
+    where idflow sends the browser (a URL at an SP or the application, or a page)."""
+    start = idp.url("/logout") + ("?" + urllib.parse.urlencode(params) if params else "")
+    page = browser.go(start)
+    assert not isinstance(page, str) and page.status_code == 200 and "Sign out?" in page.text, page
+    (form,) = [f for f in forms(page.text) if f["action"] == "/logout"]
+    assert form["fields"]["csrf"]
+    return browser.go(idp.url("/logout"), "POST", form["fields"])
+
+
+def test_idp_initiated_logout_tells_the_sp_then_signs_out(slo_idp):
+    sp = slo_a(slo_idp)
+    browser = Browser(slo_idp)
+    at_a = sp.sign_in(browser)
+
+    to_sp = idp_logout(browser, slo_idp)
+    request, back = sp.answer_logout(to_sp, at_a.name_id)
+    assert not sp.client.is_logged_in(at_a.name_id)
+    # After the SP's answer, /logout's own answer: the account page, signed out.
+    final = browser.go(back)
+    assert not isinstance(final, str) and final.status_code == 200, final
+    assert "You are not signed in" in final.text or "You are signed out" in final.text, final.text
+    signed_out_at_idflow(browser, sp)
+    assert len(slo_idp.audit("logout")) == 1
+
+
+def test_idp_initiated_logout_runs_through_every_sp_then_redirects_to_the_client(slo_idp):
+    a, b = slo_a(slo_idp), slo_b(slo_idp)
+    browser = Browser(slo_idp)
+    at_a = a.sign_in(browser)
+    at_b = b.sign_in(browser, silently=True)
+    # An SP without Single Logout (it cannot be told) is skipped.
+    no_slo = ServiceProvider(slo_idp, SP_NO_SLO, [ACS_NO_SLO])
+    request_id, url = no_slo.redirect()
+    no_slo.accept(autopost(browser.go(url), ACS_NO_SLO), request_id)
+    to_a = idp_logout(browser, slo_idp, client_id="demo-web", post_logout_redirect_uri="http://localhost:8000/",
+                      state="bye")
+    _, back = a.answer_logout(to_a, at_a.name_id)
+    to_b = browser.go(back)
+    _, back = b.answer_logout(to_b, at_b.name_id)
+    final = browser.go(back)
+    assert final == "http://localhost:8000/?state=bye", final
+    signed_out_at_idflow(browser, a)
+
+
+# Single Logout requests that must not end the session.
+
+def test_an_unsigned_or_badly_signed_logout_request_of_an_sp_with_a_certificate_is_refused(slo_idp, credentials):
+    sp = slo_signed(slo_idp, credentials)
+    browser = Browser(slo_idp)
+    signed_in = sp.sign_in(browser)
+    _, unsigned = sp.logout_request(signed_in.name_id, sign=False)
+    refused(browser.go(unsigned), "signature")
+    _, signed = sp.logout_request(signed_in.name_id, relay_state="signed")
+    params = urllib.parse.parse_qs(urllib.parse.urlsplit(signed).query)
+    signature = bytearray(base64.b64decode(params["Signature"][0]))
+    signature[10] ^= 0x01
+    tampered = re.sub(r"Signature=[^&]+",
+                      "Signature=" + urllib.parse.quote_plus(base64.b64encode(bytes(signature)).decode()), signed)
+    refused(browser.go(tampered), "signature")
+    refused(browser.go(signed.replace("RelayState=signed", "RelayState=other")), "signature")
+    # Signed with a key idflow does not know for this SP.
+    _, foreign = slo_signed(slo_idp, credentials, "foreign").logout_request(signed_in.name_id)
+    refused(browser.go(foreign), "signature")
+    assert not slo_idp.audit("logout")
+    still_signed_in(browser, sp)
+    # The control: the request as signed ends the session.
+    request_id, signed = sp.logout_request(signed_in.name_id, relay_state="signed")
+    assert sp.logout_response(browser.go(signed), request_id, "signed").response.status.status_code.value == STATUS_SUCCESS
+    signed_out_at_idflow(browser, sp)
+
+
+def test_a_logout_request_for_another_name_id_or_session_does_not_end_the_session(slo_idp):
+    a, b = slo_a(slo_idp), slo_b(slo_idp)
+    browser = Browser(slo_idp)
+    at_a = a.sign_in(browser)
+    at_b = b.sign_in(browser, silently=True)
+    cases = [
+        # Another subject.
+        (a, NameID(format=NAMEID_FORMAT_PERSISTENT, text="someone-else"), None),
+        # B names the NameID A got.
+        (b, at_a.name_id, None),
+        # A's NameID with another session's index.
+        (a, at_a.name_id, "not-this-session"),
+    ]
+    for sp, name_id, index in cases:
+        request_id, url = sp.logout_request(name_id, relay_state="other", session_index=index)
+        # The SP still gets an answer, directly (no other SP is told).
+        response = sp.logout_response(browser.go(url), request_id, relay_state="other")
+        assert response.response.status is not None
+        still_signed_in(browser, a)
+    assert SESSION_COOKIE in browser.session.cookies
+    assert not slo_idp.audit("logout")
+    # The control: B naming its own NameID, with its session's index, ends it.
+    request_id, url = b.logout_request(at_b.name_id, session_index=session_index(at_b))
+    _, back = a.answer_logout(browser.go(url), at_a.name_id)
+    assert b.logout_response(browser.go(back), request_id, relay_state="sp-relay") \
+        .response.status.status_code.value == STATUS_SUCCESS
+    signed_out_at_idflow(browser, a)
+
+
+def hand_logout_request(issuer, name_id="x", request_id="_hand-logout", destination=None, issue_instant=None):
+    destination = f' Destination="{destination}"' if destination else ""
+    return (
+        '<samlp:LogoutRequest xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" '
+        f'xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="{request_id}" Version="2.0" '
+        f'IssueInstant="{issue_instant or now_instant()}"{destination}>'
+        f'<saml:Issuer>{issuer}</saml:Issuer>'
+        f'<saml:NameID Format="{NAMEID_FORMAT_PERSISTENT}">{name_id}</saml:NameID>'
+        '</samlp:LogoutRequest>'
+    )
+
+
+def slo_get(browser, idp, **params):
+    return browser.go(idp.url("/saml2/slo?" + urllib.parse.urlencode(params)))
+
+
+def test_unknown_issuers_other_destinations_and_unknown_relay_states_are_refused(slo_idp):
+    sp = slo_a(slo_idp)
+    browser = Browser(slo_idp)
+    at_a = sp.sign_in(browser)
+    # An issuer that is not a registered SP (pysaml2 as a stranger, and by hand).
+    stranger = LogoutServiceProvider(slo_idp, "http://localhost:8000/stranger", "http://localhost:8000/stranger/acs",
+                                     "http://localhost:8000/stranger/slo")
+    _, url = stranger.logout_request(at_a.name_id)
+    refused(browser.go(url), "not a registered service provider")
+    refused(slo_get(browser, slo_idp, SAMLRequest=redirect_value(hand_logout_request("http://evil.example"))),
+            "not a registered service provider")
+    # Addressed to another server.
+    _, url = sp.logout_request(at_a.name_id, destination="https://other-idp.example/saml2/slo")
+    refused(browser.go(url), "another server")
+    # An SP without a Single Logout address cannot be answered.
+    refused(slo_get(browser, slo_idp, SAMLRequest=redirect_value(hand_logout_request(SP_NO_SLO, at_a.name_id.text))),
+            "no Single Logout")
+    # A LogoutResponse that belongs to no chain (an unknown RelayState, or none).
+    response = (
+        '<samlp:LogoutResponse xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" '
+        'xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="_r" Version="2.0" '
+        f'IssueInstant="{now_instant()}" InResponseTo="_nothing"><saml:Issuer>{SP_A}</saml:Issuer>'
+        f'<samlp:Status><samlp:StatusCode Value="{STATUS_SUCCESS}"/></samlp:Status></samlp:LogoutResponse>'
+    )
+    refused(slo_get(browser, slo_idp, SAMLResponse=redirect_value(response), RelayState="no-such-chain"),
+            "sign-out in progress")
+    refused(slo_get(browser, slo_idp, SAMLResponse=redirect_value(response)))
+    refused(slo_get(browser, slo_idp))
+    assert not slo_idp.audit("logout")
+    still_signed_in(browser, sp)

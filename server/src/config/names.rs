@@ -85,9 +85,13 @@ mod tests {
     #[test]
     fn reads_names_and_verified_attributes() {
         let names = parse_names(
-            "[applications.payroll]\n[identity_providers.google]\ntype = \"oidc\"\nverified_attributes = [\"email\"]\n[provisioning_targets.hr-scim]\n",
+            "[applications.payroll]\n[service_providers.wiki]\nentity_id = \"https://wiki\"\n[identity_providers.google]\ntype = \"oidc\"\nverified_attributes = [\"email\"]\n[provisioning_targets.hr-scim]\n",
         )
         .expect("valid");
+        assert!(
+            names.applications.as_ref().is_some_and(|a| a.contains("wiki")),
+            "a SAML service provider is an application flows may name"
+        );
         assert!(
             names
                 .applications
