@@ -27,8 +27,8 @@ pub fn idp_metadata(
     slo_url: &str,
     certificate_base64: &str,
 ) -> String {
-    let endpoints = |element: &str, url: &str| {
-        [uri::REDIRECT, uri::POST]
+    let endpoints = |element: &str, url: &str, bindings: &[&str]| {
+        bindings
             .iter()
             .map(|binding| {
                 format!(
@@ -57,20 +57,22 @@ pub fn idp_metadata(
         ),
         entity = escape(entity_id),
         key = key_descriptor(certificate_base64),
-        slo = endpoints("SingleLogoutService", slo_url),
+        // Single Logout is served over HTTP-Redirect only.
+        slo = endpoints("SingleLogoutService", slo_url, &[uri::REDIRECT]),
         formats = formats,
-        sso = endpoints("SingleSignOnService", sso_url),
+        sso = endpoints("SingleSignOnService", sso_url, &[uri::REDIRECT, uri::POST]),
     )
 }
 
-/// Our SP metadata for one upstream IdP: signed requests, signed assertions wanted, the ACS
-/// over HTTP-POST.
+/// Our SP metadata towards upstream IdPs: signed requests, the ACS over HTTP-POST. It does not
+/// ask for assertions signed on their own: a response whose signature covers its assertion is
+/// accepted, as it is verified just as strictly.
 pub fn sp_metadata(entity_id: &str, acs_url: &str, certificate_base64: &str) -> String {
     format!(
         concat!(
             r#"<?xml version="1.0" encoding="UTF-8"?>"#,
             r#"<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" entityID="{entity}">"#,
-            r#"<md:SPSSODescriptor AuthnRequestsSigned="true" WantAssertionsSigned="true" protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol">"#,
+            r#"<md:SPSSODescriptor AuthnRequestsSigned="true" WantAssertionsSigned="false" protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol">"#,
             r#"{key}<md:NameIDFormat>{persistent}</md:NameIDFormat>"#,
             r#"<md:AssertionConsumerService Binding="{post}" Location="{acs}" index="0" isDefault="true"/>"#,
             r#"</md:SPSSODescriptor></md:EntityDescriptor>"#,

@@ -143,12 +143,32 @@ fn saml(
     resolve: &dyn Fn(std::path::PathBuf) -> std::path::PathBuf,
 ) -> Result<UpstreamKind, String> {
     let key = |field: &str| format!("identity_providers.{name}.{field}");
+    let explicit = [
+        section.entity_id.is_some(),
+        section.sso_url.is_some(),
+        section.certificate_file.is_some(),
+    ];
+    if section.metadata_file.is_some() && explicit.iter().any(|given| *given) {
+        return Err(format!(
+            "identity_providers.{name}: give metadata_file, or entity_id, sso_url and certificate_file, not both"
+        ));
+    }
+    if explicit.iter().any(|given| *given) && !explicit.iter().all(|given| *given) {
+        return Err(format!(
+            "identity_providers.{name}: entity_id, sso_url and certificate_file go together"
+        ));
+    }
     if let Some(path) = &section.metadata_file {
         let path = resolve(path.clone());
         let text = std::fs::read_to_string(&path)
             .map_err(|e| format!("{}: {}: {e}", key("metadata_file"), path.display()))?;
         let metadata = idflow_saml::metadata::parse_idp(&text)
             .map_err(|e| format!("{}: {e}", key("metadata_file")))?;
+        endpoint(
+            name,
+            "metadata_file (its SingleSignOnService)",
+            &metadata.sso_redirect,
+        )?;
         return Ok(UpstreamKind::Saml {
             entity_id: metadata.entity_id,
             sso_url: metadata.sso_redirect,
@@ -171,7 +191,7 @@ fn saml(
     let der = openssl::x509::X509::from_pem(&pem)
         .and_then(|c| c.to_der())
         .map_err(|e| format!("{}: {e}", key("certificate_file")))?;
-    url::Url::parse(sso_url).map_err(|e| format!("{}: {e}", key("sso_url")))?;
+    endpoint(name, "sso_url", sso_url)?;
     Ok(UpstreamKind::Saml {
         entity_id: entity_id.clone(),
         sso_url: sso_url.clone(),

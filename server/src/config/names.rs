@@ -89,7 +89,10 @@ mod tests {
         )
         .expect("valid");
         assert!(
-            names.applications.as_ref().is_some_and(|a| a.contains("wiki")),
+            names
+                .applications
+                .as_ref()
+                .is_some_and(|a| a.contains("wiki")),
             "a SAML service provider is an application flows may name"
         );
         assert!(

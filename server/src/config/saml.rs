@@ -77,6 +77,9 @@ pub struct ServiceProvider {
     /// Its assertion consumer service URLs (HTTP-POST); the first is the default. A request
     /// naming any other URL is refused.
     pub acs_urls: Vec<String>,
+    /// The metadata's `index` of each ACS URL, when they came from metadata (a request may name
+    /// its ACS by index); otherwise an index is a position in `acs_urls`.
+    pub acs_indexes: BTreeMap<usize, String>,
     /// Certificates (DER) its signed requests verify with.
     pub certificates: Vec<Vec<u8>>,
     /// Whether its requests must be signed (then an unsigned one is refused).
@@ -172,9 +175,16 @@ pub fn parse_service_providers(
             }
         };
         let mut acs_urls = section.acs_urls.clone();
+        let mut acs_indexes = BTreeMap::new();
         if acs_urls.is_empty()
             && let Some(metadata) = &metadata
         {
+            acs_indexes = metadata
+                .acs
+                .iter()
+                .filter(|e| e.binding == uri::POST)
+                .filter_map(|e| e.index.map(|i| (i, e.location.clone())))
+                .collect();
             let mut posts: Vec<_> = metadata
                 .acs
                 .iter()
@@ -245,6 +255,16 @@ pub fn parse_service_providers(
                 key(&format!("attributes.{attribute}"))
             ));
         }
+        if let Some(url) = &section.slo_url {
+            let parsed =
+                url::Url::parse(url).map_err(|e| format!("{}: `{url}`: {e}", key("slo_url")))?;
+            if !matches!(parsed.scheme(), "https" | "http") || parsed.fragment().is_some() {
+                return Err(format!(
+                    "{}: `{url}` must be an http(s) URL without a fragment",
+                    key("slo_url")
+                ));
+            }
+        }
         let signing = Signing {
             assertion: section.sign_assertion.unwrap_or(true),
             response: section.sign_response.unwrap_or(true),
@@ -268,6 +288,7 @@ pub fn parse_service_providers(
                 display_name: section.name.clone().unwrap_or_else(|| name.clone()),
                 entity_id,
                 acs_urls,
+                acs_indexes,
                 certificates,
                 requests_signed,
                 name_id_format: format.to_string(),

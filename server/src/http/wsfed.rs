@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use idflow_saml::wsfed;
 
 use super::AppState;
@@ -133,14 +133,13 @@ async fn sign_out(
             .values()
             .any(|rp| rp.acs_urls.iter().any(|url| url == reply))
     });
-    let mut response = match registered {
-        Some(reply) => Redirect::to(reply).into_response(),
-        None => app.pages.message(
-            StatusCode::OK,
-            "You are signed out",
-            "You can close this window.",
-        ),
+    // The SAML service providers of the session are told first, as for `/logout`.
+    let finish = match registered {
+        Some(reply) => super::saml::slo::Finish::Redirect(reply.to_string()),
+        None => super::saml::slo::Finish::Page,
     };
+    let participants = session.map(|s| s.saml).unwrap_or_default();
+    let mut response = super::saml::slo::run_chain(app, participants, finish, now).await;
     response.headers_mut().append(
         header::SET_COOKIE,
         cookies::clear(cookies::SESSION, app.config.secure_cookies),

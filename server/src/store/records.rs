@@ -149,6 +149,9 @@ pub struct SamlParticipant {
     pub name_id: String,
     /// Its format.
     pub name_id_format: String,
+    /// The SessionIndex its assertion carried (the session's `sid` then; a step-up changes it).
+    #[serde(default)]
+    pub session_index: String,
 }
 
 /// The OAuth 2.0 / OpenID Connect authorization request a login answers.

@@ -23,11 +23,7 @@ pub(super) fn page(app: &App, handle: &str, login: &Login, error: Option<&str>) 
         .identity_providers
         .get(idp)
         .map_or_else(|| idp.clone(), |upstream| upstream.label.clone());
-    let application = login
-        .authorize
-        .as_ref()
-        .and_then(|a| app.config.applications.get(&a.client_id))
-        .map(|c| c.name.clone());
+    let application = super::render::application_name(app, login);
     // The upstream's own name for the person is a good first suggestion.
     let suggested = ["preferred_username", "email"]
         .iter()

@@ -263,11 +263,7 @@ pub(super) async fn render(
                     Err(error) => return server_error(app, &error),
                 }
             }
-            let application = login
-                .authorize
-                .as_ref()
-                .and_then(|a| app.config.applications.get(&a.client_id))
-                .map(|c| c.name.clone());
+            let application = application_name(app, login);
             let error = override_error
                 .map(String::from)
                 .or_else(|| error.as_deref().map(sentence));
@@ -290,6 +286,23 @@ pub(super) async fn render(
         Output::Confirm { .. } => super::confirm::page(app, handle, login, override_error),
         Output::Complete { .. } | Output::Denied { .. } => expired(app),
     }
+}
+
+/// The name of the application a login is for (an OAuth client's or a SAML or WS-Federation
+/// service provider's), for the page's heading.
+pub(super) fn application_name(app: &App, login: &Login) -> Option<String> {
+    if let Some(request) = &login.authorize {
+        return app
+            .config
+            .applications
+            .get(&request.client_id)
+            .map(|c| c.name.clone());
+    }
+    login
+        .saml
+        .as_ref()
+        .and_then(|saml| app.config.service_providers.get(&saml.sp))
+        .map(|sp| sp.display_name.clone())
 }
 
 /// The engine's short error as a sentence for the page.

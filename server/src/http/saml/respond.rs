@@ -193,6 +193,7 @@ pub fn success(
                 sp: sp.name.clone(),
                 name_id: name_id.clone(),
                 name_id_format: saml.name_id_format.clone(),
+                session_index: session.sid.clone(),
             };
             (Some(participant), response)
         }

@@ -132,6 +132,9 @@ async fn sp_initiated(
     {
         return refused(app, &format!("Its signature does not check: {error}"));
     }
+    if relay_state.as_ref().is_some_and(|r| r.len() > 1024) {
+        return refused(app, "Its RelayState is longer than 1024 bytes");
+    }
     let here = format!("{}/saml2/slo", app.config.issuer);
     if request.destination.as_deref().is_some_and(|d| d != here) {
         return refused(app, "It is addressed to another server");
@@ -149,13 +152,14 @@ async fn sp_initiated(
     // The session ends only if it is the one the SP knows: its participant, its NameID, and
     // (when the request names one) its session index.
     let ending = session.filter(|s| {
-        s.saml
-            .iter()
-            .any(|p| p.sp == sp.name && Some(&p.name_id) == request.name_id.as_ref())
-            && request
-                .session_index
-                .as_ref()
-                .is_none_or(|index| *index == s.sid)
+        s.saml.iter().any(|p| {
+            p.sp == sp.name
+                && Some(&p.name_id) == request.name_id.as_ref()
+                && request
+                    .session_index
+                    .as_ref()
+                    .is_none_or(|index| *index == p.session_index)
+        })
     });
     let mut remaining = Vec::new();
     if let Some(session) = &ending {
@@ -182,7 +186,7 @@ async fn sp_initiated(
     let finish = Finish::Respond {
         sp: sp.name.clone(),
         request_id: request.id.clone(),
-        relay_state: relay_state.filter(|r| r.len() <= 1024),
+        relay_state,
     };
     let mut response = run_chain(app, remaining, finish, now).await;
     if ending.is_some() {
@@ -220,7 +224,7 @@ pub async fn run_chain(
             &slo_url,
             &participant.name_id,
             &participant.name_id_format,
-            "",
+            &participant.session_index,
             now,
         );
         let url = match binding::redirect_url(

@@ -147,9 +147,16 @@ fn acs_url(request: &Request, sp: &ServiceProvider) -> Result<String, String> {
         (Some(url), _) => Err(format!(
             "The address `{url}` is not registered for this application"
         )),
-        (None, Some(index)) => sp.acs_urls.get(index).cloned().ok_or_else(|| {
-            format!("No address with index {index} is registered for this application")
-        }),
+        (None, Some(index)) => {
+            let found = if sp.acs_indexes.is_empty() {
+                sp.acs_urls.get(index)
+            } else {
+                sp.acs_indexes.get(&index)
+            };
+            found.cloned().ok_or_else(|| {
+                format!("No address with index {index} is registered for this application")
+            })
+        }
         (None, None) => sp
             .acs_urls
             .first()
@@ -283,11 +290,14 @@ async fn idp_initiated(
     let Some(acs_url) = sp.acs_urls.first().cloned() else {
         return refused(app, "No address is registered");
     };
+    if relay_state.as_ref().is_some_and(|r| r.len() > 1024) {
+        return refused(app, "Its RelayState is longer than 1024 bytes");
+    }
     let saml = SamlAuthn {
         sp: sp.name.clone(),
         request_id: None,
         acs_url,
-        relay_state: relay_state.filter(|r| r.len() <= 1024),
+        relay_state,
         name_id_format: sp.name_id_format.clone(),
         acr_values: Vec::new(),
         is_passive: false,
