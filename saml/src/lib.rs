@@ -48,6 +48,10 @@ pub mod uri {
         "urn:oasis:names:tc:SAML:2.0:status:InvalidNameIDPolicy";
     /// Second-level status: the request is not supported (e.g. an unregistered ACS URL).
     pub const REQUEST_UNSUPPORTED: &str = "urn:oasis:names:tc:SAML:2.0:status:RequestUnsupported";
+    /// Second-level status: not every session participant could be logged out.
+    pub const PARTIAL_LOGOUT: &str = "urn:oasis:names:tc:SAML:2.0:status:PartialLogout";
+    /// Second-level status: the principal named is not known (here: not this session's).
+    pub const UNKNOWN_PRINCIPAL: &str = "urn:oasis:names:tc:SAML:2.0:status:UnknownPrincipal";
     /// The HTTP-Redirect binding.
     pub const REDIRECT: &str = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect";
     /// The HTTP-POST binding.

@@ -7,7 +7,9 @@ use samael::schema::{LogoutRequest, LogoutResponse};
 use crate::error::SamlError;
 use crate::xml::{escape, instant, refuse_doctype};
 
-/// A LogoutRequest for `name_id` (in `format`) and the session `session_index`.
+/// A LogoutRequest for `name_id` (in `format`) and the session `session_index`, valid until
+/// `not_on_or_after` (the session authority must say until when, SAML Core 3.7.1).
+#[allow(clippy::too_many_arguments)]
 pub fn logout_request(
     id: &str,
     issuer: &str,
@@ -16,12 +18,13 @@ pub fn logout_request(
     format: &str,
     session_index: &str,
     now: u64,
+    not_on_or_after: u64,
 ) -> String {
     format!(
         concat!(
             r#"<samlp:LogoutRequest xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" "#,
             r#"xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="{id}" Version="2.0" "#,
-            r#"IssueInstant="{now}" Destination="{destination}">"#,
+            r#"IssueInstant="{now}" NotOnOrAfter="{until}" Destination="{destination}">"#,
             r#"<saml:Issuer>{issuer}</saml:Issuer>"#,
             r#"<saml:NameID Format="{format}">{name_id}</saml:NameID>"#,
             r#"<samlp:SessionIndex>{session_index}</samlp:SessionIndex>"#,
@@ -29,6 +32,7 @@ pub fn logout_request(
         ),
         id = escape(id),
         now = instant(now),
+        until = instant(not_on_or_after),
         destination = escape(destination),
         issuer = escape(issuer),
         format = escape(format),
@@ -37,22 +41,27 @@ pub fn logout_request(
     )
 }
 
-/// A LogoutResponse with top-level `status`.
+/// A LogoutResponse with top-level `status` and, when given, a second-level `detail` (such as
+/// `PartialLogout`).
 pub fn logout_response(
     id: &str,
     issuer: &str,
     destination: &str,
     in_response_to: &str,
-    status: &str,
+    status: (&str, Option<&str>),
     now: u64,
 ) -> String {
+    let (status, detail) = status;
+    let detail = detail
+        .map(|d| format!(r#"<samlp:StatusCode Value="{}"/>"#, escape(d)))
+        .unwrap_or_default();
     format!(
         concat!(
             r#"<samlp:LogoutResponse xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" "#,
             r#"xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="{id}" Version="2.0" "#,
             r#"IssueInstant="{now}" Destination="{destination}" InResponseTo="{in_response_to}">"#,
             r#"<saml:Issuer>{issuer}</saml:Issuer>"#,
-            r#"<samlp:Status><samlp:StatusCode Value="{status}"/></samlp:Status>"#,
+            r#"<samlp:Status><samlp:StatusCode Value="{status}">{detail}</samlp:StatusCode></samlp:Status>"#,
             r#"</samlp:LogoutResponse>"#,
         ),
         id = escape(id),
@@ -61,6 +70,7 @@ pub fn logout_response(
         in_response_to = escape(in_response_to),
         issuer = escape(issuer),
         status = escape(status),
+        detail = detail,
     )
 }
 
@@ -77,6 +87,8 @@ pub struct LogoutRequestView {
     pub name_id: Option<String>,
     /// The session it ends, when it names one.
     pub session_index: Option<String>,
+    /// When it was made.
+    pub issue_instant: Option<u64>,
 }
 
 /// Reads a decoded LogoutRequest.
@@ -100,6 +112,7 @@ pub fn parse_logout_request(xml: &str) -> Result<LogoutRequestView, SamlError> {
         issuer: issuer.trim().to_string(),
         destination: request.destination.clone(),
         name_id: request.name_id.as_ref().map(|n| n.value.trim().to_string()),
+        issue_instant: request.issue_instant.as_ref().map(crate::xml::seconds),
         // samael reads SessionIndex as an attribute; the schema makes it an element.
         session_index: element_text(xml, "SessionIndex").or_else(|| request.session_index.clone()),
     })
@@ -173,9 +186,15 @@ mod tests {
             crate::uri::PERSISTENT,
             "sid-1",
             1_800_000_000,
+            1_800_000_300,
         );
         let view = parse_logout_request(&request).expect("parses");
         assert_eq!(view.id, "_l1");
+        assert_eq!(view.issue_instant, Some(1_800_000_000));
+        assert!(
+            request.contains(r#"NotOnOrAfter="2027-01-15T08:05:00Z""#),
+            "{request}"
+        );
         assert_eq!(view.issuer, "https://sp.test");
         assert_eq!(view.name_id.as_deref(), Some("ann"));
         assert_eq!(view.session_index.as_deref(), Some("sid-1"));
@@ -184,9 +203,10 @@ mod tests {
             "https://idp.test",
             "https://sp.test/slo",
             "_l1",
-            crate::uri::SUCCESS,
+            (crate::uri::SUCCESS, Some(crate::uri::PARTIAL_LOGOUT)),
             1_800_000_000,
         );
+        assert!(response.contains(crate::uri::PARTIAL_LOGOUT));
         let view = parse_logout_response(&response).expect("parses");
         assert_eq!(view.in_response_to.as_deref(), Some("_l1"));
         assert_eq!(view.status.as_deref(), Some(crate::uri::SUCCESS));

@@ -107,6 +107,8 @@ pub struct Endpoint {
     pub index: Option<usize>,
     /// Whether it is the default.
     pub is_default: bool,
+    /// Where responses go, when not to `location` (Single Logout's `ResponseLocation`).
+    pub response_location: Option<String>,
 }
 
 /// What idflow needs of an SP's metadata.
@@ -205,6 +207,7 @@ pub fn parse_sp(xml: &str) -> Result<SpMetadata, SamlError> {
             location: e.location.clone(),
             index: Some(e.index),
             is_default: e.is_default.unwrap_or(false),
+            response_location: e.response_location.clone(),
         })
         .collect();
     let slo = descriptor
@@ -216,6 +219,7 @@ pub fn parse_sp(xml: &str) -> Result<SpMetadata, SamlError> {
             location: e.location.clone(),
             index: None,
             is_default: false,
+            response_location: e.response_location.clone(),
         })
         .collect();
     Ok(SpMetadata {

@@ -24,6 +24,7 @@ import zlib
 
 import pytest
 import requests
+import saml2.response
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -1016,8 +1017,11 @@ def test_sp_initiated_logout_with_one_sp_answers_success_signed_and_ends_the_ses
     assert not sp.client.is_logged_in(name_id)
 
     signed_out_at_idflow(browser, sp)
-    (entry,) = slo_idp.audit("logout")
-    assert entry["actor"] == entry["subject"] and entry["subject"], entry
+    entries = slo_idp.audit()
+    (entry,) = [e for e in entries if e["event"] == "logout"]
+    logins = {e["subject"] for e in entries if e["event"] == "login.success"}
+    assert entry["subject"] in logins and entry["actor"] == entry["subject"], entry
+    assert entry.get("detail", {}).get("saml_sp") == "sp-signed", entry
 
 
 def test_sp_initiated_logout_tells_the_other_sp_first(slo_idp):
@@ -1132,9 +1136,10 @@ def test_a_logout_request_for_another_name_id_or_session_does_not_end_the_sessio
     ]
     for sp, name_id, index in cases:
         request_id, url = sp.logout_request(name_id, relay_state="other", session_index=index)
-        # The SP still gets an answer, directly (no other SP is told).
-        response = sp.logout_response(browser.go(url), request_id, relay_state="other")
-        assert response.response.status is not None
+        # The SP still gets an answer, directly (no other SP is told): its principal is not
+        # this browser's (Requester / UnknownPrincipal), which pysaml2 raises as such.
+        with pytest.raises(saml2.response.StatusUnknownPrincipal):
+            sp.logout_response(browser.go(url), request_id, relay_state="other")
         still_signed_in(browser, a)
     assert SESSION_COOKIE in browser.session.cookies
     assert not slo_idp.audit("logout")
@@ -1188,7 +1193,127 @@ def test_unknown_issuers_other_destinations_and_unknown_relay_states_are_refused
     )
     refused(slo_get(browser, slo_idp, SAMLResponse=redirect_value(response), RelayState="no-such-chain"),
             "sign-out in progress")
-    refused(slo_get(browser, slo_idp, SAMLResponse=redirect_value(response)))
-    refused(slo_get(browser, slo_idp))
+    # Without a RelayState, or with nothing at all (the page names the parameters it needs, so
+    # refused()'s "nothing posted" check, which looks for SAMLResponse, does not apply).
+    for page in (slo_get(browser, slo_idp, SAMLResponse=redirect_value(response)), slo_get(browser, slo_idp)):
+        assert not isinstance(page, str) and page.status_code == 400, page
+        assert "RelayState" in (error_text(page.text) or ""), page.text
+        assert not forms(page.text), page.text
     assert not slo_idp.audit("logout")
     still_signed_in(browser, sp)
+
+
+# Single Logout as SAML core 3.7 (session authority rules) and the metadata describe it.
+
+def test_the_logout_request_to_an_sp_names_the_session_it_ended_or_none(slo_idp):
+    # Core 3.7.1: SessionIndex is "the identifier that indexes this session at the message
+    # recipient" (the assertion's SessionIndex); 3.7.3.1: with none, all the principal's
+    # sessions end. An empty one names a session the SP does not have, so it logs out nothing.
+    sp = slo_a(slo_idp)
+    browser = Browser(slo_idp)
+    at_a = sp.sign_in(browser)
+    request, _ = sp.answer_logout(idp_logout(browser, slo_idp), at_a.name_id)
+    indexes = [index.text for index in request.session_index]
+    assert indexes in ([], [session_index(at_a)]), f"SessionIndex {indexes}, the assertion's {session_index(at_a)!r}"
+
+
+def test_the_logout_request_to_an_sp_expires(slo_idp):
+    # Core 3.7.3.2: "When constructing a logout request message, the session authority MUST set
+    # the value of the NotOnOrAfter attribute of the message".
+    sp = slo_a(slo_idp)
+    browser = Browser(slo_idp)
+    at_a = sp.sign_in(browser)
+    request, _ = sp.answer_logout(idp_logout(browser, slo_idp), at_a.name_id)
+    assert request.not_on_or_after, "the LogoutRequest has no NotOnOrAfter"
+    assert request.not_on_or_after > now_instant(), request.not_on_or_after
+
+
+def test_an_sp_that_does_not_log_out_makes_the_answer_a_partial_logout(slo_idp):
+    # Core 3.7.3.2: idflow's own session ended (top-level Success), but when not every other
+    # participant confirmed, the answer MUST carry the second-level status PartialLogout.
+    a, b = slo_a(slo_idp), slo_b(slo_idp)
+    browser = Browser(slo_idp)
+    at_a = a.sign_in(browser)
+    at_b = b.sign_in(browser, silently=True)
+    request_id, url = a.logout_request(at_a.name_id, relay_state="a-relay")
+    _, back = b.answer_logout(browser.go(url), at_b.name_id, status_ok=False)
+    response = a.logout_response(browser.go(back), request_id, relay_state="a-relay")
+    status = response.response.status.status_code
+    assert status.value == STATUS_SUCCESS
+    assert status.status_code is not None and status.status_code.value == STATUS_PARTIAL_LOGOUT, status
+    signed_out_at_idflow(browser, a)
+
+
+def test_logout_responses_go_to_the_response_location_of_the_sp_metadata(slo_idp):
+    # Metadata 2.2.2: ResponseLocation is where responses to the endpoint's binding are sent.
+    xml = hand_logout_request(SP_C, request_id="_to-sp-c", destination=slo_idp.url("/saml2/slo"))
+    answer = slo_get(Browser(slo_idp), slo_idp, SAMLRequest=redirect_value(xml), RelayState="c")
+    assert isinstance(answer, str), f"expected a redirect to SP C, got {answer}"
+    assert answer.startswith(SLO_C_RESPONSES + "?SAMLResponse="), answer
+
+
+def test_a_forced_reauthentication_keeps_the_sps_to_tell_at_logout(slo_idp):
+    # B signs in, then A asks for ForceAuthn in the same browser: logging out at idflow must
+    # still tell B (the session that signed the user in to B is the browser's session).
+    a, b = slo_a(slo_idp), slo_b(slo_idp)
+    browser = Browser(slo_idp)
+    at_b = b.sign_in(browser)
+    request_id, url = a.redirect(force_authn="true")
+    at_a = a.accept(sign_in(browser, url, ACS_A), request_id)
+    told = []
+    step = idp_logout(browser, slo_idp)
+    for _ in range(3):
+        if not isinstance(step, str):
+            break
+        sp, name_id = (a, at_a.name_id) if step.startswith(SLO_A) else (b, at_b.name_id)
+        told.append(sp.entity_id)
+        _, back = sp.answer_logout(step, name_id)
+        step = browser.go(back)
+    assert sorted(told) == [SP_A, SP_B], f"the SPs told: {told}"
+
+
+def test_the_metadata_advertises_only_the_logout_bindings_idflow_serves(slo_idp):
+    metadata = requests.get(slo_idp.url("/saml2/metadata"), timeout=10).text
+    advertised = re.findall(r'<md:SingleLogoutService Binding="([^"]+)" Location="([^"]+)"', metadata)
+    assert (BINDING_HTTP_REDIRECT, slo_idp.url("/saml2/slo")) in advertised, advertised
+    for binding, location in advertised:
+        if binding == BINDING_HTTP_POST:
+            xml = hand_logout_request(SP_A, request_id="_posted")
+            posted = requests.post(location, data={"SAMLRequest": base64.b64encode(xml.encode()).decode()},
+                                   allow_redirects=False, timeout=10)
+            assert posted.status_code != 405, f"the metadata offers {binding} at {location}, which answers 405"
+
+
+@pytest.mark.parametrize("how", ["replayed", "an hour old"])
+def test_a_replayed_or_old_logout_request_does_not_end_a_later_session(slo_idp, credentials, how):
+    # As /saml2/sso refuses a replayed or stale AuthnRequest: a signed LogoutRequest that leaked
+    # (a log, a browser history) must not sign the user out again later.
+    sp = slo_signed(slo_idp, credentials)
+    browser = Browser(slo_idp)
+    signed_in = sp.sign_in(browser)
+    if how == "replayed":
+        request_id, url = sp.logout_request(signed_in.name_id)
+        sp.logout_response(browser.go(url), request_id, "sp-relay")
+        signed_out_at_idflow(browser, sp)
+        signed_in = sp.sign_in(browser)
+    else:
+        _, url = sp.logout_request(signed_in.name_id, issue_instant=now_instant(-3600))
+    page = browser.go(url)
+    assert not isinstance(page, str), f"the {how} LogoutRequest was answered: {page}"
+    refused(page)
+    still_signed_in(browser, sp)
+
+
+def test_a_logout_request_with_a_relay_state_over_1024_bytes_is_refused(slo_idp):
+    # As at /saml2/sso (Bindings 3.4.3: at most 80 bytes is all an SP may count on; idflow takes
+    # 1024): refused, rather than answered without the RelayState the SP needs.
+    sp = slo_a(slo_idp)
+    browser = Browser(slo_idp)
+    at_a = sp.sign_in(browser)
+    _, url = sp.logout_request(at_a.name_id, relay_state="r" * 1025)
+    refused(browser.go(url), "RelayState")
+    still_signed_in(browser, sp)
+    # The control: 1024 bytes come back as sent.
+    request_id, url = sp.logout_request(at_a.name_id, relay_state="r" * 1024)
+    sp.logout_response(browser.go(url), request_id, relay_state="r" * 1024)
+    signed_out_at_idflow(browser, sp)

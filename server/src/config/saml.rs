@@ -93,6 +93,8 @@ pub struct ServiceProvider {
     pub signing: Signing,
     /// Its Single Logout endpoint (HTTP-Redirect), when it has one.
     pub slo_url: Option<String>,
+    /// Where its LogoutResponses go, when not to `slo_url` (metadata's `ResponseLocation`).
+    pub slo_response_url: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -265,6 +267,9 @@ pub fn parse_service_providers(
                 ));
             }
         }
+        let metadata_slo = metadata
+            .as_ref()
+            .and_then(|m| m.slo.iter().find(|e| e.binding == uri::REDIRECT));
         let signing = Signing {
             assertion: section.sign_assertion.unwrap_or(true),
             response: section.sign_response.unwrap_or(true),
@@ -294,14 +299,15 @@ pub fn parse_service_providers(
                 name_id_format: format.to_string(),
                 attributes,
                 signing,
-                slo_url: section.slo_url.clone().or_else(|| {
-                    metadata.as_ref().and_then(|m| {
-                        m.slo
-                            .iter()
-                            .find(|e| e.binding == uri::REDIRECT)
-                            .map(|e| e.location.clone())
-                    })
-                }),
+                slo_url: section
+                    .slo_url
+                    .clone()
+                    .or_else(|| metadata_slo.map(|e| e.location.clone())),
+                slo_response_url: section
+                    .slo_url
+                    .is_none()
+                    .then(|| metadata_slo.and_then(|e| e.response_location.clone()))
+                    .flatten(),
             },
         );
     }

@@ -38,6 +38,9 @@ pub struct OAuth2Provider<'a> {
     pub claims: &'a BTreeMap<String, String>,
     /// Our callback URL.
     pub redirect_uri: String,
+    /// Ask the provider for a fresh sign-in (`prompt=login`, which many OAuth 2.0 providers
+    /// honour): the application asked us for one.
+    pub fresh: bool,
 }
 
 fn client(
@@ -80,6 +83,9 @@ pub fn begin(
         .set_pkce_challenge(challenge);
     for scope in provider.scopes {
         request = request.add_scope(Scope::new(scope.clone()));
+    }
+    if provider.fresh {
+        request = request.add_extra_param("prompt", "login");
     }
     let (url, state) = request.url();
     let pending = Pending {
@@ -182,6 +188,7 @@ mod tests {
             subject_claim: "id",
             claims,
             redirect_uri: "https://idflow.test/federation/callback".into(),
+            fresh: false,
         }
     }
 

@@ -115,6 +115,8 @@ pub struct Provider<'a> {
     pub scopes: &'a [String],
     /// Our callback URL.
     pub redirect_uri: String,
+    /// Ask the provider for a fresh sign-in (`prompt=login`): the application asked us for one.
+    pub fresh: bool,
 }
 
 impl Oidc {
@@ -187,6 +189,9 @@ impl Oidc {
             .set_pkce_challenge(challenge);
         for scope in provider.scopes {
             request = request.add_scope(Scope::new(scope.clone()));
+        }
+        if provider.fresh {
+            request = request.add_prompt(openidconnect::core::CoreAuthPrompt::Login);
         }
         let (url, state, nonce) = request.url();
         let pending = Pending {

@@ -28,6 +28,8 @@ pub struct SamlIdp<'a> {
     pub sso_url: &'a str,
     /// Its signing certificates (DER).
     pub certificates: &'a [Vec<u8>],
+    /// Ask for a fresh sign-in (`ForceAuthn`): the application asked us for one.
+    pub fresh: bool,
 }
 
 /// The redirect URL (a signed AuthnRequest with `state` as RelayState) and what the ACS must
@@ -47,7 +49,7 @@ pub fn begin(
         &entity_id(issuer),
         &acs_url(issuer),
         idp.sso_url,
-        false,
+        idp.fresh,
         now,
     );
     let url = binding::redirect_url(

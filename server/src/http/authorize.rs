@@ -155,6 +155,7 @@ async fn authorize(
         code_challenge: challenge.map(String::from),
         acr_values: params.list("acr_values"),
         login_hint: params.take("login_hint"),
+        fresh: prompt.iter().any(|p| p == "login") || max_age == Some(0),
     };
     let now = now();
     if app
@@ -401,6 +402,12 @@ pub async fn start_login(
         Some((session, carried)) => (Some(session.key), Some(carried)),
         None => (None, None),
     };
+    // A browser signed in already, asking for a fresh sign-in: that session ends when this one
+    // completes.
+    let supersedes = match (&replaces, current_session(app, headers, now)) {
+        (None, Ok(Some(session))) => Some(session.key),
+        _ => None,
+    };
     let step = app
         .engine
         .start_carried(&flow, engine_request, carried, now, &directory);
@@ -440,6 +447,7 @@ pub async fn start_login(
         output: step.output,
         authorize: request,
         saml,
+        supersedes,
         expires: now + app.config.tokens.login_seconds,
         replaces,
     };

@@ -36,6 +36,7 @@ fn provider<'a>(app: &App, name: &'a str, kind: &'a UpstreamKind) -> Option<Prov
             client_secret: &client_secret.0,
             scopes,
             redirect_uri: format!("{}/federation/callback", app.config.issuer),
+            fresh: false,
         }),
         _ => None,
     }
@@ -68,6 +69,7 @@ fn oauth2_provider<'a>(
             subject_claim,
             claims,
             redirect_uri: format!("{}/federation/callback", app.config.issuer),
+            fresh: false,
         }),
         _ => None,
     }
@@ -84,6 +86,7 @@ fn saml_idp<'a>(name: &'a str, kind: &'a UpstreamKind) -> Option<SamlIdp<'a>> {
             entity_id,
             sso_url,
             certificates,
+            fresh: false,
         }),
         _ => None,
     }
@@ -107,15 +110,21 @@ pub async fn redirect(app: &Arc<App>, handle: &str, login: &Login, idp: &str) ->
         Ok(sealed) => sealed,
         Err(error) => return server_error(app, &error),
     };
-    let begun = if let Some(idp) = saml_idp(&upstream.name, &upstream.kind) {
+    // An application that asked for a fresh sign-in gets one from the provider too.
+    let fresh = login.authorize.as_ref().is_some_and(|a| a.fresh)
+        || login.saml.as_ref().is_some_and(|s| s.force_authn);
+    let begun = if let Some(mut idp) = saml_idp(&upstream.name, &upstream.kind) {
+        idp.fresh = fresh;
         let state = random_token(32);
         let issuer = &app.config.issuer;
         crate::federation::saml::begin(&idp, &app.saml, issuer, &login.key, sealed, &state, now())
             .map(|(url, pending)| (url, state, pending))
             .map_err(|e| e.to_string())
-    } else if let Some(provider) = provider(app, &upstream.name, &upstream.kind) {
+    } else if let Some(mut provider) = provider(app, &upstream.name, &upstream.kind) {
+        provider.fresh = fresh;
         app.federation.begin(&provider, &login.key, sealed).await
-    } else if let Some(provider) = oauth2_provider(app, &upstream.name, &upstream.kind) {
+    } else if let Some(mut provider) = oauth2_provider(app, &upstream.name, &upstream.kind) {
+        provider.fresh = fresh;
         crate::federation::oauth2::begin(&provider, &login.key, sealed)
     } else {
         let why = match &upstream.kind {

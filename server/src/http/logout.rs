@@ -160,7 +160,14 @@ async fn logout(
             Some(location) => super::saml::slo::Finish::Redirect(location.to_string()),
             None => super::saml::slo::Finish::Page,
         };
-        response = super::saml::slo::run_chain(app, participants, finish, now).await;
+        response = super::saml::slo::run_chain(
+            app,
+            participants,
+            finish,
+            super::saml::slo::Outcome::LoggedOut,
+            now,
+        )
+        .await;
     }
     response.headers_mut().append(
         header::SET_COOKIE,

@@ -93,11 +93,11 @@ async fn sign_in(
         name_id_format: rp.name_id_format.clone(),
         acr_values: Vec::new(),
         is_passive: false,
+        // `wfresh=0`: the user must authenticate now.
+        force_authn: params.get("wfresh") == Some("0"),
         wsfed: true,
     };
-    // `wfresh=0`: the user must authenticate now.
-    let fresh = params.get("wfresh") == Some("0");
-    super::saml::sso::begin(app, addr, headers, saml, fresh, now()).await
+    super::saml::sso::begin(app, addr, headers, saml, now()).await
 }
 
 async fn sign_out(
@@ -139,7 +139,14 @@ async fn sign_out(
         None => super::saml::slo::Finish::Page,
     };
     let participants = session.map(|s| s.saml).unwrap_or_default();
-    let mut response = super::saml::slo::run_chain(app, participants, finish, now).await;
+    let mut response = super::saml::slo::run_chain(
+        app,
+        participants,
+        finish,
+        super::saml::slo::Outcome::LoggedOut,
+        now,
+    )
+    .await;
     response.headers_mut().append(
         header::SET_COOKIE,
         cookies::clear(cookies::SESSION, app.config.secure_cookies),

@@ -1280,6 +1280,7 @@ mod tests {
             authorize: None,
             saml: None,
             expires: 100,
+            supersedes: None,
             replaces: None,
         };
         store.commit(vec![Write::PutLogin(login(0))]).expect("put");

@@ -178,6 +178,10 @@ pub struct AuthorizeRequest {
     /// Suggested login name.
     #[serde(default)]
     pub login_hint: Option<String>,
+    /// The client asked for a fresh sign-in (`prompt=login` or `max_age=0`): an upstream
+    /// provider the flow sends the user to is asked for one too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fresh: bool,
 }
 
 /// A login in progress: the engine's run plus what the browser and protocol need.
@@ -203,6 +207,11 @@ pub struct Login {
     /// The SAML request to answer when the run completes, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub saml: Option<SamlAuthn>,
+    /// The key of the browser's session that this login does not build on (the application
+    /// asked for a fresh sign-in): ended when the login completes, its SAML service providers
+    /// handed to the new session so that signing out still tells them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supersedes: Option<String>,
     /// The key of the session this login builds on (single sign-on, step-up): replaced by the
     /// new session when the login completes.
     #[serde(default)]
@@ -230,6 +239,10 @@ pub struct SamlAuthn {
     /// (REFEDS MFA becomes `urn:idflow:acr:mfa`).
     #[serde(default)]
     pub acr_values: Vec<String>,
+    /// The SP asked for a fresh sign-in (`ForceAuthn`, WS-Federation's `wfresh=0`): an upstream
+    /// provider the flow sends the user to is asked for one too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force_authn: bool,
     /// The application signs in with WS-Federation: the assertion goes in an RSTR
     /// (`wresult`) and the relay state is its `wctx`.
     #[serde(default)]

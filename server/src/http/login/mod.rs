@@ -443,9 +443,10 @@ pub async fn continue_login(
                     Err(response) => response,
                 };
             }
-            // A step-up keeps the SAML service providers the replaced session signed in to:
-            // they are still to be told when the user signs out.
-            let saml = match &login.replaces {
+            // A step-up (or a fresh sign-in in a signed-in browser) keeps the SAML service
+            // providers the earlier session signed in to: they are still to be told when the
+            // user signs out.
+            let saml = match login.replaces.as_ref().or(login.supersedes.as_ref()) {
                 Some(previous) => match app.store.session(previous) {
                     Ok(found) => found.map(|s| s.saml).unwrap_or_default(),
                     Err(error) => return server_error(app, &error),
@@ -480,6 +481,9 @@ pub async fn continue_login(
             // a factor removal meanwhile ends this sign-in too.
             if let Some(previous) = &login.replaces {
                 batch.push(Write::TakeSession(previous.clone()));
+            }
+            if let Some(previous) = &login.supersedes {
+                batch.push(Write::DeleteSession(previous.clone()));
             }
             batch.push(Write::PutSession(session.clone()));
             let mut response = answer(app, &login, &session, &mut batch, now);

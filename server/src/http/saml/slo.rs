@@ -28,6 +28,20 @@ use crate::store::{Challenge, SamlParticipant, Write, token_key};
 /// How long one hop of the chain may take.
 const HOP_SECONDS: u64 = 300;
 
+/// How a logout chain has gone so far: what the SP that asked is told at its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Every participant told so far logged out.
+    LoggedOut,
+    /// Some participant could not be told, or did not log out (`PartialLogout`).
+    Partial,
+    /// The request named a principal this browser's session did not sign in (nothing ended).
+    UnknownPrincipal,
+}
+
+/// How long a logout request may take to reach us (beyond the configured skew).
+const REQUEST_WINDOW_SECONDS: u64 = 600;
+
 /// What a logout chain ends with.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Finish {
@@ -51,8 +65,11 @@ pub enum Finish {
 struct Chain {
     remaining: Vec<SamlParticipant>,
     finish: Finish,
+    outcome: Outcome,
     /// The LogoutRequest id the current hop waits an answer to.
     waiting: String,
+    /// The SP it was sent to.
+    waiting_sp: String,
 }
 
 fn chain_key(token: &str) -> String {
@@ -92,7 +109,7 @@ pub async fn get(
         .await;
     }
     if let (Some(encoded), Some(token)) = (params.get("SAMLResponse"), params.get("RelayState")) {
-        return next_hop(&app, encoded, token).await;
+        return next_hop(&app, &raw, encoded, token).await;
     }
     refused(
         &app,
@@ -145,6 +162,35 @@ async fn sp_initiated(
             "The application has no Single Logout address registered",
         );
     }
+    let skew = app.config.saml.skew_seconds;
+    let fresh = request
+        .issue_instant
+        .is_some_and(|at| at <= now + skew && at + REQUEST_WINDOW_SECONDS + skew >= now);
+    if !fresh {
+        return refused(app, "It was made too long ago, or its clock is wrong");
+    }
+    // Each request is answered once: a replayed one cannot end a later session.
+    let seen = Write::RecordOnce {
+        seen: Challenge {
+            key: format!(
+                "saml-logout-request:{}",
+                token_key(&format!("{}\u{0}{}", sp.name, request.id))
+            ),
+            user: String::new(),
+            data: serde_json::Value::Null,
+            expires: now + REQUEST_WINDOW_SECONDS + 2 * skew,
+        },
+        now,
+    };
+    let store = Arc::clone(&app.store);
+    match crate::http::blocking(move || store.commit(vec![seen])).await {
+        Ok(Ok(())) => {}
+        Ok(Err(crate::store::StoreError::Conflict(_))) => {
+            return refused(app, "It was already used");
+        }
+        Ok(Err(error)) => return server_error(app, &error),
+        Err(error) => return server_error(app, &error),
+    }
     let session = match current_session(app, headers, now) {
         Ok(session) => session,
         Err(response) => return response,
@@ -188,7 +234,14 @@ async fn sp_initiated(
         request_id: request.id.clone(),
         relay_state,
     };
-    let mut response = run_chain(app, remaining, finish, now).await;
+    // A request for another session ends nothing here: the SP is told its principal is not
+    // this browser's.
+    let outcome = if ending.is_some() {
+        Outcome::LoggedOut
+    } else {
+        Outcome::UnknownPrincipal
+    };
+    let mut response = run_chain(app, remaining, finish, outcome, now).await;
     if ending.is_some() {
         response.headers_mut().append(
             header::SET_COOKIE,
@@ -204,6 +257,7 @@ pub async fn run_chain(
     app: &Arc<App>,
     mut remaining: Vec<SamlParticipant>,
     finish: Finish,
+    mut outcome: Outcome,
     now: u64,
 ) -> Response {
     while !remaining.is_empty() {
@@ -214,7 +268,11 @@ pub async fn run_chain(
             .get(&participant.sp)
             .and_then(|sp| sp.slo_url.clone())
         else {
-            continue; // an SP without SLO cannot be told
+            // An SP without Single Logout cannot be told: the logout is partial.
+            if outcome == Outcome::LoggedOut {
+                outcome = Outcome::Partial;
+            }
+            continue;
         };
         let token = random_token(32);
         let request_id = idflow_saml::xml::new_id();
@@ -226,6 +284,7 @@ pub async fn run_chain(
             &participant.name_id_format,
             &participant.session_index,
             now,
+            now + HOP_SECONDS,
         );
         let url = match binding::redirect_url(
             &slo_url,
@@ -240,7 +299,9 @@ pub async fn run_chain(
         let chain = Chain {
             remaining,
             finish,
+            outcome,
             waiting: request_id,
+            waiting_sp: participant.sp.clone(),
         };
         let challenge = Challenge {
             key: chain_key(&token),
@@ -253,24 +314,39 @@ pub async fn run_chain(
         }
         return Redirect::to(&url).into_response();
     }
-    finished(app, finish, now)
+    finished(app, finish, outcome, now)
 }
 
-/// An SP's LogoutResponse to one hop: on to the next.
-async fn next_hop(app: &Arc<App>, encoded: &str, token: &str) -> Response {
+/// An SP's LogoutResponse to one hop: on to the next. It must come from the SP the hop went
+/// to (signed, when its key is known) and answer the request sent.
+async fn next_hop(app: &Arc<App>, raw: &str, encoded: &str, token: &str) -> Response {
     let now = now();
     let key = chain_key(token);
     let chain = match app.store.challenge(&key, now) {
         Ok(found) => found.and_then(|c| serde_json::from_value::<Chain>(c.data).ok()),
         Err(error) => return server_error(app, &error),
     };
-    let Some(chain) = chain else {
+    let Some(mut chain) = chain else {
         return refused(app, "It does not belong to a sign-out in progress");
     };
+    let Some(sp) = app.config.service_providers.get(&chain.waiting_sp) else {
+        return refused(app, "The application it comes from is no longer configured");
+    };
+    if !sp.certificates.is_empty()
+        && let Err(error) = binding::verify_query_signature(raw, "SAMLResponse", &sp.certificates)
+    {
+        return refused(app, &format!("Its signature does not check: {error}"));
+    }
     match binding::decode_redirect(encoded).and_then(|xml| logout::parse_logout_response(&xml)) {
+        Ok(answer) if answer.issuer != sp.entity_id => {
+            return refused(app, "It comes from another application than the one asked");
+        }
         Ok(answer) if answer.in_response_to.as_deref() == Some(chain.waiting.as_str()) => {
             if answer.status.as_deref() != Some(uri::SUCCESS) {
-                tracing::warn!(issuer = answer.issuer, status = ?answer.status, "an SP did not log out");
+                tracing::warn!(sp = sp.name, status = ?answer.status, "an SP did not log out");
+                if chain.outcome == Outcome::LoggedOut {
+                    chain.outcome = Outcome::Partial;
+                }
             }
         }
         Ok(_) => return refused(app, "It answers another sign-out"),
@@ -279,35 +355,39 @@ async fn next_hop(app: &Arc<App>, encoded: &str, token: &str) -> Response {
     if let Err(response) = commit(app, vec![Write::TakeChallenge(key)]).await {
         return response;
     }
-    run_chain(app, chain.remaining, chain.finish, now).await
+    run_chain(app, chain.remaining, chain.finish, chain.outcome, now).await
 }
 
 /// The end of a chain.
-fn finished(app: &App, finish: Finish, now: u64) -> Response {
+fn finished(app: &App, finish: Finish, outcome: Outcome, now: u64) -> Response {
     match finish {
         Finish::Respond {
             sp,
             request_id,
             relay_state,
         } => {
-            let Some(slo_url) = app
-                .config
-                .service_providers
-                .get(&sp)
-                .and_then(|sp| sp.slo_url.clone())
+            let Some(sp) = app.config.service_providers.get(&sp) else {
+                return signed_out(app);
+            };
+            let Some(destination) = sp.slo_response_url.clone().or_else(|| sp.slo_url.clone())
             else {
                 return signed_out(app);
+            };
+            let status = match outcome {
+                Outcome::LoggedOut => (uri::SUCCESS, None),
+                Outcome::Partial => (uri::SUCCESS, Some(uri::PARTIAL_LOGOUT)),
+                Outcome::UnknownPrincipal => (uri::REQUESTER, Some(uri::UNKNOWN_PRINCIPAL)),
             };
             let xml = logout::logout_response(
                 &idflow_saml::xml::new_id(),
                 &super::entity_id(app),
-                &slo_url,
+                &destination,
                 &request_id,
-                uri::SUCCESS,
+                status,
                 now,
             );
             match binding::redirect_url(
-                &slo_url,
+                &destination,
                 "SAMLResponse",
                 &xml,
                 relay_state.as_deref(),

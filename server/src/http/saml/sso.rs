@@ -243,6 +243,7 @@ async fn sso(
         name_id_format: sp.name_id_format.clone(),
         acr_values: acr_values(&request.authn_contexts),
         is_passive: request.is_passive,
+        force_authn: request.force_authn,
         wsfed: false,
     };
     match request.name_id_format.as_deref() {
@@ -258,7 +259,7 @@ async fn sso(
             );
         }
     }
-    begin(app, addr, headers, saml, request.force_authn, now).await
+    begin(app, addr, headers, saml, now).await
 }
 
 /// What the SP's requested contexts mean for the flow.
@@ -301,9 +302,10 @@ async fn idp_initiated(
         name_id_format: sp.name_id_format.clone(),
         acr_values: Vec::new(),
         is_passive: false,
+        force_authn: false,
         wsfed: false,
     };
-    begin(app, addr, headers, saml, false, now()).await
+    begin(app, addr, headers, saml, now()).await
 }
 
 /// Starts the login for the SP's flow, carrying the session unless `ForceAuthn` was asked
@@ -313,7 +315,6 @@ pub(crate) async fn begin(
     addr: SocketAddr,
     headers: &HeaderMap,
     saml: SamlAuthn,
-    force_authn: bool,
     now: u64,
 ) -> Response {
     if app.registry.snapshot().flow_for(&saml.sp).is_none() {
@@ -324,7 +325,7 @@ pub(crate) async fn begin(
         );
     }
     let session = match current_session(app, headers, now) {
-        Ok(session) => session.filter(|_| !force_authn),
+        Ok(session) => session.filter(|_| !saml.force_authn),
         Err(response) => return response,
     };
     let sso = match &session {
