@@ -226,3 +226,25 @@ def test_jit_prompts_for_consent_a_username_and_a_password_before_creating_the_a
     default_rp = RelyingParty(downstream, "crm")
     back = local.login(default_rp.authorize_url(), username="alice2", password="a long passphrase 1")
     assert default_rp.finish(back)["sub"] == claims["sub"]
+
+
+def redirect_to_upstream(upstream, downstream, browser, **extra):
+    """Follows demo-web's sign-in at the downstream up to the redirect to the upstream."""
+    url = RelyingParty(downstream, "demo-web").authorize_url(**extra)
+    for _ in range(5):
+        response = browser.session.get(url, allow_redirects=False, timeout=10)
+        url = urllib.parse.urljoin(url, response.headers["Location"])
+        if url.startswith(upstream.issuer):
+            return url
+    raise AssertionError(f"never sent to the upstream: {url}")
+
+
+def test_a_fresh_sign_in_asked_of_us_is_asked_of_the_provider(pair):
+    upstream, downstream = pair
+    browser = Browser(downstream)
+    plain = query(redirect_to_upstream(upstream, downstream, browser))
+    assert "prompt" not in plain, plain
+    fresh = query(redirect_to_upstream(upstream, downstream, browser, prompt="login"))
+    assert fresh.get("prompt") == "login", fresh
+    aged = query(redirect_to_upstream(upstream, downstream, Browser(downstream), max_age="0"))
+    assert aged.get("prompt") == "login", aged

@@ -14,6 +14,7 @@ import shutil
 import tempfile
 import time
 import urllib.parse
+import zlib
 
 import pytest
 import requests
@@ -280,3 +281,19 @@ def test_an_expired_answer_is_refused():
         assert_nothing_created(downstream)
     finally:
         cleanup()
+
+
+def test_a_fresh_sign_in_asked_of_us_is_asked_of_the_idp(pair):
+    upstream, downstream = pair
+    for extra, forced in (({}, False), ({"prompt": "login"}, True)):
+        browser = Browser(downstream)
+        url = RelyingParty(downstream, "demo-web").authorize_url(**extra)
+        for _ in range(5):
+            response = browser.session.get(url, allow_redirects=False, timeout=10)
+            url = urllib.parse.urljoin(url, response.headers["Location"])
+            if url.startswith(upstream.issuer):
+                break
+        sent = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))
+        xml = zlib.decompress(base64.b64decode(sent["SAMLRequest"]), -15).decode()
+        assert ('ForceAuthn="true"' in xml) == forced, xml
+        assert sent["SigAlg"].endswith("rsa-sha256") and sent["Signature"], sent
