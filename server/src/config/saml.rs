@@ -105,6 +105,7 @@ struct SpSection {
     #[serde(default)]
     acs_urls: Vec<String>,
     metadata_file: Option<PathBuf>,
+    metadata: Option<String>,
     certificate_file: Option<PathBuf>,
     require_signed_requests: Option<bool>,
     name_id_format: Option<String>,
@@ -154,8 +155,14 @@ pub fn parse_service_providers(
             .clone()
             .try_into()
             .map_err(|e| format!("service_providers.{name}: {e}"))?;
-        let metadata = match &section.metadata_file {
-            Some(path) => {
+        // The SP's metadata, from a file or inline (a TOML multi-line string).
+        let metadata = match (&section.metadata_file, &section.metadata) {
+            (Some(_), Some(_)) => {
+                return Err(format!(
+                    "service_providers.{name}: give metadata_file or metadata, not both"
+                ));
+            }
+            (Some(path), None) => {
                 let path = resolve(path.clone());
                 let text = std::fs::read_to_string(&path)
                     .map_err(|e| format!("{}: {}: {e}", key("metadata_file"), path.display()))?;
@@ -164,14 +171,18 @@ pub fn parse_service_providers(
                         .map_err(|e| format!("{}: {e}", key("metadata_file")))?,
                 )
             }
-            None => None,
+            (None, Some(text)) => Some(
+                idflow_saml::metadata::parse_sp(text)
+                    .map_err(|e| format!("{}: {e}", key("metadata")))?,
+            ),
+            (None, None) => None,
         };
         let entity_id = match (&section.entity_id, &metadata) {
             (Some(id), _) => id.clone(),
             (None, Some(metadata)) => metadata.entity_id.clone(),
             (None, None) => {
                 return Err(format!(
-                    "{}: give entity_id or metadata_file",
+                    "{}: give entity_id, metadata_file or metadata",
                     key("entity_id")
                 ));
             }
@@ -342,6 +353,38 @@ mod tests {
                 .expect_err("no id")
                 .contains("entity_id")
         );
+    }
+
+    #[test]
+    fn inline_metadata_gives_the_entity_acs_by_index_certificate_and_logout_addresses() {
+        let credential = idflow_saml::Credential::generate("sp.test").expect("key");
+        let metadata = format!(
+            concat!(
+                r#"<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" entityID="https://sp.test/meta">"#,
+                r#"<md:SPSSODescriptor AuthnRequestsSigned="true" protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol">"#,
+                r#"<md:KeyDescriptor use="signing"><ds:KeyInfo xmlns:ds="http://www.w3.org/2000/09/xmldsig#"><ds:X509Data>"#,
+                r#"<ds:X509Certificate>{}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor>"#,
+                r#"<md:SingleLogoutService Binding="{}" Location="https://sp.test/slo" ResponseLocation="https://sp.test/slo-back"/>"#,
+                r#"<md:AssertionConsumerService Binding="{}" Location="https://sp.test/acs-7" index="7"/>"#,
+                r#"<md:AssertionConsumerService Binding="{}" Location="https://sp.test/acs-2" index="2" isDefault="true"/>"#,
+                r#"</md:SPSSODescriptor></md:EntityDescriptor>"#
+            ),
+            credential.certificate_base64(),
+            uri::REDIRECT,
+            uri::POST,
+            uri::POST
+        );
+        let text = format!("[sp]\nmetadata = '''{metadata}'''\n");
+        let parsed = parse(&text).expect("parses");
+        let sp = &parsed["sp"];
+        assert_eq!(sp.entity_id, "https://sp.test/meta");
+        assert_eq!(sp.acs_urls[0], "https://sp.test/acs-2", "the default first");
+        assert_eq!(sp.acs_indexes[&7], "https://sp.test/acs-7");
+        assert!(sp.requests_signed && sp.certificates.len() == 1);
+        assert_eq!(sp.slo_url.as_deref(), Some("https://sp.test/slo"));
+        assert_eq!(sp.slo_response_url.as_deref(), Some("https://sp.test/slo-back"));
+        let both = format!("{text}metadata_file = \"x.xml\"\n");
+        assert!(parse(&both).expect_err("both").contains("not both"));
     }
 
     #[test]
