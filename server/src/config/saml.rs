@@ -382,7 +382,10 @@ mod tests {
         assert_eq!(sp.acs_indexes[&7], "https://sp.test/acs-7");
         assert!(sp.requests_signed && sp.certificates.len() == 1);
         assert_eq!(sp.slo_url.as_deref(), Some("https://sp.test/slo"));
-        assert_eq!(sp.slo_response_url.as_deref(), Some("https://sp.test/slo-back"));
+        assert_eq!(
+            sp.slo_response_url.as_deref(),
+            Some("https://sp.test/slo-back")
+        );
         let both = format!("{text}metadata_file = \"x.xml\"\n");
         assert!(parse(&both).expect_err("both").contains("not both"));
     }
