@@ -233,16 +233,17 @@ pub async fn callback(
         }
     };
     // RFC 9207: an answer that names its issuer must name the one this login went to (a
-    // provider cannot pass another's answer off as its own: mix-up).
-    // A plain OAuth 2.0 provider configured without an issuer cannot be checked.
+    // provider cannot pass another's answer off as its own: mix-up). A plain OAuth 2.0
+    // provider configured without an issuer cannot be checked.
     let expected_issuer = upstream.and_then(|u| match &u.kind {
-        UpstreamKind::Oidc { issuer, .. } => Some(Some(issuer.as_str())),
-        UpstreamKind::OAuth2 { issuer, .. } => issuer.as_deref().map(Some),
-        _ => Some(None),
+        UpstreamKind::Oidc { issuer, .. } => Some(issuer.as_str()),
+        UpstreamKind::OAuth2 { issuer, .. } => issuer.as_deref(),
+        _ => None,
     });
-    let mixed_up = params
-        .get("iss")
-        .is_some_and(|iss| expected_issuer.is_some_and(|expected| Some(iss) != expected));
+    let mixed_up = matches!(
+        (params.get("iss"), expected_issuer),
+        (Some(iss), Some(expected)) if iss != expected
+    );
     let input = match (params.get("error"), params.get("code"), upstream) {
         // A SAML answer, verified (and audited) at the ACS.
         _ if pending.answer.is_some() => match pending.answer.clone() {
