@@ -1,0 +1,345 @@
+//! List and read responses: `attributes` / `excludedAttributes` (RFC 7644 3.9), `sortBy` /
+//! `sortOrder` (3.4.2.3) and `startIndex` / `count` pagination (3.4.2.4).
+
+use std::cmp::Ordering;
+use std::ops::Range;
+
+use scim_v2::filter::{AttrPath, PatchPath};
+use serde_json::{Map, Value, json};
+
+use crate::error::ScimError;
+use crate::path::{is_core, key_of, values};
+
+/// Attributes every representation carries whatever is asked (`returned: always`).
+const ALWAYS: &[&str] = &["id", "schemas"];
+
+/// Reads a comma-separated attribute list (`attributes`, `excludedAttributes`).
+pub fn parse_attributes(text: &str) -> Result<Vec<AttrPath>, ScimError> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .map(|name| match name.parse::<PatchPath>() {
+            Ok(PatchPath::Attr(path)) => Ok(path),
+            _ => Err(ScimError::invalid_value(format!(
+                "`{name}` is not an attribute path"
+            ))),
+        })
+        .collect()
+}
+
+/// Reads one attribute path (`sortBy`).
+pub fn parse_attribute(text: &str) -> Result<AttrPath, ScimError> {
+    match parse_attributes(text)?.as_slice() {
+        [one] => Ok(one.clone()),
+        _ => Err(ScimError::invalid_value(format!(
+            "`{text}` is not one attribute path"
+        ))),
+    }
+}
+
+/// `resource` with only `attributes` (when given) and without `excluded`.
+pub fn project(resource: &Value, attributes: &[AttrPath], excluded: &[AttrPath]) -> Value {
+    let Some(all) = resource.as_object() else {
+        return resource.clone();
+    };
+    let mut out = if attributes.is_empty() {
+        all.clone()
+    } else {
+        let mut kept = Map::new();
+        for name in ALWAYS {
+            if let Some(key) = key_of(all, name) {
+                kept.insert(key.clone(), all[&key].clone());
+            }
+        }
+        for path in attributes {
+            copy(all, &mut kept, path);
+        }
+        kept
+    };
+    for path in excluded {
+        if ALWAYS.iter().any(|a| a.eq_ignore_ascii_case(&path.name)) && path.sub_attr.is_none() {
+            continue;
+        }
+        remove(&mut out, path);
+    }
+    Value::Object(out)
+}
+
+fn containers<'a>(
+    object: &'a Map<String, Value>,
+    uri: Option<&str>,
+) -> Option<(Option<String>, &'a Map<String, Value>)> {
+    match uri.filter(|u| !is_core(u)) {
+        None => Some((None, object)),
+        Some(uri) => {
+            let key = key_of(object, uri)?;
+            object
+                .get(&key)?
+                .as_object()
+                .map(|inner| (Some(key), inner))
+        }
+    }
+}
+
+fn copy(from: &Map<String, Value>, to: &mut Map<String, Value>, path: &AttrPath) {
+    let Some((extension, source)) = containers(from, path.uri.as_deref()) else {
+        return;
+    };
+    let Some(key) = key_of(source, &path.name) else {
+        return;
+    };
+    let value = match (&path.sub_attr, &source[&key]) {
+        (None, value) => value.clone(),
+        (Some(sub), Value::Array(items)) => Value::Array(
+            items
+                .iter()
+                .filter_map(|item| {
+                    let object = item.as_object()?;
+                    let sub_key = key_of(object, sub)?;
+                    Some(json!({ sub_key.clone(): object[&sub_key].clone() }))
+                })
+                .collect(),
+        ),
+        (Some(sub), Value::Object(object)) => match key_of(object, sub) {
+            Some(sub_key) => json!({ sub_key.clone(): object[&sub_key].clone() }),
+            None => return,
+        },
+        _ => return,
+    };
+    let target = match extension {
+        None => to,
+        Some(extension) => match to
+            .entry(extension)
+            .or_insert_with(|| Value::Object(Map::new()))
+        {
+            Value::Object(inner) => inner,
+            _ => return,
+        },
+    };
+    match (target.get_mut(&key), value) {
+        (Some(Value::Object(existing)), Value::Object(more)) => existing.extend(more),
+        (_, value) => {
+            target.insert(key, value);
+        }
+    }
+}
+
+fn remove(object: &mut Map<String, Value>, path: &AttrPath) {
+    let target = match path.uri.as_deref().filter(|u| !is_core(u)) {
+        None => object,
+        Some(uri) => match key_of(object, uri).and_then(|key| object.get_mut(&key)) {
+            Some(Value::Object(inner)) => inner,
+            _ => return,
+        },
+    };
+    let Some(key) = key_of(target, &path.name) else {
+        return;
+    };
+    match (&path.sub_attr, target.get_mut(&key)) {
+        (None, _) => {
+            target.remove(&key);
+        }
+        (Some(sub), Some(Value::Object(inner))) => {
+            if let Some(sub_key) = key_of(inner, sub) {
+                inner.remove(&sub_key);
+            }
+        }
+        (Some(sub), Some(Value::Array(items))) => {
+            for item in items.iter_mut() {
+                if let Some(inner) = item.as_object_mut()
+                    && let Some(sub_key) = key_of(inner, sub)
+                {
+                    inner.remove(&sub_key);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The value a resource sorts by: the primary value of a multi-valued attribute, else its
+/// first (RFC 7644 3.4.2.3).
+fn sort_key<'a>(resource: &'a Value, by: &AttrPath) -> Option<&'a Value> {
+    let whole = AttrPath {
+        uri: by.uri.clone(),
+        name: by.name.clone(),
+        sub_attr: None,
+    };
+    let elements = values(resource, &whole);
+    let primary = elements
+        .iter()
+        .find(|e| crate::path::get(e, "primary") == Some(&Value::Bool(true)));
+    let chosen = primary.or(elements.first()).copied()?;
+    match &by.sub_attr {
+        Some(sub) => crate::path::get(chosen, sub),
+        None if chosen.is_object() => crate::path::get(chosen, "value"),
+        None => Some(chosen),
+    }
+}
+
+fn order(a: Option<&Value>, b: Option<&Value>) -> Ordering {
+    match (a, b) {
+        (Some(Value::String(a)), Some(Value::String(b))) => a.to_lowercase().cmp(&b.to_lowercase()),
+        (Some(Value::Number(a)), Some(Value::Number(b))) => a
+            .as_f64()
+            .partial_cmp(&b.as_f64())
+            .unwrap_or(Ordering::Equal),
+        (Some(Value::Bool(a)), Some(Value::Bool(b))) => a.cmp(b),
+        // Resources without the attribute sort last either way (RFC 7644 3.4.2.3).
+        (Some(_), None) => Ordering::Less,
+        (None, Some(_)) => Ordering::Greater,
+        _ => Ordering::Equal,
+    }
+}
+
+/// Sorts `resources` by `by`, ascending unless `descending`; without the attribute, last.
+pub fn sort(resources: &mut [Value], by: &AttrPath, descending: bool) {
+    resources.sort_by(|a, b| {
+        let (ka, kb) = (sort_key(a, by), sort_key(b, by));
+        match (ka, kb) {
+            (Some(_), Some(_)) if descending => order(kb, ka),
+            _ => order(ka, kb),
+        }
+    });
+}
+
+/// The largest page a list returns, whatever `count` asks.
+pub const MAX_PAGE: usize = 500;
+
+/// The slice of `total` results a page covers: `start_index` is 1-based (below 1 counts as
+/// 1), `count` is capped at [`MAX_PAGE`] (0 asks only for the total).
+pub fn page(total: usize, start_index: i64, count: Option<i64>) -> Range<usize> {
+    let start = usize::try_from(start_index.max(1) - 1)
+        .unwrap_or(0)
+        .min(total);
+    let count = count
+        .map_or(MAX_PAGE, |c| usize::try_from(c.max(0)).unwrap_or(0))
+        .min(MAX_PAGE);
+    start..start.saturating_add(count).min(total)
+}
+
+/// A ListResponse.
+pub fn list_response(resources: Vec<Value>, total: usize, start_index: usize) -> Value {
+    json!({
+        "schemas": [crate::urn::LIST_RESPONSE],
+        "totalResults": total,
+        "startIndex": start_index.max(1),
+        "itemsPerPage": resources.len(),
+        "Resources": resources,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ann() -> Value {
+        json!({
+            "schemas": [crate::urn::USER, crate::urn::ENTERPRISE_USER],
+            "id": "U-1",
+            "userName": "ann",
+            "name": {"givenName": "Ann", "familyName": "Lee"},
+            "emails": [{"value": "a@x", "type": "work"}, {"value": "a@y", "type": "home"}],
+            "meta": {"resourceType": "User"},
+            crate::urn::ENTERPRISE_USER: {"employeeNumber": "7", "department": "R&D"}
+        })
+    }
+
+    #[test]
+    fn attributes_keep_only_what_is_asked_plus_id_and_schemas() {
+        let asked = parse_attributes(&format!(
+            "userName, name.familyName, emails.value, {}:department",
+            crate::urn::ENTERPRISE_USER
+        ))
+        .expect("parses");
+        let shown = project(&ann(), &asked, &[]);
+        assert_eq!(
+            shown,
+            json!({
+                "schemas": [crate::urn::USER, crate::urn::ENTERPRISE_USER],
+                "id": "U-1",
+                "userName": "ann",
+                "name": {"familyName": "Lee"},
+                "emails": [{"value": "a@x"}, {"value": "a@y"}],
+                crate::urn::ENTERPRISE_USER: {"department": "R&D"}
+            })
+        );
+    }
+
+    #[test]
+    fn excluded_attributes_go_but_id_and_schemas_stay() {
+        let excluded = parse_attributes(&format!(
+            "emails, name.givenName, id, meta, {}:employeeNumber",
+            crate::urn::ENTERPRISE_USER
+        ))
+        .expect("parses");
+        let shown = project(&ann(), &[], &excluded);
+        assert!(shown.get("emails").is_none() && shown.get("meta").is_none());
+        assert_eq!(shown["name"], json!({"familyName": "Lee"}));
+        assert_eq!(shown["id"], "U-1");
+        assert_eq!(
+            shown[crate::urn::ENTERPRISE_USER],
+            json!({"department": "R&D"})
+        );
+        assert!(parse_attributes("emails[type eq \"work\"]").is_err());
+    }
+
+    #[test]
+    fn sorting_ignores_case_puts_the_missing_last_and_reverses() {
+        let mut list = vec![
+            json!({"userName": "bob"}),
+            json!({"id": "x"}),
+            json!({"userName": "Ann"}),
+            json!({"userName": "carl"}),
+        ];
+        let by = parse_attribute("userName").expect("path");
+        sort(&mut list, &by, false);
+        let names: Vec<&str> = list
+            .iter()
+            .map(|u| u["userName"].as_str().unwrap_or("-"))
+            .collect();
+        assert_eq!(names, ["Ann", "bob", "carl", "-"]);
+        sort(&mut list, &by, true);
+        let names: Vec<&str> = list
+            .iter()
+            .map(|u| u["userName"].as_str().unwrap_or("-"))
+            .collect();
+        assert_eq!(names, ["carl", "bob", "Ann", "-"]);
+    }
+
+    #[test]
+    fn a_multi_valued_attribute_sorts_by_its_primary_value() {
+        let mut list = vec![
+            json!({"id": "1", "emails": [{"value": "a@x"}, {"value": "z@x", "primary": true}]}),
+            json!({"id": "2", "emails": [{"value": "m@x"}]}),
+        ];
+        sort(&mut list, &parse_attribute("emails").expect("path"), false);
+        assert_eq!(list[0]["id"], "2", "z@x (primary) sorts after m@x");
+        sort(
+            &mut list,
+            &parse_attribute("emails.value").expect("path"),
+            false,
+        );
+        assert_eq!(list[0]["id"], "2");
+    }
+
+    #[test]
+    fn pages_are_one_based_clamped_and_capped() {
+        assert_eq!(page(10, 1, Some(3)), 0..3);
+        assert_eq!(page(10, 9, Some(5)), 8..10);
+        assert_eq!(page(10, 0, Some(2)), 0..2);
+        assert_eq!(page(10, -5, None), 0..10);
+        assert_eq!(page(10, 20, Some(5)), 10..10);
+        assert_eq!(page(10, 1, Some(0)), 0..0);
+        assert_eq!(page(10_000, 1, Some(100_000)), 0..MAX_PAGE);
+        let list = list_response(vec![json!({"id": "a"})], 7, 3);
+        assert_eq!(
+            (
+                list["totalResults"].clone(),
+                list["itemsPerPage"].clone(),
+                list["startIndex"].clone()
+            ),
+            (json!(7), json!(1), json!(3))
+        );
+    }
+}
