@@ -74,6 +74,26 @@ impl ScimError {
         ScimError::new(409, Some("uniqueness"), detail)
     }
 
+    /// 500: the server failed (the detail is for the log; the body says only that).
+    pub fn new_internal(detail: impl Into<String>) -> ScimError {
+        ScimError::new(500, None, detail)
+    }
+
+    /// 401: no or wrong credentials.
+    pub fn unauthorized(detail: impl Into<String>) -> ScimError {
+        ScimError::new(401, None, detail)
+    }
+
+    /// 403: credentials without the `scim` privilege or scope.
+    pub fn forbidden(detail: impl Into<String>) -> ScimError {
+        ScimError::new(403, None, detail)
+    }
+
+    /// 405: the resource does not take this method.
+    pub fn method_not_allowed(detail: impl Into<String>) -> ScimError {
+        ScimError::new(405, None, detail)
+    }
+
     /// 404: no such resource.
     pub fn not_found(detail: impl Into<String>) -> ScimError {
         ScimError::new(404, None, detail)

@@ -6,6 +6,7 @@
 //! - [`patch`]: PATCH operations (add, replace, remove; attribute, sub-attribute, value-filter
 //!   and extension-URN paths) applied to a resource.
 //! - [`query`]: `attributes` / `excludedAttributes`, sorting and pagination of list responses.
+//! - [`schema`]: the discovery documents (schemas, resource types, service provider config).
 //! - [`error`]: SCIM error bodies with their `scimType`.
 //!
 //! Resources are `serde_json::Value` documents: the server owns the mapping between them and
@@ -16,6 +17,7 @@ pub mod filter;
 pub mod patch;
 pub mod path;
 pub mod query;
+pub mod schema;
 
 pub use error::ScimError;
 

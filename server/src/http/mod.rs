@@ -27,6 +27,7 @@ pub mod pages;
 pub mod params;
 pub mod revoke;
 pub mod saml;
+pub mod scim;
 pub mod token;
 pub mod tokens;
 pub mod userinfo;
@@ -69,6 +70,43 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/saml2/metadata", get(saml::metadata::get))
         .route("/saml2/sso", get(saml::sso::get).post(saml::sso::post))
         .route("/saml2/slo", get(saml::slo::get))
+        .route(
+            "/scim/v2/ServiceProviderConfig",
+            get(scim::discovery::service_provider_config).fallback(scim::method_not_allowed),
+        )
+        .route(
+            "/scim/v2/ResourceTypes",
+            get(scim::discovery::resource_types).fallback(scim::method_not_allowed),
+        )
+        .route(
+            "/scim/v2/ResourceTypes/{id}",
+            get(scim::discovery::resource_type).fallback(scim::method_not_allowed),
+        )
+        .route(
+            "/scim/v2/Schemas",
+            get(scim::discovery::schemas).fallback(scim::method_not_allowed),
+        )
+        .route(
+            "/scim/v2/Schemas/{id}",
+            get(scim::discovery::schema).fallback(scim::method_not_allowed),
+        )
+        .route(
+            "/scim/v2/Users",
+            get(scim::users::get_list)
+                .post(scim::users::create)
+                .fallback(scim::method_not_allowed),
+        )
+        .route("/scim/v2/Users/.search", post(scim::users::search))
+        .route("/scim/v2/.search", post(scim::users::search))
+        .route(
+            "/scim/v2/Users/{id}",
+            get(scim::users::get_one)
+                .put(scim::users::replace)
+                .patch(scim::users::patch)
+                .delete(scim::users::delete)
+                .fallback(scim::method_not_allowed),
+        )
+        .route("/scim/v2/{*rest}", axum::routing::any(scim::not_found))
         .route("/wsfed", get(wsfed::get))
         .route(
             "/FederationMetadata/2007-06/FederationMetadata.xml",

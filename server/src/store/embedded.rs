@@ -442,6 +442,45 @@ fn apply(txn: &WriteTransaction, write: Write) -> StoreResult<()> {
             }
             write_user(txn, &user, None)
         }
+        Write::DeleteUser(id) => {
+            let user: User = get_in(txn, USERS, &id)?
+                .ok_or_else(|| StoreError::Conflict(format!("no user `{id}`")))?;
+            release_name(txn, USERNAMES, &user.username)?;
+            release_name(txn, EMAILS, &user.email)?;
+            remove(txn, USERS, &id)?;
+            let (start, end) = factor_range(&id);
+            let mut factors = Vec::new();
+            for entry in txn
+                .open_table(FACTORS)
+                .map_err(fail)?
+                .range(start.as_str()..end.as_str())
+                .map_err(fail)?
+            {
+                let (key, value) = entry.map_err(fail)?;
+                let factor: Factor = decode(value.value())?;
+                factors.push((key.value().to_string(), factor.credential_id));
+            }
+            for (key, credential) in factors {
+                remove(txn, FACTORS, &key)?;
+                if let Some(credential) = credential {
+                    txn.open_table(CREDENTIALS)
+                        .map_err(fail)?
+                        .remove(credential.as_str())
+                        .map_err(fail)?;
+                }
+            }
+            txn.open_table(LINKS)
+                .map_err(fail)?
+                .retain(|_, user| user != id)
+                .map_err(fail)?;
+            apply(
+                txn,
+                Write::EndUserSessions {
+                    user: id,
+                    except: None,
+                },
+            )
+        }
         Write::UpdateUser(user) => {
             let old: User = get_in(txn, USERS, &user.id)?
                 .ok_or_else(|| StoreError::Failed(format!("no user `{}`", user.id)))?;

@@ -52,6 +52,10 @@ pub enum Write {
     CreateUser(User),
     /// Replace a user (by id), keeping the name indexes right.
     UpdateUser(User),
+    /// Delete a user with everything that signs in as them: their names, factors (and the
+    /// passkey credentials they hold), upstream links, sessions and refresh tokens. Fails with
+    /// a conflict if the user is gone.
+    DeleteUser(String),
     /// Count a failed credential attempt and lock the user when the count reaches
     /// `lock_after`, in the same transaction (concurrent logins cannot each stay under it).
     RecordFailure {

@@ -1,0 +1,414 @@
+//! `/scim/v2/Users`: list and search, read, create, replace, PATCH and delete, with ETags
+//! (`If-Match`) and an audit entry for every change.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use idflow_scim::query::{list_response, page, parse_attribute, parse_attributes, project, sort};
+use idflow_scim::{ScimError, filter, patch};
+use scim_v2::filter::AttrPath;
+use serde_json::Value;
+
+use super::resource::{READ_ONLY, absorb, render};
+use super::{Scim, authenticate, base};
+use crate::app::{App, now};
+use crate::effects::audit;
+use crate::http::AppState;
+use crate::http::params::Params;
+use crate::store::{StoreError, User, Write};
+
+type Caller = std::net::SocketAddr;
+
+/// What a list or search asks for.
+struct ListRequest {
+    filter: Option<scim_v2::filter::Filter>,
+    sort_by: Option<AttrPath>,
+    descending: bool,
+    start_index: i64,
+    count: Option<i64>,
+    attributes: Vec<AttrPath>,
+    excluded: Vec<AttrPath>,
+}
+
+fn internal(error: impl std::fmt::Display) -> ScimError {
+    ScimError::new_internal(error.to_string())
+}
+
+fn number(value: Option<&str>, name: &str) -> Result<Option<i64>, ScimError> {
+    value
+        .map(|v| {
+            v.trim()
+                .parse::<i64>()
+                .map_err(|_| ScimError::invalid_value(format!("`{name}` must be an integer")))
+        })
+        .transpose()
+}
+
+impl ListRequest {
+    fn from_query(params: &Params) -> Result<ListRequest, ScimError> {
+        Ok(ListRequest {
+            filter: params.get("filter").map(filter::parse).transpose()?,
+            sort_by: params.get("sortBy").map(parse_attribute).transpose()?,
+            descending: match params.get("sortOrder") {
+                None => false,
+                Some(order) if order.eq_ignore_ascii_case("ascending") => false,
+                Some(order) if order.eq_ignore_ascii_case("descending") => true,
+                Some(_) => {
+                    return Err(ScimError::invalid_value(
+                        "`sortOrder` is ascending or descending",
+                    ));
+                }
+            },
+            start_index: number(params.get("startIndex"), "startIndex")?.unwrap_or(1),
+            count: number(params.get("count"), "count")?,
+            attributes: params
+                .get("attributes")
+                .map(parse_attributes)
+                .transpose()?
+                .unwrap_or_default(),
+            excluded: params
+                .get("excludedAttributes")
+                .map(parse_attributes)
+                .transpose()?
+                .unwrap_or_default(),
+        })
+    }
+
+    fn from_search(body: &Value) -> Result<ListRequest, ScimError> {
+        let text = |name: &str| idflow_scim::path::get(body, name).and_then(Value::as_str);
+        let list = |name: &str| -> Result<Vec<AttrPath>, ScimError> {
+            match idflow_scim::path::get(body, name) {
+                None | Some(Value::Null) => Ok(Vec::new()),
+                Some(Value::String(text)) => parse_attributes(text),
+                Some(Value::Array(items)) => {
+                    let names: Vec<&str> = items.iter().filter_map(Value::as_str).collect();
+                    parse_attributes(&names.join(","))
+                }
+                Some(_) => Err(ScimError::invalid_value(format!(
+                    "`{name}` is a list of attribute names"
+                ))),
+            }
+        };
+        let int = |name: &str| match idflow_scim::path::get(body, name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(value) => value
+                .as_i64()
+                .map(Some)
+                .ok_or_else(|| ScimError::invalid_value(format!("`{name}` must be an integer"))),
+        };
+        Ok(ListRequest {
+            filter: text("filter").map(filter::parse).transpose()?,
+            sort_by: text("sortBy").map(parse_attribute).transpose()?,
+            descending: text("sortOrder").is_some_and(|o| o.eq_ignore_ascii_case("descending")),
+            start_index: int("startIndex")?.unwrap_or(1),
+            count: int("count")?,
+            attributes: list("attributes")?,
+            excluded: list("excludedAttributes")?,
+        })
+    }
+}
+
+fn query(raw: Option<String>) -> Result<Params, ScimError> {
+    Params::parse_with_limit(raw.unwrap_or_default().as_bytes(), 16 * 1024)
+        .map_err(ScimError::invalid_value)
+}
+
+fn json_body(body: &Bytes) -> Result<Value, ScimError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ScimError::invalid_syntax(format!("the body is not JSON: {e}")))
+}
+
+async fn list(app: &Arc<App>, request: ListRequest) -> Result<(StatusCode, Value), ScimError> {
+    let base = base(app);
+    let store = Arc::clone(&app.store);
+    let users = crate::http::blocking(move || store.users())
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+    let mut resources: Vec<Value> = users.iter().map(|user| render(user, &base)).collect();
+    if let Some(filter) = &request.filter {
+        resources.retain(|resource| filter::matches(filter, resource));
+    }
+    match &request.sort_by {
+        Some(by) => sort(&mut resources, by, request.descending),
+        // A stable order without sortBy, so pages do not overlap.
+        None => resources.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str())),
+    }
+    let total = resources.len();
+    let range = page(total, request.start_index, request.count);
+    let start = range.start + 1;
+    let shown = resources[range]
+        .iter()
+        .map(|r| project(r, &request.attributes, &request.excluded))
+        .collect();
+    Ok((StatusCode::OK, list_response(shown, total, start)))
+}
+
+/// `GET /scim/v2/Users`.
+pub async fn get_list(State(app): AppState, headers: HeaderMap, RawQuery(raw): RawQuery) -> Scim {
+    Scim(
+        async {
+            authenticate(&app, &headers, now()).await?;
+            list(&app, ListRequest::from_query(&query(raw)?)?).await
+        }
+        .await,
+    )
+}
+
+/// `POST /scim/v2/Users/.search` and `POST /scim/v2/.search`.
+pub async fn search(State(app): AppState, headers: HeaderMap, body: Bytes) -> Scim {
+    Scim(
+        async {
+            authenticate(&app, &headers, now()).await?;
+            list(&app, ListRequest::from_search(&json_body(&body)?)?).await
+        }
+        .await,
+    )
+}
+
+fn load(app: &App, id: &str) -> Result<User, ScimError> {
+    app.store
+        .user(id)
+        .map_err(internal)?
+        .ok_or_else(|| ScimError::not_found(format!("no user `{id}`")))
+}
+
+/// `GET /scim/v2/Users/{id}`.
+pub async fn get_one(
+    State(app): AppState,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Scim {
+    Scim(
+        async {
+            authenticate(&app, &headers, now()).await?;
+            let params = query(raw)?;
+            let attributes = params
+                .get("attributes")
+                .map(parse_attributes)
+                .transpose()?
+                .unwrap_or_default();
+            let excluded = params
+                .get("excludedAttributes")
+                .map(parse_attributes)
+                .transpose()?
+                .unwrap_or_default();
+            let resource = render(&load(&app, &id)?, &base(&app));
+            if let Some(version) = headers
+                .get(header::IF_NONE_MATCH)
+                .and_then(|v| v.to_str().ok())
+                && resource["meta"]["version"].as_str() == Some(version)
+            {
+                return Ok((StatusCode::NOT_MODIFIED, Value::Null));
+            }
+            Ok((StatusCode::OK, project(&resource, &attributes, &excluded)))
+        }
+        .await,
+    )
+}
+
+/// Refuses a change whose `If-Match` names another version.
+fn check_version(headers: &HeaderMap, current: &Value) -> Result<(), ScimError> {
+    let Some(wanted) = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) else {
+        return Ok(());
+    };
+    let version = current["meta"]["version"].as_str().unwrap_or_default();
+    if wanted.trim() == "*" || wanted.split(',').any(|v| v.trim() == version) {
+        Ok(())
+    } else {
+        Err(ScimError::precondition_failed(format!(
+            "the user is at version {version}"
+        )))
+    }
+}
+
+/// A name or address another user holds: 409 `uniqueness`.
+fn check_unique(app: &App, user: &User) -> Result<(), ScimError> {
+    for name in [&user.username, &user.email] {
+        if name.is_empty() {
+            continue;
+        }
+        if let Some(other) = app.store.user_by_login(name).map_err(internal)?
+            && other.id != user.id
+        {
+            return Err(ScimError::uniqueness(format!(
+                "`{name}` is another user's username or email"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Hashes a password set through SCIM like any other (the policy applies).
+async fn hash(app: &App, password: Option<String>) -> Result<Option<String>, ScimError> {
+    let Some(password) = password else {
+        return Ok(None);
+    };
+    let hasher = app.passwords.clone();
+    match crate::http::blocking(move || hasher.hash(&password)).await {
+        Ok(Ok(hash)) => Ok(Some(hash)),
+        Ok(Err(why)) => Err(ScimError::invalid_value(format!(
+            "the password is not acceptable: {why}"
+        ))),
+        Err(error) => Err(internal(error)),
+    }
+}
+
+async fn commit(app: &Arc<App>, batch: Vec<Write>) -> Result<(), ScimError> {
+    let store = Arc::clone(&app.store);
+    match crate::http::blocking(move || store.commit(batch))
+        .await
+        .map_err(internal)?
+    {
+        Ok(()) => Ok(()),
+        Err(StoreError::Conflict(why)) => Err(ScimError::precondition_failed(why)),
+        Err(StoreError::Failed(why)) if why.contains("taken") || why.contains("another user's") => {
+            Err(ScimError::uniqueness(why))
+        }
+        Err(error) => Err(internal(error)),
+    }
+}
+
+fn audited(event: &str, actor: &str, user: &str, ip: &Caller, now: u64) -> Write {
+    let mut entry = audit(
+        event,
+        user,
+        &ip.ip().to_string(),
+        now,
+        serde_json::json!({ "by": "scim" }),
+    );
+    if let Write::Audit(event) = &mut entry {
+        event.actor = actor.to_string();
+    }
+    entry
+}
+
+/// `POST /scim/v2/Users`.
+pub async fn create(
+    State(app): AppState,
+    axum::extract::ConnectInfo(ip): ConnectInfo<Caller>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Scim {
+    Scim(
+        async {
+            let now = now();
+            let actor = authenticate(&app, &headers, now).await?;
+            let mut user = User::new(crate::crypto::random_token(12), String::new(), now);
+            let password = absorb(&mut user, json_body(&body)?, now)?;
+            check_unique(&app, &user)?;
+            user.password_hash = hash(&app, password).await?;
+            let resource = render(&user, &base(&app));
+            let batch = vec![
+                audited("scim.user.create", &actor, &user.id, &ip, now),
+                Write::CreateUser(user),
+            ];
+            commit(&app, batch).await?;
+            Ok((StatusCode::CREATED, resource))
+        }
+        .await,
+    )
+}
+
+/// `PUT /scim/v2/Users/{id}`: the whole resource replaced (the password kept unless given).
+pub async fn replace(
+    State(app): AppState,
+    ConnectInfo(ip): ConnectInfo<Caller>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Scim {
+    Scim(
+        async {
+            let now = now();
+            let actor = authenticate(&app, &headers, now).await?;
+            let mut user = load(&app, &id)?;
+            check_version(&headers, &render(&user, &base(&app)))?;
+            let password = absorb(&mut user, json_body(&body)?, now)?;
+            store_change(&app, user, password, "scim.user.replace", &actor, &ip, now).await
+        }
+        .await,
+    )
+}
+
+/// `PATCH /scim/v2/Users/{id}`.
+pub async fn patch(
+    State(app): AppState,
+    ConnectInfo(ip): ConnectInfo<Caller>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Scim {
+    Scim(
+        async {
+            let now = now();
+            let actor = authenticate(&app, &headers, now).await?;
+            let operations = patch::parse_request(&json_body(&body)?)?;
+            let mut user = load(&app, &id)?;
+            let mut resource = render(&user, &base(&app));
+            check_version(&headers, &resource)?;
+            patch::apply(&mut resource, &operations, READ_ONLY)?;
+            let password = absorb(&mut user, resource, now)?;
+            store_change(&app, user, password, "scim.user.patch", &actor, &ip, now).await
+        }
+        .await,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn store_change(
+    app: &Arc<App>,
+    mut user: User,
+    password: Option<String>,
+    event: &str,
+    actor: &str,
+    ip: &Caller,
+    now: u64,
+) -> Result<(StatusCode, Value), ScimError> {
+    check_unique(app, &user)?;
+    if let Some(hash) = hash(app, password).await? {
+        user.password_hash = Some(hash);
+    }
+    let resource = render(&user, &base(app));
+    let mut batch = vec![audited(event, actor, &user.id, ip, now)];
+    // A deactivated user is signed out everywhere.
+    if user.disabled {
+        batch.push(Write::EndUserSessions {
+            user: user.id.clone(),
+            except: None,
+        });
+    }
+    batch.push(Write::UpdateUser(user));
+    commit(app, batch).await?;
+    Ok((StatusCode::OK, resource))
+}
+
+/// `DELETE /scim/v2/Users/{id}`.
+pub async fn delete(
+    State(app): AppState,
+    ConnectInfo(ip): ConnectInfo<Caller>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Scim {
+    Scim(
+        async {
+            let now = now();
+            let actor = authenticate(&app, &headers, now).await?;
+            let user = load(&app, &id)?;
+            check_version(&headers, &render(&user, &base(&app)))?;
+            commit(
+                &app,
+                vec![
+                    audited("scim.user.delete", &actor, &id, &ip, now),
+                    Write::DeleteUser(id.clone()),
+                ],
+            )
+            .await?;
+            Ok((StatusCode::NO_CONTENT, Value::Null))
+        }
+        .await,
+    )
+}
