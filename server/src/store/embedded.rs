@@ -1092,6 +1092,56 @@ mod tests {
     }
 
     #[test]
+    fn deleting_a_user_frees_their_names_and_removes_factors_links_and_sessions() {
+        let (store, dir) = store();
+        let mut ann = User::new("u1".into(), "ann".into(), 0);
+        ann.email = "ann@example.com".into();
+        let session = Session {
+            key: "s1".into(),
+            sid: "s1".into(),
+            user: "u1".into(),
+            auth_time: 1,
+            amr: Vec::new(),
+            acr: String::new(),
+            claims: Default::default(),
+            flow: String::new(),
+            expires: u64::MAX,
+            csrf: String::new(),
+            steps: Vec::new(),
+            identifier: String::new(),
+            saml: Vec::new(),
+        };
+        store
+            .commit(vec![
+                Write::CreateUser(ann),
+                Write::PutFactor(factor("u1", "f1", crate::store::FactorKind::Totp)),
+                Write::LinkIdentity {
+                    idp: "google".into(),
+                    subject: "g-1".into(),
+                    user: "u1".into(),
+                },
+                Write::PutSession(session),
+            ])
+            .expect("setup");
+        store
+            .commit(vec![Write::DeleteUser("u1".into())])
+            .expect("delete");
+        assert_eq!(store.user("u1").expect("read"), None);
+        assert!(store.factors("u1").expect("read").is_empty());
+        assert_eq!(store.linked_user("google", "g-1").expect("read"), None);
+        assert!(store.session("s1").expect("read").is_none());
+        let again = User::new("u2".into(), "ANN@example.com".into(), 0);
+        store
+            .commit(vec![Write::CreateUser(again)])
+            .expect("the name and address are free again");
+        assert!(matches!(
+            store.commit(vec![Write::DeleteUser("u1".into())]),
+            Err(StoreError::Conflict(_))
+        ));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
     fn deleting_a_users_sessions_keeps_the_one_asked_and_other_users() {
         let (store, dir) = store();
         let session = |key: &str, user: &str| Session {
