@@ -103,6 +103,13 @@ def test_filters_sorting_and_pagination(server):
                     emails=[{"value": f"{name}@work.example", "type": "work", "primary": True}],
                     **{"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {"employeeNumber": number}})
     assert scim.names(filter='userName eq "CAROL"') == ["carol"]
+    # Lookups answered through the name index still obey the filter exactly.
+    assert scim.names(filter=f'userName eq "{ALICE.email}"') == [], "an email is not a userName"
+    assert scim.names(filter='emails.value eq "carol@work.example"') == ["carol"]
+    assert scim.names(filter='emails eq "DAVE@work.example" and active eq true') == []
+    carol_id = scim.call("GET", "/Users", filter='userName eq "carol"').json()["Resources"][0]["id"]
+    assert scim.names(filter=f'id eq "{carol_id}"') == ["carol"]
+    assert scim.names(filter=f'id eq "{carol_id.lower()}x"') == []
     assert scim.names(filter='userName sw "c" or userName ew "RIN"', sortBy="userName") == ["carol", "erin"]
     assert scim.names(filter='emails[type eq "work" and value co "dave"]') == ["dave"]
     assert scim.names(filter="active eq false") == ["dave"]

@@ -120,13 +120,54 @@ fn json_body(body: &Bytes) -> Result<Value, ScimError> {
         .map_err(|e| ScimError::invalid_syntax(format!("the body is not JSON: {e}")))
 }
 
+/// The users a filter can match, found through an index when it pins `userName`, an email
+/// or `id` with `eq` (the lookup every provisioning client makes before it creates or
+/// updates); `None` when the whole directory must be read. The filter still decides.
+fn candidates(app: &App, filter: &scim_v2::filter::Filter) -> Result<Option<Vec<User>>, ScimError> {
+    use scim_v2::filter::{AttrExp, CompValue, CompareOp, Filter};
+    match filter {
+        Filter::Attr(AttrExp::Comparison(path, CompareOp::Eq, CompValue::Str(value)))
+            if path.uri.as_deref().is_none_or(idflow_scim::path::is_core) =>
+        {
+            let name = path.name.to_ascii_lowercase();
+            let sub = path.sub_attr.as_deref().map(str::to_ascii_lowercase);
+            let found = match (name.as_str(), sub.as_deref()) {
+                ("username", None) | ("emails", None | Some("value")) => {
+                    app.store.user_by_login(value).map_err(internal)?
+                }
+                ("id", None) => app.store.user(value).map_err(internal)?,
+                _ => return Ok(None),
+            };
+            Ok(Some(found.into_iter().collect()))
+        }
+        Filter::And(operands) => {
+            for operand in operands.as_slice() {
+                if let Some(found) = candidates(app, operand)? {
+                    return Ok(Some(found));
+                }
+            }
+            Ok(None)
+        }
+        _ => Ok(None),
+    }
+}
+
 async fn list(app: &Arc<App>, request: ListRequest) -> Result<(StatusCode, Value), ScimError> {
     let base = base(app);
-    let store = Arc::clone(&app.store);
-    let users = crate::http::blocking(move || store.users())
-        .await
-        .map_err(internal)?
-        .map_err(internal)?;
+    let pinned = match &request.filter {
+        Some(filter) => candidates(app, filter)?,
+        None => None,
+    };
+    let users = match pinned {
+        Some(users) => users,
+        None => {
+            let store = Arc::clone(&app.store);
+            crate::http::blocking(move || store.users())
+                .await
+                .map_err(internal)?
+                .map_err(internal)?
+        }
+    };
     let mut resources: Vec<Value> = users.iter().map(|user| render(user, &base)).collect();
     if let Some(filter) = &request.filter {
         resources.retain(|resource| filter::matches(filter, resource));
