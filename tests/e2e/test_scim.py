@@ -121,6 +121,13 @@ def test_filters_sorting_and_pagination(server):
     page = scim.call("GET", "/Users", sortBy="userName", startIndex="2", count="2").json()
     assert (page["totalResults"], page["startIndex"], page["itemsPerPage"]) == (7, 2, 2)
     assert [u["userName"] for u in page["Resources"]] == everyone[1:3]
+    # Pages without a sort follow one stable order: together they list everyone once.
+    seen = []
+    for start in (1, 4, 7):
+        chunk = scim.call("GET", "/Users", startIndex=str(start), count="3").json()
+        assert chunk["totalResults"] == 7 and chunk["startIndex"] == start
+        seen += [u["id"] for u in chunk["Resources"]]
+    assert len(seen) == 7 == len(set(seen)), seen
     only = scim.call("GET", "/Users", filter='userName eq "carol"', attributes="userName").json()["Resources"][0]
     assert set(only) == {"id", "schemas", "userName"}, only
     search = scim.call("POST", "/.search", {"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],

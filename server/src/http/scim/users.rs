@@ -168,6 +168,20 @@ async fn list(app: &Arc<App>, request: ListRequest) -> Result<(StatusCode, Value
                 .map_err(internal)?
         }
     };
+    // Without a filter or a sort, the page is cut from the records by id and only it is
+    // rendered: a directory of 100,000 users is not turned into JSON to show 100 of them.
+    if request.filter.is_none() && request.sort_by.is_none() {
+        let mut users = users;
+        users.sort_by(|a, b| a.id.cmp(&b.id));
+        let total = users.len();
+        let range = page(total, request.start_index, request.count);
+        let start = range.start + 1;
+        let shown = users[range]
+            .iter()
+            .map(|user| project(&render(user, &base), &request.attributes, &request.excluded))
+            .collect();
+        return Ok((StatusCode::OK, list_response(shown, total, start)));
+    }
     let mut resources: Vec<Value> = users.iter().map(|user| render(user, &base)).collect();
     if let Some(filter) = &request.filter {
         resources.retain(|resource| filter::matches(filter, resource));
