@@ -183,6 +183,17 @@ def test_authentication_authorization_and_bad_bodies(server):
         answer = Scim(server, authorization).call("GET", "/Users")
         assert answer.status_code == status, (authorization[:12], answer.text)
     scim = Scim(server)
+    # Users whose roles give privileges are not SCIM's to change: neither a client with the
+    # scope nor a user with only the `scim` privilege may reset such an account.
+    bot = scim.call("GET", "/Users", filter='userName eq "hr-bot"').json()["Resources"][0]
+    patch = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+             "Operations": [{"op": "replace", "path": "password", "value": "taken over, 12345"}]}
+    for caller in (scim, Scim(server, client_token(server, "hr-sync", "scim"))):
+        assert caller.call("PATCH", f"/Users/{bot['id']}", patch).status_code == 403
+        assert caller.call("PUT", f"/Users/{bot['id']}", {"userName": "hr-bot"}).status_code == 403
+        assert caller.call("DELETE", f"/Users/{bot['id']}").status_code == 403
+    alice = scim.call("GET", "/Users", filter='userName eq "alice"').json()["Resources"][0]
+    assert scim.call("PATCH", f"/Users/{alice['id']}", patch).status_code == 200
     assert scim.call("POST", "/Users", None).status_code == 400
     garbage = requests.post(server.url("/scim/v2/Users"), data="{not json", headers=scim.headers, timeout=10)
     assert garbage.status_code == 400 and garbage.json()["scimType"] == "invalidSyntax"

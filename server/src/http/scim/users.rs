@@ -265,6 +265,40 @@ pub async fn get_one(
     )
 }
 
+/// The privileges `user`'s roles give.
+fn privileges(app: &App, user: &User) -> Result<Vec<String>, ScimError> {
+    let mut all = Vec::new();
+    for role in &user.roles {
+        if let Some(found) = app.store.role(role).map_err(internal)? {
+            all.extend(found.privileges);
+        }
+    }
+    Ok(all)
+}
+
+/// SCIM manages ordinary accounts. A user whose roles give any privilege (the built-in `admin`
+/// among them) is changed or deleted only by a caller who holds every privilege (`*`): the
+/// `scim` privilege or scope must not become an administrator's password.
+fn guard(app: &App, actor: &str, target: &User) -> Result<(), ScimError> {
+    if privileges(app, target)?.is_empty() {
+        return Ok(());
+    }
+    let superuser = match actor.strip_prefix("client:") {
+        Some(_) => false,
+        None => match app.store.user(actor).map_err(internal)? {
+            Some(caller) => privileges(app, &caller)?.iter().any(|p| p == "*"),
+            None => false,
+        },
+    };
+    if superuser {
+        Ok(())
+    } else {
+        Err(ScimError::forbidden(
+            "this user holds privileges; only a caller holding every privilege may change them through SCIM",
+        ))
+    }
+}
+
 /// Refuses a change whose `If-Match` names another version.
 fn check_version(headers: &HeaderMap, current: &Value) -> Result<(), ScimError> {
     let Some(wanted) = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) else {
@@ -381,6 +415,7 @@ pub async fn replace(
             let now = now();
             let actor = authenticate(&app, &headers, now).await?;
             let mut user = load(&app, &id)?;
+            guard(&app, &actor, &user)?;
             check_version(&headers, &render(&user, &base(&app)))?;
             let password = absorb(&mut user, json_body(&body)?, now)?;
             store_change(&app, user, password, "scim.user.replace", &actor, &ip, now).await
@@ -403,6 +438,7 @@ pub async fn patch(
             let actor = authenticate(&app, &headers, now).await?;
             let operations = patch::parse_request(&json_body(&body)?)?;
             let mut user = load(&app, &id)?;
+            guard(&app, &actor, &user)?;
             let mut resource = render(&user, &base(&app));
             check_version(&headers, &resource)?;
             patch::apply(&mut resource, &operations, READ_ONLY)?;
@@ -453,6 +489,7 @@ pub async fn delete(
             let now = now();
             let actor = authenticate(&app, &headers, now).await?;
             let user = load(&app, &id)?;
+            guard(&app, &actor, &user)?;
             check_version(&headers, &render(&user, &base(&app)))?;
             commit(
                 &app,
