@@ -94,6 +94,11 @@ impl ScimError {
         ScimError::new(405, None, detail)
     }
 
+    /// 429: too many failed attempts from this address or at this account.
+    pub fn too_many_requests(detail: impl Into<String>) -> ScimError {
+        ScimError::new(429, None, detail)
+    }
+
     /// 404: no such resource.
     pub fn not_found(detail: impl Into<String>) -> ScimError {
         ScimError::new(404, None, detail)

@@ -177,18 +177,35 @@ fn sort_key<'a>(resource: &'a Value, by: &AttrPath) -> Option<&'a Value> {
     }
 }
 
+/// Where a kind of value sorts among others, so that mixed kinds (a client may store a number
+/// where another stored a string) still make one consistent order.
+fn rank(value: &Value) -> u8 {
+    match value {
+        Value::Bool(_) => 0,
+        Value::Number(_) => 1,
+        Value::String(_) => 2,
+        Value::Null => 4,
+        Value::Array(_) | Value::Object(_) => 3,
+    }
+}
+
 fn order(a: Option<&Value>, b: Option<&Value>) -> Ordering {
     match (a, b) {
-        (Some(Value::String(a)), Some(Value::String(b))) => a.to_lowercase().cmp(&b.to_lowercase()),
+        (Some(Value::String(a)), Some(Value::String(b))) => a
+            .to_lowercase()
+            .cmp(&b.to_lowercase())
+            .then_with(|| a.cmp(b)),
         (Some(Value::Number(a)), Some(Value::Number(b))) => a
             .as_f64()
-            .partial_cmp(&b.as_f64())
-            .unwrap_or(Ordering::Equal),
+            .unwrap_or(0.0)
+            .total_cmp(&b.as_f64().unwrap_or(0.0)),
         (Some(Value::Bool(a)), Some(Value::Bool(b))) => a.cmp(b),
+        (Some(a), Some(b)) if rank(a) != rank(b) => rank(a).cmp(&rank(b)),
+        (Some(a), Some(b)) => a.to_string().cmp(&b.to_string()),
         // Resources without the attribute sort last either way (RFC 7644 3.4.2.3).
         (Some(_), None) => Ordering::Less,
         (None, Some(_)) => Ordering::Greater,
-        _ => Ordering::Equal,
+        (None, None) => Ordering::Equal,
     }
 }
 
@@ -321,6 +338,35 @@ mod tests {
             false,
         );
         assert_eq!(list[0]["id"], "2");
+    }
+
+    #[test]
+    fn mixed_kinds_sort_in_one_consistent_order() {
+        let mut list: Vec<Value> = [
+            json!(3),
+            json!("b"),
+            json!(true),
+            json!(1),
+            json!("A"),
+            json!({"x": 1}),
+            json!(null),
+        ]
+        .into_iter()
+        .map(|v| json!({"title": v}))
+        .collect();
+        sort(&mut list, &parse_attribute("title").expect("path"), false);
+        // A complex value without a `value` sorts as no value: last.
+        let titles: Vec<Value> = list.iter().map(|u| u["title"].clone()).collect();
+        let expected = [
+            json!(true),
+            json!(1),
+            json!(3),
+            json!("A"),
+            json!("b"),
+            json!(null),
+            json!({"x": 1}),
+        ];
+        assert_eq!(titles, expected);
     }
 
     #[test]

@@ -176,7 +176,7 @@ def test_authentication_authorization_and_bad_bodies(server):
     assert anonymous.json()["status"] == "401"
     for authorization, status in [
         (basic("hr-bot", "wrong"), 401),
-        (basic("alice", ALICE.password), 403),            # no scim privilege
+        (basic("alice", ALICE.password), 401),            # no scim privilege: the same 401
         ("Bearer not-a-token", 401),
         (client_token(server, "reporting", "reports"), 403),  # no scim scope
     ]:
@@ -197,10 +197,31 @@ def test_authentication_authorization_and_bad_bodies(server):
     assert scim.call("POST", "/Users", None).status_code == 400
     garbage = requests.post(server.url("/scim/v2/Users"), data="{not json", headers=scim.headers, timeout=10)
     assert garbage.status_code == 400 and garbage.json()["scimType"] == "invalidSyntax"
+    as_text = requests.post(server.url("/scim/v2/Users"), data='{"userName": "t"}',
+                            headers={**scim.headers, "Content-Type": "text/plain"}, timeout=10)
+    assert as_text.status_code == 400, "a cross-site text/plain post is not a SCIM body"
+    # Two spellings of one attribute: refused, never stored for a later reader to find.
+    twice = scim.call("POST", "/Users", {"userName": "mallory", "USERNAME": "admin", "ID": "x"})
+    assert twice.status_code == 400 and twice.json()["scimType"] == "invalidSyntax", twice.text
+    assert scim.call("POST", "/Users", {"userName": "Admin"}).status_code == 409
+    # A PUT that omits `active` leaves a disabled user disabled.
+    gina = scim.create("gina", active=False)
+    assert scim.call("PUT", f"/Users/{gina['id']}", {"userName": "gina"}).json()["active"] is False
+    # Users holding a role (bob) are the administrators' to manage, not SCIM's.
+    bob = scim.call("GET", "/Users", filter='userName eq "bob"').json()["Resources"][0]
+    assert scim.call("DELETE", f"/Users/{bob['id']}").status_code == 403
     assert scim.call("POST", "/Users", {"displayName": "no name"}).json()["scimType"] == "invalidValue"
     assert scim.call("GET", "/Users/nobody").status_code == 404
     assert scim.call("GET", "/Nothing").status_code == 404
     assert scim.call("DELETE", "/Schemas").status_code == 405
+
+
+def test_basic_credentials_are_throttled_like_the_login_page(server):
+    wrong = Scim(server, basic("hr-bot", "not the password"))
+    statuses = [wrong.call("GET", "/Users").status_code for _ in range(12)]
+    assert statuses[0] == 401 and statuses[-1] == 429, statuses
+    # The right password from that address is refused too while the limit holds.
+    assert Scim(server).call("GET", "/Users").status_code == 429
 
 
 def test_a_password_set_through_scim_signs_in_and_a_deleted_user_is_gone(server):

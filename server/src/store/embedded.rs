@@ -481,6 +481,17 @@ fn apply(txn: &WriteTransaction, write: Write) -> StoreResult<()> {
                 },
             )
         }
+        Write::ReplaceUser { user, expected } => {
+            let old: User = get_in(txn, USERS, &user.id)?
+                .ok_or_else(|| StoreError::Conflict(format!("no user `{}`", user.id)))?;
+            if old != *expected {
+                return Err(StoreError::Conflict(format!(
+                    "the user `{}` changed meanwhile",
+                    user.id
+                )));
+            }
+            write_user(txn, &user, Some(&old))
+        }
         Write::UpdateUser(user) => {
             let old: User = get_in(txn, USERS, &user.id)?
                 .ok_or_else(|| StoreError::Failed(format!("no user `{}`", user.id)))?;
@@ -1138,6 +1149,48 @@ mod tests {
             store.commit(vec![Write::DeleteUser("u1".into())]),
             Err(StoreError::Conflict(_))
         ));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_replacement_applies_only_over_the_record_it_was_made_from() {
+        let (store, dir) = store();
+        let ann = User::new("u1".into(), "ann".into(), 0);
+        store
+            .commit(vec![Write::CreateUser(ann.clone())])
+            .expect("create");
+        let mut renamed = ann.clone();
+        renamed.username = "ann2".into();
+        // Meanwhile an administrator grants a role.
+        store
+            .commit(vec![Write::GrantRole {
+                user: "u1".into(),
+                role: "approver".into(),
+            }])
+            .expect("grant");
+        let stale = Write::ReplaceUser {
+            user: renamed.clone(),
+            expected: Box::new(ann),
+        };
+        assert!(matches!(
+            store.commit(vec![stale]),
+            Err(StoreError::Conflict(_))
+        ));
+        let current = store.user("u1").expect("read").expect("there");
+        assert_eq!(
+            current.roles,
+            vec!["approver".to_string()],
+            "the grant stays"
+        );
+        let mut fresh = current.clone();
+        fresh.username = "ann2".into();
+        store
+            .commit(vec![Write::ReplaceUser {
+                user: fresh,
+                expected: Box::new(current),
+            }])
+            .expect("over the current record");
+        assert!(store.user_by_login("ann2").expect("read").is_some());
         let _ = std::fs::remove_dir_all(dir);
     }
 

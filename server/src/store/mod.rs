@@ -52,6 +52,14 @@ pub enum Write {
     CreateUser(User),
     /// Replace a user (by id), keeping the name indexes right.
     UpdateUser(User),
+    /// Replace a user only if the stored record is still `expected` (a conflict otherwise):
+    /// a read-modify-write that cannot undo a change made meanwhile.
+    ReplaceUser {
+        /// The new record.
+        user: User,
+        /// The record the change was made from.
+        expected: Box<User>,
+    },
     /// Delete a user with everything that signs in as them: their names, factors (and the
     /// passkey credentials they hold), upstream links, sessions and refresh tokens. Fails with
     /// a conflict if the user is gone.

@@ -1,7 +1,7 @@
 //! `/ServiceProviderConfig`, `/ResourceTypes`, `/Schemas` (RFC 7644 4): what SCIM clients read
 //! before anything else. Served to authenticated callers only, like the rest.
 
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use idflow_scim::ScimError;
 use idflow_scim::query::list_response;
@@ -12,8 +12,12 @@ use crate::app::now;
 use crate::http::AppState;
 
 /// `GET /scim/v2/ServiceProviderConfig`.
-pub async fn service_provider_config(State(app): AppState, headers: HeaderMap) -> Scim {
-    if let Err(error) = authenticate(&app, &headers, now()).await {
+pub async fn service_provider_config(
+    State(app): AppState,
+    ConnectInfo(ip): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+) -> Scim {
+    if let Err(error) = authenticate(&app, &headers, &ip.ip().to_string(), now()).await {
         return Scim(Err(error));
     }
     let config =
@@ -37,8 +41,12 @@ fn one(items: Vec<Value>, id: &str) -> Scim {
 }
 
 /// `GET /scim/v2/ResourceTypes`.
-pub async fn resource_types(State(app): AppState, headers: HeaderMap) -> Scim {
-    if let Err(error) = authenticate(&app, &headers, now()).await {
+pub async fn resource_types(
+    State(app): AppState,
+    ConnectInfo(ip): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+) -> Scim {
+    if let Err(error) = authenticate(&app, &headers, &ip.ip().to_string(), now()).await {
         return Scim(Err(error));
     }
     listed(idflow_scim::schema::resource_types(&base(&app)))
@@ -47,18 +55,23 @@ pub async fn resource_types(State(app): AppState, headers: HeaderMap) -> Scim {
 /// `GET /scim/v2/ResourceTypes/{id}`.
 pub async fn resource_type(
     State(app): AppState,
+    ConnectInfo(ip): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Scim {
-    if let Err(error) = authenticate(&app, &headers, now()).await {
+    if let Err(error) = authenticate(&app, &headers, &ip.ip().to_string(), now()).await {
         return Scim(Err(error));
     }
     one(idflow_scim::schema::resource_types(&base(&app)), &id)
 }
 
 /// `GET /scim/v2/Schemas`.
-pub async fn schemas(State(app): AppState, headers: HeaderMap) -> Scim {
-    if let Err(error) = authenticate(&app, &headers, now()).await {
+pub async fn schemas(
+    State(app): AppState,
+    ConnectInfo(ip): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+) -> Scim {
+    if let Err(error) = authenticate(&app, &headers, &ip.ip().to_string(), now()).await {
         return Scim(Err(error));
     }
     match idflow_scim::schema::schemas(&base(&app)) {
@@ -68,8 +81,13 @@ pub async fn schemas(State(app): AppState, headers: HeaderMap) -> Scim {
 }
 
 /// `GET /scim/v2/Schemas/{id}`.
-pub async fn schema(State(app): AppState, headers: HeaderMap, Path(id): Path<String>) -> Scim {
-    if let Err(error) = authenticate(&app, &headers, now()).await {
+pub async fn schema(
+    State(app): AppState,
+    ConnectInfo(ip): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Scim {
+    if let Err(error) = authenticate(&app, &headers, &ip.ip().to_string(), now()).await {
         return Scim(Err(error));
     }
     match idflow_scim::schema::schemas(&base(&app)) {

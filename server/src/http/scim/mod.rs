@@ -83,9 +83,15 @@ pub fn base(app: &App) -> String {
 }
 
 /// Who is calling: a client with the `scim` scope, or a user with the `scim` privilege.
+///
+/// Basic credentials are a password guess like any other: the address and name are throttled
+/// as at the login page, and only a user whose roles give `scim` can pass. Whether a name
+/// exists, lacks the privilege or has another password, the answer is the same 401, after the
+/// same argon2id work.
 pub async fn authenticate(
     app: &Arc<App>,
     headers: &HeaderMap,
+    ip: &str,
     now: u64,
 ) -> Result<String, ScimError> {
     let authorization = headers
@@ -93,54 +99,84 @@ pub async fn authenticate(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     let missing = || ScimError::unauthorized("a bearer token or basic credentials are required");
-    if let Some(token) = authorization.strip_prefix("Bearer ") {
-        let claims = crate::http::userinfo::validate_access_token(app, token.trim(), now)
-            .map_err(ScimError::unauthorized)?;
-        let scoped = claims["scope"]
-            .as_str()
-            .is_some_and(|s| s.split(' ').any(|scope| scope == PRIVILEGE));
-        if !scoped {
-            return Err(ScimError::forbidden("the token lacks the `scim` scope"));
-        }
-        let caller = claims["client_id"]
-            .as_str()
-            .or(claims["sub"].as_str())
-            .unwrap_or_default();
-        return Ok(format!("client:{caller}"));
+    let (scheme, credentials) = authorization.split_once(' ').unwrap_or((authorization, ""));
+    if scheme.eq_ignore_ascii_case("Bearer") {
+        return client(app, credentials.trim(), now);
     }
-    let Some(encoded) = authorization.strip_prefix("Basic ") else {
+    if !scheme.eq_ignore_ascii_case("Basic") {
         return Err(missing());
-    };
+    }
     let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
+        .decode(credentials.trim())
         .ok()
         .and_then(|bytes| String::from_utf8(bytes).ok())
         .ok_or_else(missing)?;
     let (name, password) = decoded.split_once(':').ok_or_else(missing)?;
+    let key = name.trim().to_lowercase();
+    if app.throttle.check(ip, Some(&key), now).is_err() {
+        return Err(ScimError::too_many_requests(
+            "too many failed attempts; try again later",
+        ));
+    }
     let user = app
         .store
         .user_by_login(name)
         .map_err(|e| ScimError::new_internal(e.to_string()))?
         .filter(|u| !u.disabled && !u.locked_at(now));
-    let hash = user.as_ref().and_then(|u| u.password_hash.clone());
-    // The decoy hash runs when there is no such user: the answer takes as long either way.
-    let verified = app.password_pool.verify(password.to_string(), hash).await;
-    let Some(user) = user.filter(|_| verified) else {
-        return Err(ScimError::unauthorized("the credentials are not valid"));
+    let user = match user {
+        Some(user) if holds_privilege(app, &user)? => Some(user),
+        _ => None,
     };
-    let mut privileged = false;
+    let hash = user.as_ref().and_then(|u| u.password_hash.clone());
+    // The decoy hash runs when there is no such user (or no privilege): the answer takes as
+    // long either way.
+    let verified = app.password_pool.verify(password.to_string(), hash).await;
+    match user.filter(|_| verified) {
+        Some(user) => {
+            app.throttle.passed(ip, &key);
+            Ok(user.id)
+        }
+        None => {
+            app.throttle.failed(ip, Some(&key), now);
+            Err(ScimError::unauthorized("the credentials are not valid"))
+        }
+    }
+}
+
+/// Whether `user`'s roles give the `scim` privilege (or every privilege).
+fn holds_privilege(app: &App, user: &crate::store::User) -> Result<bool, ScimError> {
     for role in &user.roles {
         let found = app
             .store
             .role(role)
             .map_err(|e| ScimError::new_internal(e.to_string()))?;
-        privileged |=
-            found.is_some_and(|r| r.privileges.iter().any(|p| p == "*" || p == PRIVILEGE));
+        if found.is_some_and(|r| r.privileges.iter().any(|p| p == "*" || p == PRIVILEGE)) {
+            return Ok(true);
+        }
     }
-    if !privileged {
-        return Err(ScimError::forbidden("the user lacks the `scim` privilege"));
+    Ok(false)
+}
+
+/// A bearer token's client: its token valid, carrying the `scim` scope, and the client still
+/// configured with that scope (a client removed or narrowed since loses access at once).
+fn client(app: &App, token: &str, now: u64) -> Result<String, ScimError> {
+    let claims = crate::http::userinfo::validate_access_token(app, token, now)
+        .map_err(ScimError::unauthorized)?;
+    let scoped = claims["scope"]
+        .as_str()
+        .is_some_and(|s| s.split(' ').any(|scope| scope == PRIVILEGE));
+    let client_id = claims["client_id"].as_str().unwrap_or_default();
+    let configured = app
+        .config
+        .applications
+        .get(client_id)
+        .is_some_and(|c| c.scopes.iter().any(|s| s == PRIVILEGE));
+    if !scoped || !configured || claims["sub"].as_str() != Some(client_id) {
+        return Err(ScimError::forbidden(
+            "the token does not carry the `scim` scope of a client allowed it",
+        ));
     }
-    Ok(user.id)
+    Ok(format!("client:{client_id}"))
 }
 
 /// `/scim/v2/*` that names nothing, and methods a resource does not take.

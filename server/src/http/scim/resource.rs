@@ -130,7 +130,11 @@ pub fn absorb(user: &mut User, resource: Value, now: u64) -> Result<Option<Strin
         Some(Value::Bool(active)) => Some(active),
         Some(_) => return Err(ScimError::invalid_value("`active` must be true or false")),
     };
-    user.disabled = active == Some(false);
+    // Absent, `active` leaves the account as it was (a PUT that omits it does not re-enable a
+    // user an administrator disabled).
+    if let Some(active) = active {
+        user.disabled = !active;
+    }
     let password = match take("password") {
         None | Some(Value::Null) => None,
         Some(password) => Some(text(&password, "password")?),

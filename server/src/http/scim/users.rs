@@ -115,9 +115,49 @@ fn query(raw: Option<String>) -> Result<Params, ScimError> {
         .map_err(ScimError::invalid_value)
 }
 
-fn json_body(body: &Bytes) -> Result<Value, ScimError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ScimError::invalid_syntax(format!("the body is not JSON: {e}")))
+fn json_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ScimError> {
+    // A SCIM body is JSON and says so: a form or text/plain post (which a browser can send
+    // across sites with cached Basic credentials) is refused.
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    if content_type != "application/scim+json" && content_type != "application/json" {
+        return Err(ScimError::invalid_syntax(
+            "the body must be application/scim+json (or application/json)",
+        ));
+    }
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ScimError::invalid_syntax(format!("the body is not JSON: {e}")))?;
+    if let Some(key) = repeated_key(&value) {
+        return Err(ScimError::invalid_syntax(format!(
+            "the attribute `{key}` appears twice (attribute names ignore case)"
+        )));
+    }
+    Ok(value)
+}
+
+/// A key that an object holds twice when case is ignored (at any depth): SCIM names ignore
+/// case, so such a body says two things at once, and the second could hide from checks.
+fn repeated_key(value: &Value) -> Option<String> {
+    match value {
+        Value::Object(members) => {
+            let mut seen = std::collections::BTreeSet::new();
+            for (key, inner) in members {
+                if !seen.insert(key.to_lowercase()) {
+                    return Some(key.clone());
+                }
+                if let Some(repeated) = repeated_key(inner) {
+                    return Some(repeated);
+                }
+            }
+            None
+        }
+        Value::Array(items) => items.iter().find_map(repeated_key),
+        _ => None,
+    }
 }
 
 /// The users a filter can match, found through an index when it pins `userName`, an email
@@ -158,31 +198,36 @@ async fn list(app: &Arc<App>, request: ListRequest) -> Result<(StatusCode, Value
         Some(filter) => candidates(app, filter)?,
         None => None,
     };
-    let users = match pinned {
-        Some(users) => users,
-        None => {
-            let store = Arc::clone(&app.store);
-            crate::http::blocking(move || store.users())
-                .await
-                .map_err(internal)?
-                .map_err(internal)?
-        }
-    };
+    let store = Arc::clone(&app.store);
+    // Reading, rendering, filtering and sorting a directory is CPU work: off the async
+    // workers, so a large search does not stall sign-ins.
+    crate::http::blocking(move || {
+        let users = match pinned {
+            Some(users) => users,
+            None => store.users().map_err(internal)?,
+        };
+        Ok((StatusCode::OK, page_of(users, &request, &base)))
+    })
+    .await
+    .map_err(internal)?
+}
+
+/// The page of `users` a list request asks for.
+fn page_of(mut users: Vec<User>, request: &ListRequest, base: &str) -> Value {
     // Without a filter or a sort, the page is cut from the records by id and only it is
     // rendered: a directory of 100,000 users is not turned into JSON to show 100 of them.
     if request.filter.is_none() && request.sort_by.is_none() {
-        let mut users = users;
         users.sort_by(|a, b| a.id.cmp(&b.id));
         let total = users.len();
         let range = page(total, request.start_index, request.count);
         let start = range.start + 1;
         let shown = users[range]
             .iter()
-            .map(|user| project(&render(user, &base), &request.attributes, &request.excluded))
+            .map(|user| project(&render(user, base), &request.attributes, &request.excluded))
             .collect();
-        return Ok((StatusCode::OK, list_response(shown, total, start)));
+        return list_response(shown, total, start);
     }
-    let mut resources: Vec<Value> = users.iter().map(|user| render(user, &base)).collect();
+    let mut resources: Vec<Value> = users.iter().map(|user| render(user, base)).collect();
     if let Some(filter) = &request.filter {
         resources.retain(|resource| filter::matches(filter, resource));
     }
@@ -198,14 +243,19 @@ async fn list(app: &Arc<App>, request: ListRequest) -> Result<(StatusCode, Value
         .iter()
         .map(|r| project(r, &request.attributes, &request.excluded))
         .collect();
-    Ok((StatusCode::OK, list_response(shown, total, start)))
+    list_response(shown, total, start)
 }
 
 /// `GET /scim/v2/Users`.
-pub async fn get_list(State(app): AppState, headers: HeaderMap, RawQuery(raw): RawQuery) -> Scim {
+pub async fn get_list(
+    State(app): AppState,
+    ConnectInfo(ip): ConnectInfo<Caller>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Scim {
     Scim(
         async {
-            authenticate(&app, &headers, now()).await?;
+            authenticate(&app, &headers, &ip.ip().to_string(), now()).await?;
             list(&app, ListRequest::from_query(&query(raw)?)?).await
         }
         .await,
@@ -213,11 +263,20 @@ pub async fn get_list(State(app): AppState, headers: HeaderMap, RawQuery(raw): R
 }
 
 /// `POST /scim/v2/Users/.search` and `POST /scim/v2/.search`.
-pub async fn search(State(app): AppState, headers: HeaderMap, body: Bytes) -> Scim {
+pub async fn search(
+    State(app): AppState,
+    ConnectInfo(ip): ConnectInfo<Caller>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Scim {
     Scim(
         async {
-            authenticate(&app, &headers, now()).await?;
-            list(&app, ListRequest::from_search(&json_body(&body)?)?).await
+            authenticate(&app, &headers, &ip.ip().to_string(), now()).await?;
+            list(
+                &app,
+                ListRequest::from_search(&json_body(&headers, &body)?)?,
+            )
+            .await
         }
         .await,
     )
@@ -233,13 +292,14 @@ fn load(app: &App, id: &str) -> Result<User, ScimError> {
 /// `GET /scim/v2/Users/{id}`.
 pub async fn get_one(
     State(app): AppState,
+    ConnectInfo(ip): ConnectInfo<Caller>,
     headers: HeaderMap,
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Scim {
     Scim(
         async {
-            authenticate(&app, &headers, now()).await?;
+            authenticate(&app, &headers, &ip.ip().to_string(), now()).await?;
             let params = query(raw)?;
             let attributes = params
                 .get("attributes")
@@ -276,11 +336,13 @@ fn privileges(app: &App, user: &User) -> Result<Vec<String>, ScimError> {
     Ok(all)
 }
 
-/// SCIM manages ordinary accounts. A user whose roles give any privilege (the built-in `admin`
-/// among them) is changed or deleted only by a caller who holds every privilege (`*`): the
-/// `scim` privilege or scope must not become an administrator's password.
+/// SCIM manages ordinary accounts. A user holding any role (the built-in `admin` among them) is
+/// changed or deleted only by a caller who holds every privilege (`*`): the `scim` privilege or
+/// scope must not become an administrator's (or an approver's) password.
 fn guard(app: &App, actor: &str, target: &User) -> Result<(), ScimError> {
-    if privileges(app, target)?.is_empty() {
+    // Roles are granted by administrators, and released to applications: a user holding any
+    // is managed by them, not by SCIM.
+    if target.roles.is_empty() && privileges(app, target)?.is_empty() {
         return Ok(());
     }
     let superuser = match actor.strip_prefix("client:") {
@@ -314,8 +376,21 @@ fn check_version(headers: &HeaderMap, current: &Value) -> Result<(), ScimError> 
     }
 }
 
-/// A name or address another user holds: 409 `uniqueness`.
+/// A name or address another user holds: 409 `uniqueness`. The built-in administrator's name
+/// is reserved even while no such user exists (start-up creates it when missing).
 fn check_unique(app: &App, user: &User) -> Result<(), ScimError> {
+    if user.username.eq_ignore_ascii_case(crate::app::ADMIN) {
+        let admin = app
+            .store
+            .user_by_login(crate::app::ADMIN)
+            .map_err(internal)?;
+        if admin.is_none_or(|a| a.id != user.id) {
+            return Err(ScimError::uniqueness(format!(
+                "the username `{}` is reserved",
+                crate::app::ADMIN
+            )));
+        }
+    }
     for name in [&user.username, &user.email] {
         if name.is_empty() {
             continue;
@@ -378,16 +453,16 @@ fn audited(event: &str, actor: &str, user: &str, ip: &Caller, now: u64) -> Write
 /// `POST /scim/v2/Users`.
 pub async fn create(
     State(app): AppState,
-    axum::extract::ConnectInfo(ip): ConnectInfo<Caller>,
+    ConnectInfo(ip): ConnectInfo<Caller>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Scim {
     Scim(
         async {
             let now = now();
-            let actor = authenticate(&app, &headers, now).await?;
+            let actor = authenticate(&app, &headers, &ip.ip().to_string(), now).await?;
             let mut user = User::new(crate::crypto::random_token(12), String::new(), now);
-            let password = absorb(&mut user, json_body(&body)?, now)?;
+            let password = absorb(&mut user, json_body(&headers, &body)?, now)?;
             check_unique(&app, &user)?;
             user.password_hash = hash(&app, password).await?;
             let resource = render(&user, &base(&app));
@@ -413,12 +488,19 @@ pub async fn replace(
     Scim(
         async {
             let now = now();
-            let actor = authenticate(&app, &headers, now).await?;
-            let mut user = load(&app, &id)?;
-            guard(&app, &actor, &user)?;
-            check_version(&headers, &render(&user, &base(&app)))?;
-            let password = absorb(&mut user, json_body(&body)?, now)?;
-            store_change(&app, user, password, "scim.user.replace", &actor, &ip, now).await
+            let actor = authenticate(&app, &headers, &ip.ip().to_string(), now).await?;
+            let original = load(&app, &id)?;
+            guard(&app, &actor, &original)?;
+            check_version(&headers, &render(&original, &base(&app)))?;
+            let mut user = original.clone();
+            let password = absorb(&mut user, json_body(&headers, &body)?, now)?;
+            let change = Change {
+                original,
+                user,
+                password,
+                event: "scim.user.replace",
+            };
+            store_change(&app, change, &actor, &ip, now).await
         }
         .await,
     )
@@ -435,30 +517,63 @@ pub async fn patch(
     Scim(
         async {
             let now = now();
-            let actor = authenticate(&app, &headers, now).await?;
-            let operations = patch::parse_request(&json_body(&body)?)?;
-            let mut user = load(&app, &id)?;
-            guard(&app, &actor, &user)?;
-            let mut resource = render(&user, &base(&app));
+            let actor = authenticate(&app, &headers, &ip.ip().to_string(), now).await?;
+            let operations = patch::parse_request(&json_body(&headers, &body)?)?;
+            let original = load(&app, &id)?;
+            guard(&app, &actor, &original)?;
+            let mut resource = render(&original, &base(&app));
             check_version(&headers, &resource)?;
+            let had_active = idflow_scim::path::get(&resource, "active").is_some();
             patch::apply(&mut resource, &operations, READ_ONLY)?;
+            // Removing `active` says nothing about the account any more: it is not disabled
+            // (unlike a PUT that merely omits it, which leaves it as it was).
+            let removed_active =
+                had_active && idflow_scim::path::get(&resource, "active").is_none();
+            let mut user = original.clone();
             let password = absorb(&mut user, resource, now)?;
-            store_change(&app, user, password, "scim.user.patch", &actor, &ip, now).await
+            if removed_active {
+                user.disabled = false;
+            }
+            let change = Change {
+                original,
+                user,
+                password,
+                event: "scim.user.patch",
+            };
+            store_change(&app, change, &actor, &ip, now).await
         }
         .await,
     )
 }
 
-#[allow(clippy::too_many_arguments)]
+/// A user as read and as the request leaves them.
+struct Change {
+    original: User,
+    user: User,
+    password: Option<String>,
+    event: &'static str,
+}
+
+/// Stores a change, only if the user is still as read: anything another request or an admin
+/// changed meanwhile (a role, a lock, another SCIM write) is not overwritten, and the client
+/// gets 412 to read again.
 async fn store_change(
     app: &Arc<App>,
-    mut user: User,
-    password: Option<String>,
-    event: &str,
+    change: Change,
     actor: &str,
     ip: &Caller,
     now: u64,
 ) -> Result<(StatusCode, Value), ScimError> {
+    let Change {
+        original,
+        mut user,
+        password,
+        event,
+    } = change;
+    if !original.email.eq_ignore_ascii_case(&user.email) {
+        // A new address is not verified, whatever the old one was.
+        user.email_verified = false;
+    }
     check_unique(app, &user)?;
     if let Some(hash) = hash(app, password).await? {
         user.password_hash = Some(hash);
@@ -472,7 +587,10 @@ async fn store_change(
             except: None,
         });
     }
-    batch.push(Write::UpdateUser(user));
+    batch.push(Write::ReplaceUser {
+        user,
+        expected: Box::new(original),
+    });
     commit(app, batch).await?;
     Ok((StatusCode::OK, resource))
 }
@@ -487,7 +605,7 @@ pub async fn delete(
     Scim(
         async {
             let now = now();
-            let actor = authenticate(&app, &headers, now).await?;
+            let actor = authenticate(&app, &headers, &ip.ip().to_string(), now).await?;
             let user = load(&app, &id)?;
             guard(&app, &actor, &user)?;
             check_version(&headers, &render(&user, &base(&app)))?;
