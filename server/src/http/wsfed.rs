@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use idflow_saml::wsfed;
 
@@ -22,12 +22,7 @@ use crate::effects::audit;
 use crate::store::{SamlAuthn, Write};
 
 fn refused(app: &App, why: &str) -> Response {
-    tracing::info!(why, "WS-Federation request refused");
-    app.pages.message(
-        StatusCode::BAD_REQUEST,
-        "The sign-in request from the application is not valid",
-        &format!("{why}. Return to the application and try again, or tell its administrator."),
-    )
+    super::saml::refused(app, "WS-Federation", why)
 }
 
 /// `GET /wsfed`.

@@ -39,9 +39,6 @@ pub enum Outcome {
     UnknownPrincipal,
 }
 
-/// How long a logout request may take to reach us (beyond the configured skew).
-const REQUEST_WINDOW_SECONDS: u64 = 600;
-
 /// What a logout chain ends with.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Finish {
@@ -162,34 +159,21 @@ async fn sp_initiated(
             "The application has no Single Logout address registered",
         );
     }
-    let skew = app.config.saml.skew_seconds;
-    let fresh = request
-        .issue_instant
-        .is_some_and(|at| at <= now + skew && at + REQUEST_WINDOW_SECONDS + skew >= now);
-    if !fresh {
-        return refused(app, "It was made too long ago, or its clock is wrong");
-    }
     // Each request is answered once: a replayed one cannot end a later session.
-    let seen = Write::RecordOnce {
-        seen: Challenge {
-            key: format!(
-                "saml-logout-request:{}",
-                token_key(&format!("{}\u{0}{}", sp.name, request.id))
-            ),
-            user: String::new(),
-            data: serde_json::Value::Null,
-            expires: now + REQUEST_WINDOW_SECONDS + 2 * skew,
-        },
+    let issued = request.issue_instant;
+    match super::admit_once(
+        app,
+        "saml-logout-request",
+        &sp.name,
+        &request.id,
+        issued,
         now,
-    };
-    let store = Arc::clone(&app.store);
-    match crate::http::blocking(move || store.commit(vec![seen])).await {
-        Ok(Ok(())) => {}
-        Ok(Err(crate::store::StoreError::Conflict(_))) => {
-            return refused(app, "It was already used");
-        }
-        Ok(Err(error)) => return server_error(app, &error),
-        Err(error) => return server_error(app, &error),
+    )
+    .await
+    {
+        Ok(()) => {}
+        Err(super::NotAdmitted::Refused(why)) => return refused(app, why),
+        Err(super::NotAdmitted::Failed(response)) => return response,
     }
     let session = match current_session(app, headers, now) {
         Ok(session) => session,

@@ -17,16 +17,13 @@ use idflow_saml::uri;
 
 use crate::app::{App, now};
 use crate::config::saml::{ServiceProvider, offers_name_id_format};
-use crate::http::authorize::{Requested, carry, current_session, server_error, start_login};
+use crate::http::AppState;
+use crate::http::authorize::{Requested, carry, current_session, start_login};
 use crate::http::params::Params;
-use crate::http::{AppState, blocking};
-use crate::store::{Challenge, SamlAuthn, StoreError, Write, token_key};
+use crate::store::SamlAuthn;
 
 /// The longest form or query value read: a message at its decoded limit, in base64.
 pub const SAML_FIELD_BYTES: usize = binding::MAX_MESSAGE * 4 / 3 + 4096;
-
-/// How long a request may take to reach us (beyond the configured skew).
-const REQUEST_WINDOW_SECONDS: u64 = 600;
 
 /// How the request's signature is to be checked once its SP is known.
 enum Binding<'q> {
@@ -37,12 +34,7 @@ enum Binding<'q> {
 }
 
 fn refused(app: &App, why: &str) -> Response {
-    tracing::info!(why, "SAML request refused");
-    app.pages.message(
-        StatusCode::BAD_REQUEST,
-        "The sign-in request from the application is not valid",
-        &format!("{why}. Return to the application and try again, or tell its administrator."),
-    )
+    super::refused(app, "SAML", why)
 }
 
 /// `GET /saml2/sso`: HTTP-Redirect binding, or IdP-initiated with `sp`.
@@ -209,31 +201,20 @@ async fn sso(
         Ok(url) => url,
         Err(why) => return refused(app, &why),
     };
-    let skew = app.config.saml.skew_seconds;
-    if request.issue_instant > now + skew
-        || request.issue_instant + REQUEST_WINDOW_SECONDS + skew < now
-    {
-        return refused(app, "It was made too long ago, or its clock is wrong");
-    }
     // Each request is answered once: a replayed request id is refused.
-    let seen = Write::RecordOnce {
-        seen: Challenge {
-            key: format!(
-                "saml-request:{}",
-                token_key(&format!("{}\u{0}{}", sp.name, request.id))
-            ),
-            user: String::new(),
-            data: serde_json::Value::Null,
-            expires: now + REQUEST_WINDOW_SECONDS + 2 * skew,
-        },
+    match super::admit_once(
+        app,
+        "saml-request",
+        &sp.name,
+        &request.id,
+        Some(request.issue_instant),
         now,
-    };
-    let store = std::sync::Arc::clone(&app.store);
-    match blocking(move || store.commit(vec![seen])).await {
-        Ok(Ok(())) => {}
-        Ok(Err(StoreError::Conflict(_))) => return refused(app, "It was already used"),
-        Ok(Err(error)) => return server_error(app, &error),
-        Err(error) => return server_error(app, &error),
+    )
+    .await
+    {
+        Ok(()) => {}
+        Err(super::NotAdmitted::Refused(why)) => return refused(app, why),
+        Err(super::NotAdmitted::Failed(response)) => return response,
     }
     let mut saml = SamlAuthn {
         sp: sp.name.clone(),

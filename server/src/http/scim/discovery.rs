@@ -17,7 +17,7 @@ pub async fn service_provider_config(
     ConnectInfo(ip): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
 ) -> Scim {
-    if let Err(error) = authenticate(&app, &headers, &ip.ip().to_string(), now()).await {
+    if let Err(error) = authenticate(&app, &headers, &ip, now()).await {
         return Scim(Err(error));
     }
     let config =
@@ -46,7 +46,7 @@ pub async fn resource_types(
     ConnectInfo(ip): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
 ) -> Scim {
-    if let Err(error) = authenticate(&app, &headers, &ip.ip().to_string(), now()).await {
+    if let Err(error) = authenticate(&app, &headers, &ip, now()).await {
         return Scim(Err(error));
     }
     listed(idflow_scim::schema::resource_types(&base(&app)))
@@ -59,7 +59,7 @@ pub async fn resource_type(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Scim {
-    if let Err(error) = authenticate(&app, &headers, &ip.ip().to_string(), now()).await {
+    if let Err(error) = authenticate(&app, &headers, &ip, now()).await {
         return Scim(Err(error));
     }
     one(idflow_scim::schema::resource_types(&base(&app)), &id)
@@ -71,7 +71,7 @@ pub async fn schemas(
     ConnectInfo(ip): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
 ) -> Scim {
-    if let Err(error) = authenticate(&app, &headers, &ip.ip().to_string(), now()).await {
+    if let Err(error) = authenticate(&app, &headers, &ip, now()).await {
         return Scim(Err(error));
     }
     match idflow_scim::schema::schemas(&base(&app)) {
@@ -87,7 +87,7 @@ pub async fn schema(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Scim {
-    if let Err(error) = authenticate(&app, &headers, &ip.ip().to_string(), now()).await {
+    if let Err(error) = authenticate(&app, &headers, &ip, now()).await {
         return Scim(Err(error));
     }
     match idflow_scim::schema::schemas(&base(&app)) {

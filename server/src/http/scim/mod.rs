@@ -91,9 +91,11 @@ pub fn base(app: &App) -> String {
 pub async fn authenticate(
     app: &Arc<App>,
     headers: &HeaderMap,
-    ip: &str,
+    caller: &std::net::SocketAddr,
     now: u64,
 ) -> Result<String, ScimError> {
+    let ip = caller.ip().to_string();
+    let ip = ip.as_str();
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

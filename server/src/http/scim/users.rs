@@ -255,7 +255,7 @@ pub async fn get_list(
 ) -> Scim {
     Scim(
         async {
-            authenticate(&app, &headers, &ip.ip().to_string(), now()).await?;
+            authenticate(&app, &headers, &ip, now()).await?;
             list(&app, ListRequest::from_query(&query(raw)?)?).await
         }
         .await,
@@ -271,7 +271,7 @@ pub async fn search(
 ) -> Scim {
     Scim(
         async {
-            authenticate(&app, &headers, &ip.ip().to_string(), now()).await?;
+            authenticate(&app, &headers, &ip, now()).await?;
             list(
                 &app,
                 ListRequest::from_search(&json_body(&headers, &body)?)?,
@@ -299,7 +299,7 @@ pub async fn get_one(
 ) -> Scim {
     Scim(
         async {
-            authenticate(&app, &headers, &ip.ip().to_string(), now()).await?;
+            authenticate(&app, &headers, &ip, now()).await?;
             let params = query(raw)?;
             let attributes = params
                 .get("attributes")
@@ -460,7 +460,7 @@ pub async fn create(
     Scim(
         async {
             let now = now();
-            let actor = authenticate(&app, &headers, &ip.ip().to_string(), now).await?;
+            let actor = authenticate(&app, &headers, &ip, now).await?;
             let mut user = User::new(crate::crypto::random_token(12), String::new(), now);
             let password = absorb(&mut user, json_body(&headers, &body)?, now)?;
             check_unique(&app, &user)?;
@@ -488,7 +488,7 @@ pub async fn replace(
     Scim(
         async {
             let now = now();
-            let actor = authenticate(&app, &headers, &ip.ip().to_string(), now).await?;
+            let actor = authenticate(&app, &headers, &ip, now).await?;
             let original = load(&app, &id)?;
             guard(&app, &actor, &original)?;
             check_version(&headers, &render(&original, &base(&app)))?;
@@ -517,7 +517,7 @@ pub async fn patch(
     Scim(
         async {
             let now = now();
-            let actor = authenticate(&app, &headers, &ip.ip().to_string(), now).await?;
+            let actor = authenticate(&app, &headers, &ip, now).await?;
             let operations = patch::parse_request(&json_body(&headers, &body)?)?;
             let original = load(&app, &id)?;
             guard(&app, &actor, &original)?;
@@ -605,7 +605,7 @@ pub async fn delete(
     Scim(
         async {
             let now = now();
-            let actor = authenticate(&app, &headers, &ip.ip().to_string(), now).await?;
+            let actor = authenticate(&app, &headers, &ip, now).await?;
             let user = load(&app, &id)?;
             guard(&app, &actor, &user)?;
             check_version(&headers, &render(&user, &base(&app)))?;
