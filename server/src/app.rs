@@ -197,6 +197,7 @@ pub fn ensure_admin(
             name: ADMIN.into(),
             description: "Administers idflow: users, roles, flows, keys.".into(),
             privileges: vec!["*".into()],
+            external_id: None,
         }));
     }
     let mut generated = None;

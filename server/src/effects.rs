@@ -8,8 +8,14 @@ use idflow_engine::Effect;
 
 use crate::store::{AuditEvent, ProvisioningEvent, User, Value, Write};
 
-/// The writes for `effects`, with audit entries, for a request from `ip` at `now`.
-pub fn effect_writes(effects: Vec<Effect>, ip: &str, now: u64) -> Vec<Write> {
+/// The writes for `effects`, with audit entries and the provisioning `targets` hear of, for
+/// a request from `ip` at `now`.
+pub fn effect_writes(
+    effects: Vec<Effect>,
+    targets: &[crate::config::provisioning::Target],
+    ip: &str,
+    now: u64,
+) -> Vec<Write> {
     let mut writes = Vec::new();
     for effect in effects {
         match effect {
@@ -45,6 +51,12 @@ pub fn effect_writes(effects: Vec<Effect>, ip: &str, now: u64) -> Vec<Write> {
                     now,
                     serde_json::json!({ "role": role, "by": "jit" }),
                 ));
+                writes.extend(crate::provisioning::queue(
+                    targets,
+                    "role.assigned",
+                    &user,
+                    now,
+                ));
                 writes.push(Write::GrantRole { user, role });
             }
             Effect::CreateUser {
@@ -61,7 +73,18 @@ pub fn effect_writes(effects: Vec<Effect>, ip: &str, now: u64) -> Vec<Write> {
                     now,
                     serde_json::json!({ "username": username, "by": "jit" }),
                 ));
-                writes.push(Write::CreateUser(jit_user(id, username, attributes, now)));
+                writes.push(Write::CreateUser(jit_user(
+                    id.clone(),
+                    username,
+                    attributes,
+                    now,
+                )));
+                writes.extend(crate::provisioning::queue(
+                    targets,
+                    "user.created",
+                    &id,
+                    now,
+                ));
             }
             Effect::LinkIdentity { user, idp, subject } => {
                 writes.push(audit(
@@ -77,12 +100,9 @@ pub fn effect_writes(effects: Vec<Effect>, ip: &str, now: u64) -> Vec<Write> {
                 target,
                 event,
                 user,
-            } => writes.push(Write::QueueProvisioning(ProvisioningEvent {
-                time: now,
-                target,
-                event,
-                user,
-            })),
+            } => writes.push(Write::QueueProvisioning(ProvisioningEvent::new(
+                now, &target, &event, &user,
+            ))),
             // Claims reach the tokens through the run's completion.
             Effect::SetClaim { .. } => {}
         }
@@ -158,7 +178,7 @@ mod tests {
             },
         ];
         store
-            .commit(effect_writes(effects, "127.0.0.1", 7))
+            .commit(effect_writes(effects, &[], "127.0.0.1", 7))
             .expect("commit");
         let user = store.user("jit-1").expect("read").expect("created");
         assert_eq!(user.username, "ann@acme.example");

@@ -17,6 +17,7 @@ pub mod keys;
 pub mod mail;
 pub mod metrics;
 pub mod mfa;
+pub mod provisioning;
 pub mod secrets;
 pub mod sources;
 pub mod store;

@@ -51,6 +51,8 @@ def server(make_server):
     # The role exists (make_server made it); now it gets the privilege.
     srv.stop()
     srv.cli("role", "add", "provisioning", "--privilege", "scim")
+    # make_server made `admin` as a plain role; here it is what the built-in one is.
+    srv.cli("role", "add", "admin", "--privilege", "*")
     return srv.start()
 
 
@@ -207,7 +209,8 @@ def test_authentication_authorization_and_bad_bodies(server):
     # A PUT that omits `active` leaves a disabled user disabled.
     gina = scim.create("gina", active=False)
     assert scim.call("PUT", f"/Users/{gina['id']}", {"userName": "gina"}).json()["active"] is False
-    # Users holding a role (bob) are the administrators' to manage, not SCIM's.
+    # Users holding a role that gives privileges (bob, an admin) are the administrators' to
+    # manage, not SCIM's.
     bob = scim.call("GET", "/Users", filter='userName eq "bob"').json()["Resources"][0]
     assert scim.call("DELETE", f"/Users/{bob['id']}").status_code == 403
     assert scim.call("POST", "/Users", {"displayName": "no name"}).json()["scimType"] == "invalidValue"

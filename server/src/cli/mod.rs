@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 pub mod audit;
 pub mod flow;
 pub mod keys;
+pub mod provisioning;
 pub mod serve;
 pub mod user;
 
@@ -41,6 +42,9 @@ pub enum Command {
     Keys(keys::KeysCommand),
     /// Print the newest audit log entries of a data directory.
     Audit(audit::AuditArgs),
+    /// Show the provisioning outbox and dead letters of a data directory; retry dead letters.
+    #[command(subcommand)]
+    Provisioning(provisioning::ProvisioningCommand),
 }
 
 /// Exit code: success.
@@ -84,6 +88,7 @@ pub fn main() -> ExitCode {
         Command::Role(command) => user::run_role(command),
         Command::Keys(command) => keys::run(command),
         Command::Audit(args) => audit::run(&args),
+        Command::Provisioning(command) => provisioning::run(command),
     };
     ExitCode::from(code)
 }

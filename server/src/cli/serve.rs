@@ -154,6 +154,7 @@ async fn serve(app: Arc<App>, tls: Option<tokio_rustls::TlsAcceptor>) -> u8 {
         app.config.issuer
     );
     tokio::spawn(purge_expired(Arc::clone(&app)));
+    tokio::spawn(crate::provisioning::worker::run(Arc::clone(&app)));
     let service =
         crate::http::router(app).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let served = match tls {

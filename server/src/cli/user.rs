@@ -136,6 +136,14 @@ pub struct RoleAddArgs {
 struct Opened {
     store: std::sync::Arc<dyn Store>,
     hasher: PasswordHasher,
+    targets: Vec<crate::config::provisioning::Target>,
+}
+
+impl Opened {
+    /// The outbox writes for a directory event (delivered when the server next runs).
+    fn queue(&self, event: &str, user: &str) -> Vec<Write> {
+        crate::provisioning::queue(&self.targets, event, user, now())
+    }
 }
 
 fn open(location: &Location) -> Result<Opened, u8> {
@@ -144,7 +152,11 @@ fn open(location: &Location) -> Result<Opened, u8> {
         eprintln!("error: [password]: {e}");
         EXIT_USAGE
     })?;
-    Ok(Opened { store, hasher })
+    Ok(Opened {
+        store,
+        hasher,
+        targets: config.provisioning_targets,
+    })
 }
 
 fn fail(error: impl std::fmt::Display) -> u8 {
@@ -234,17 +246,16 @@ fn run_user_inner(command: UserCommand) -> Result<(), u8> {
             user.roles = args.roles;
             user.password_hash = Some(hash);
             let id = user.id.clone();
-            opened
-                .store
-                .commit(vec![
-                    Write::CreateUser(user),
-                    audit(
-                        "user.create",
-                        &id,
-                        serde_json::json!({ "username": args.username }),
-                    ),
-                ])
-                .map_err(fail)?;
+            let mut batch = vec![
+                Write::CreateUser(user),
+                audit(
+                    "user.create",
+                    &id,
+                    serde_json::json!({ "username": args.username }),
+                ),
+            ];
+            batch.extend(opened.queue("user.created", &id));
+            opened.store.commit(batch).map_err(fail)?;
             out(&format!("created {} ({id})\n", args.username));
             if generated {
                 out(&format!("password: {password}\n"));
@@ -297,39 +308,37 @@ fn run_user_inner(command: UserCommand) -> Result<(), u8> {
             if opened.store.role(&args.role).map_err(fail)?.is_none() {
                 return Err(fail(format!("no role `{}`", args.role)));
             }
-            opened
-                .store
-                .commit(vec![
-                    Write::GrantRole {
-                        user: user.id.clone(),
-                        role: args.role.clone(),
-                    },
-                    audit(
-                        "user.grant",
-                        &user.id,
-                        serde_json::json!({ "role": args.role }),
-                    ),
-                ])
-                .map_err(fail)?;
+            let mut batch = vec![
+                Write::GrantRole {
+                    user: user.id.clone(),
+                    role: args.role.clone(),
+                },
+                audit(
+                    "user.grant",
+                    &user.id,
+                    serde_json::json!({ "role": args.role }),
+                ),
+            ];
+            batch.extend(opened.queue("role.assigned", &user.id));
+            opened.store.commit(batch).map_err(fail)?;
             out(&format!("{} now has the role {}\n", args.name, args.role));
         }
         UserCommand::Revoke(args) => {
             let opened = open(&args.location)?;
             let user = find(opened.store.as_ref(), &args.name)?;
-            opened
-                .store
-                .commit(vec![
-                    Write::RevokeRole {
-                        user: user.id.clone(),
-                        role: args.role.clone(),
-                    },
-                    audit(
-                        "user.revoke",
-                        &user.id,
-                        serde_json::json!({ "role": args.role }),
-                    ),
-                ])
-                .map_err(fail)?;
+            let mut batch = vec![
+                Write::RevokeRole {
+                    user: user.id.clone(),
+                    role: args.role.clone(),
+                },
+                audit(
+                    "user.revoke",
+                    &user.id,
+                    serde_json::json!({ "role": args.role }),
+                ),
+            ];
+            batch.extend(opened.queue("role.unassigned", &user.id));
+            opened.store.commit(batch).map_err(fail)?;
             out(&format!(
                 "{} no longer has the role {}\n",
                 args.name, args.role
@@ -413,6 +422,7 @@ fn run_user_inner(command: UserCommand) -> Result<(), u8> {
 fn set_disabled(args: &NameArgs, disabled: bool) -> Result<(), u8> {
     let opened = open(&args.location)?;
     let mut user = find(opened.store.as_ref(), &args.name)?;
+    let before = user.clone();
     user.disabled = disabled;
     if !disabled {
         user.locked_until = 0;
@@ -424,13 +434,13 @@ fn set_disabled(args: &NameArgs, disabled: bool) -> Result<(), u8> {
     } else {
         "user.enable"
     };
-    opened
-        .store
-        .commit(vec![
-            Write::UpdateUser(user),
-            audit(event, &id, serde_json::Value::Null),
-        ])
-        .map_err(fail)?;
+    let mut batch = Vec::new();
+    for change in crate::provisioning::update_events(&before, &user) {
+        batch.extend(opened.queue(change, &id));
+    }
+    batch.push(Write::UpdateUser(user));
+    batch.push(audit(event, &id, serde_json::Value::Null));
+    opened.store.commit(batch).map_err(fail)?;
     out(&format!(
         "{} is {}\n",
         args.name,
@@ -447,6 +457,7 @@ pub fn run_role(command: RoleCommand) -> u8 {
                 name: args.name.clone(),
                 description: args.description,
                 privileges: args.privileges,
+                external_id: None,
             };
             opened
                 .store

@@ -5,6 +5,7 @@
 pub mod federation;
 pub mod mfa;
 pub mod names;
+pub mod provisioning;
 pub mod saml;
 pub mod server;
 

@@ -124,6 +124,8 @@ pub struct ServerConfig {
     pub saml: super::saml::SamlSettings,
     /// SAML service providers, by application name.
     pub service_providers: BTreeMap<String, super::saml::ServiceProvider>,
+    /// Where users are provisioned to, by name.
+    pub provisioning_targets: Vec<super::provisioning::Target>,
     /// `text` or `json` logs.
     pub log_json: bool,
     /// OAuth clients by client id (the application id).
@@ -250,8 +252,8 @@ struct File {
     saml: super::saml::SamlSection,
     #[serde(default)]
     service_providers: toml::Table,
-    #[serde(default, rename = "provisioning_targets")]
-    _provisioning_targets: toml::Table,
+    #[serde(default)]
+    provisioning_targets: toml::Table,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -470,6 +472,8 @@ pub fn parse(
             .map_err(|e| ConfigError(format!("{label}: {e}")))?,
         saml,
         service_providers,
+        provisioning_targets: super::provisioning::parse(&file.provisioning_targets)
+            .map_err(|e| ConfigError(format!("{label}: {e}")))?,
         log_json,
         applications,
         names,

@@ -456,7 +456,12 @@ pub async fn start_login(
         &handle,
         None,
         login,
-        crate::effects::effect_writes(step.effects, &client_ip(Some(&addr)), now),
+        crate::effects::effect_writes(
+            step.effects,
+            &app.config.provisioning_targets,
+            &client_ip(Some(&addr)),
+            now,
+        ),
         addr,
         now,
     )

@@ -313,7 +313,12 @@ pub async fn callback(
     login.run = step.run;
     login.output = step.output;
     login.seq = read_seq + 1;
-    writes.extend(effect_writes(step.effects, &ip, now));
+    writes.extend(effect_writes(
+        step.effects,
+        &app.config.provisioning_targets,
+        &ip,
+        now,
+    ));
     super::login::continue_login(&app, &handle, Some(read_seq), login, writes, addr, now).await
 }
 

@@ -97,7 +97,7 @@ pub fn router(app: Arc<App>) -> Router {
                 .fallback(scim::method_not_allowed),
         )
         .route("/scim/v2/Users/.search", post(scim::users::search))
-        .route("/scim/v2/.search", post(scim::users::search))
+        .route("/scim/v2/.search", post(scim::users::search_all))
         .route(
             "/scim/v2/Users/{id}",
             get(scim::users::get_one)
@@ -105,6 +105,27 @@ pub fn router(app: Arc<App>) -> Router {
                 .patch(scim::users::patch)
                 .delete(scim::users::delete)
                 .fallback(scim::method_not_allowed),
+        )
+        .route(
+            "/scim/v2/Groups",
+            get(scim::groups::get_list)
+                .post(scim::groups::create)
+                .fallback(scim::method_not_allowed),
+        )
+        .route("/scim/v2/Groups/.search", post(scim::groups::search))
+        .route(
+            "/scim/v2/Groups/{id}",
+            get(scim::groups::get_one)
+                .put(scim::groups::replace)
+                .patch(scim::groups::patch)
+                .delete(scim::groups::delete)
+                .fallback(scim::method_not_allowed),
+        )
+        .route(
+            "/scim/v2/Bulk",
+            post(scim::bulk::bulk)
+                .fallback(scim::method_not_allowed)
+                .layer(DefaultBodyLimit::max(scim::bulk::ROUTE_LIMIT)),
         )
         .route("/scim/v2/{*rest}", axum::routing::any(scim::not_found))
         .route("/wsfed", get(wsfed::get))

@@ -49,6 +49,10 @@ const CHALLENGES: Json = TableDefinition::new("challenges");
 const LINKS: TableDefinition<&str, &str> = TableDefinition::new("identity_links");
 /// Provisioning events in the order they were emitted.
 const PROVISIONING: TableDefinition<u64, &[u8]> = TableDefinition::new("provisioning_outbox");
+/// Provisioning events that failed for good, by their outbox sequence number.
+const DEAD_LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("provisioning_dead_letters");
+/// `TARGET` 0x1f `LOCAL` (`user:ID`, `group:ROLE`) to the id the target gave it.
+const REMOTE_IDS: TableDefinition<&str, &str> = TableDefinition::new("provisioning_remote_ids");
 /// Flow versions that were live: version → IR (JSON text).
 const FLOW_VERSIONS: TableDefinition<&str, &str> = TableDefinition::new("flow_versions");
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
@@ -130,6 +134,8 @@ impl EmbeddedStore {
         txn.open_table(CREDENTIALS).map_err(fail)?;
         txn.open_table(LINKS).map_err(fail)?;
         txn.open_table(PROVISIONING).map_err(fail)?;
+        txn.open_table(DEAD_LETTERS).map_err(fail)?;
+        txn.open_table(REMOTE_IDS).map_err(fail)?;
         txn.open_table(FAMILIES).map_err(fail)?;
         txn.open_table(REVOKED_ACCESS).map_err(fail)?;
         txn.open_table(AUDIT).map_err(fail)?;
@@ -717,8 +723,162 @@ fn apply(txn: &WriteTransaction, write: Write) -> StoreResult<()> {
                 .map_err(fail)?;
             Ok(())
         }
-        Write::QueueProvisioning(event) => append(txn, PROVISIONING, &event),
+        Write::QueueProvisioning(event) => {
+            // Sequence numbers come from a counter, not the last key: an emptied outbox must
+            // not hand out a number a dead letter already holds.
+            let mut meta = txn.open_table(META).map_err(fail)?;
+            let last_key = txn
+                .open_table(PROVISIONING)
+                .map_err(fail)?
+                .last()
+                .map_err(fail)?
+                .map(|(key, _)| key.value())
+                .unwrap_or(0);
+            let counter = meta
+                .get(PROVISIONING_SEQ)
+                .map_err(fail)?
+                .map(|v| v.value())
+                .unwrap_or(0);
+            let next = counter.max(last_key) + 1;
+            meta.insert(PROVISIONING_SEQ, next).map_err(fail)?;
+            let bytes = encode(&event)?;
+            txn.open_table(PROVISIONING)
+                .map_err(fail)?
+                .insert(next, bytes.as_slice())
+                .map_err(fail)?;
+            Ok(())
+        }
+        Write::AckProvisioning(seqs) => {
+            let mut table = txn.open_table(PROVISIONING).map_err(fail)?;
+            for seq in seqs {
+                table.remove(seq).map_err(fail)?;
+            }
+            Ok(())
+        }
+        Write::RetryProvisioning {
+            seq,
+            attempts,
+            not_before,
+            error,
+        } => {
+            let mut table = txn.open_table(PROVISIONING).map_err(fail)?;
+            let found = table.get(seq).map_err(fail)?.map(|v| v.value().to_vec());
+            let Some(bytes) = found else {
+                return Ok(());
+            };
+            let mut event: ProvisioningEvent = decode(&bytes)?;
+            event.attempts = attempts;
+            event.not_before = not_before;
+            event.last_error = error;
+            let bytes = encode(&event)?;
+            table.insert(seq, bytes.as_slice()).map_err(fail)?;
+            Ok(())
+        }
+        Write::DeadLetter {
+            seq,
+            attempts,
+            error,
+        } => {
+            let found = txn
+                .open_table(PROVISIONING)
+                .map_err(fail)?
+                .remove(seq)
+                .map_err(fail)?
+                .map(|v| v.value().to_vec());
+            let Some(bytes) = found else {
+                return Ok(());
+            };
+            let mut event: ProvisioningEvent = decode(&bytes)?;
+            event.attempts = attempts;
+            event.last_error = error;
+            let bytes = encode(&event)?;
+            txn.open_table(DEAD_LETTERS)
+                .map_err(fail)?
+                .insert(seq, bytes.as_slice())
+                .map_err(fail)?;
+            Ok(())
+        }
+        Write::Requeue(seq) => {
+            let found = txn
+                .open_table(DEAD_LETTERS)
+                .map_err(fail)?
+                .remove(seq)
+                .map_err(fail)?
+                .map(|v| v.value().to_vec())
+                .ok_or_else(|| StoreError::Conflict(format!("no dead letter {seq}")))?;
+            let mut event: ProvisioningEvent = decode(&found)?;
+            event.attempts = 0;
+            event.not_before = 0;
+            let bytes = encode(&event)?;
+            txn.open_table(PROVISIONING)
+                .map_err(fail)?
+                .insert(seq, bytes.as_slice())
+                .map_err(fail)?;
+            Ok(())
+        }
+        Write::PutRemoteId {
+            target,
+            local,
+            remote,
+        } => {
+            txn.open_table(REMOTE_IDS)
+                .map_err(fail)?
+                .insert(link_key(&target, &local).as_str(), remote.as_str())
+                .map_err(fail)?;
+            Ok(())
+        }
+        Write::DeleteRemoteId { target, local } => {
+            txn.open_table(REMOTE_IDS)
+                .map_err(fail)?
+                .remove(link_key(&target, &local).as_str())
+                .map_err(fail)?;
+            Ok(())
+        }
+        Write::DeleteRole(name) => {
+            let holders: Vec<User> = {
+                let table = txn.open_table(USERS).map_err(fail)?;
+                let mut holders = Vec::new();
+                for entry in table.iter().map_err(fail)? {
+                    let (_, value) = entry.map_err(fail)?;
+                    let user: User = decode(value.value())?;
+                    if user.roles.contains(&name) {
+                        holders.push(user);
+                    }
+                }
+                holders
+            };
+            for user in holders {
+                update_user(txn, &user.id, |user| user.roles.retain(|r| *r != name))?;
+            }
+            remove(txn, ROLES, &name)
+        }
     }
+}
+
+/// The META key of the provisioning outbox's last sequence number.
+const PROVISIONING_SEQ: &str = "provisioning_seq";
+
+/// Reads a log table (outbox, dead letters) in order, keeping what `keep` admits.
+fn read_log(
+    db: &Database,
+    table: TableDefinition<u64, &[u8]>,
+    limit: usize,
+    keep: impl Fn(&ProvisioningEvent) -> bool,
+) -> StoreResult<Vec<(u64, ProvisioningEvent)>> {
+    let txn = db.begin_read().map_err(fail)?;
+    let table = txn.open_table(table).map_err(fail)?;
+    let mut out = Vec::new();
+    for entry in table.iter().map_err(fail)? {
+        if out.len() >= limit {
+            break;
+        }
+        let (key, value) = entry.map_err(fail)?;
+        let event: ProvisioningEvent = decode(value.value())?;
+        if keep(&event) {
+            out.push((key.value(), event));
+        }
+    }
+    Ok(out)
 }
 
 impl Store for EmbeddedStore {
@@ -843,14 +1003,54 @@ impl Store for EmbeddedStore {
     }
 
     fn provisioning_events(&self, limit: usize) -> StoreResult<Vec<(u64, ProvisioningEvent)>> {
+        read_log(&self.db, PROVISIONING, limit, |_| true)
+    }
+
+    fn provisioning_due(
+        &self,
+        now: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<(u64, ProvisioningEvent)>> {
+        read_log(&self.db, PROVISIONING, limit, |event| {
+            event.not_before <= now
+        })
+    }
+
+    fn dead_letters(&self, limit: usize) -> StoreResult<Vec<(u64, ProvisioningEvent)>> {
+        read_log(&self.db, DEAD_LETTERS, limit, |_| true)
+    }
+
+    fn remote_id(&self, target: &str, local: &str) -> StoreResult<Option<String>> {
         let txn = self.db.begin_read().map_err(fail)?;
-        let table = txn.open_table(PROVISIONING).map_err(fail)?;
+        let table = txn.open_table(REMOTE_IDS).map_err(fail)?;
+        Ok(table
+            .get(link_key(target, local).as_str())
+            .map_err(fail)?
+            .map(|v| v.value().to_string()))
+    }
+
+    fn remote_ids(&self, target: &str, prefix: &str) -> StoreResult<Vec<(String, String)>> {
+        let txn = self.db.begin_read().map_err(fail)?;
+        let table = txn.open_table(REMOTE_IDS).map_err(fail)?;
+        let start = link_key(target, prefix);
         let mut out = Vec::new();
-        for entry in table.iter().map_err(fail)?.take(limit) {
+        for entry in table.range(start.as_str()..).map_err(fail)? {
             let (key, value) = entry.map_err(fail)?;
-            out.push((key.value(), decode(value.value())?));
+            let Some(local) = key.value().strip_prefix(&link_key(target, "")) else {
+                break;
+            };
+            if !local.starts_with(prefix) {
+                break;
+            }
+            out.push((local.to_string(), value.value().to_string()));
         }
         Ok(out)
+    }
+
+    fn role_members(&self, role: &str) -> StoreResult<Vec<User>> {
+        let mut users = self.users()?;
+        users.retain(|user| user.roles.iter().any(|r| r == role));
+        Ok(users)
     }
 
     fn challenge(&self, key: &str, now: u64) -> StoreResult<Option<Challenge>> {
@@ -1499,6 +1699,7 @@ mod tests {
                 name: "r".into(),
                 description: String::new(),
                 privileges: vec![],
+                external_id: None,
             }),
             Write::ResetFailures("nobody".into()),
         ];

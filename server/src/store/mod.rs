@@ -234,6 +234,49 @@ pub enum Write {
     },
     /// Append a provisioning event to the outbox the provisioning targets read.
     QueueProvisioning(ProvisioningEvent),
+    /// Delivered: remove these events from the outbox (one already gone is no error, so a
+    /// redelivery after a crash acknowledges cleanly).
+    AckProvisioning(Vec<u64>),
+    /// A delivery failed and will be tried again: record the attempt and when it is due.
+    RetryProvisioning {
+        /// The event's sequence number.
+        seq: u64,
+        /// Failed attempts so far.
+        attempts: u32,
+        /// Not before this time.
+        not_before: u64,
+        /// Why it failed.
+        error: String,
+    },
+    /// A delivery failed for good: move the event to the dead letters, with why.
+    DeadLetter {
+        /// The event's sequence number.
+        seq: u64,
+        /// Attempts made.
+        attempts: u32,
+        /// Why it failed.
+        error: String,
+    },
+    /// Put a dead letter back in the outbox, due at once (after the cause was fixed).
+    Requeue(u64),
+    /// Remember the id a provisioning target gave a local record (`user:ID`, `group:ROLE`).
+    PutRemoteId {
+        /// The target.
+        target: String,
+        /// The local record.
+        local: String,
+        /// Its id at the target.
+        remote: String,
+    },
+    /// Forget a remote id (the record is gone at the target).
+    DeleteRemoteId {
+        /// The target.
+        target: String,
+        /// The local record.
+        local: String,
+    },
+    /// Delete a role and take it from every user holding it.
+    DeleteRole(String),
     /// Store a ceremony's state (replacing one with the same key).
     PutChallenge(Challenge),
     /// Record that something was seen (a SAML request or assertion id) until the challenge's
@@ -323,6 +366,22 @@ pub trait Store: Send + Sync {
     fn linked_user(&self, idp: &str, subject: &str) -> StoreResult<Option<String>>;
     /// The oldest `limit` provisioning events not yet delivered, with their sequence numbers.
     fn provisioning_events(&self, limit: usize) -> StoreResult<Vec<(u64, ProvisioningEvent)>>;
+    /// The oldest `limit` undelivered provisioning events that are due at `now` (not backing
+    /// off after a failure).
+    fn provisioning_due(
+        &self,
+        now: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<(u64, ProvisioningEvent)>>;
+    /// The oldest `limit` provisioning events that failed for good.
+    fn dead_letters(&self, limit: usize) -> StoreResult<Vec<(u64, ProvisioningEvent)>>;
+    /// The id a provisioning target gave a local record, if it is known.
+    fn remote_id(&self, target: &str, local: &str) -> StoreResult<Option<String>>;
+    /// Every remote id a provisioning target gave local records whose key starts with
+    /// `prefix` (`group:` for groups): (local, remote).
+    fn remote_ids(&self, target: &str, prefix: &str) -> StoreResult<Vec<(String, String)>>;
+    /// Every user holding a role, by id.
+    fn role_members(&self, role: &str) -> StoreResult<Vec<User>>;
     /// A ceremony's state by key, if it has not expired.
     fn challenge(&self, key: &str, now: u64) -> StoreResult<Option<Challenge>>;
 

@@ -98,6 +98,9 @@ pub struct Role {
     /// Privileges, e.g. `users:write`; `*` is every privilege.
     #[serde(default)]
     pub privileges: Vec<String>,
+    /// The id a SCIM client knows the role by (its Group's `externalId`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
 }
 
 /// A browser session (single sign-on).
@@ -441,8 +444,10 @@ pub struct Challenge {
     pub expires: u64,
 }
 
-/// A provisioning event a flow emitted (a JIT account created, a role assigned, `provision`),
-/// kept in order until the provisioning targets' delivery takes it.
+/// A change a provisioning target must hear of (a user created, changed or deleted, a role
+/// assigned or revoked, a flow's `provision`), written in the transaction of the change and
+/// kept until the target has it: delivered, or after its last attempt moved to the
+/// dead letters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProvisioningEvent {
     /// When it was emitted.
@@ -453,4 +458,28 @@ pub struct ProvisioningEvent {
     pub event: String,
     /// The user concerned.
     pub user: String,
+    /// Failed deliveries so far.
+    #[serde(default)]
+    pub attempts: u32,
+    /// Not to be tried again before this time (backoff after a failure).
+    #[serde(default)]
+    pub not_before: u64,
+    /// Why the last delivery failed.
+    #[serde(default)]
+    pub last_error: String,
+}
+
+impl ProvisioningEvent {
+    /// A new event, due at once.
+    pub fn new(time: u64, target: &str, event: &str, user: &str) -> ProvisioningEvent {
+        ProvisioningEvent {
+            time,
+            target: target.into(),
+            event: event.into(),
+            user: user.into(),
+            attempts: 0,
+            not_before: 0,
+            last_error: String::new(),
+        }
+    }
 }

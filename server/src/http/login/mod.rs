@@ -306,7 +306,12 @@ async fn advance(
     }
     // What made a factor pass (a TOTP step, a passkey counter, a spent challenge) commits with
     // the step it passed, or not at all.
-    writes.extend(effect_writes(step.effects, &ip, now));
+    writes.extend(effect_writes(
+        step.effects,
+        &app.config.provisioning_targets,
+        &ip,
+        now,
+    ));
     confirm::with_password(&mut writes, password_hash);
     continue_login(app, handle, Some(read_seq), login, writes, addr, now).await
 }

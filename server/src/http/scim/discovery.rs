@@ -20,8 +20,11 @@ pub async fn service_provider_config(
     if let Err(error) = authenticate(&app, &headers, &ip, now()).await {
         return Scim(Err(error));
     }
-    let config =
-        idflow_scim::schema::service_provider_config(&base(&app), idflow_scim::query::MAX_PAGE);
+    let config = idflow_scim::schema::service_provider_config(
+        &base(&app),
+        idflow_scim::query::MAX_PAGE,
+        (super::bulk::MAX_OPERATIONS, super::bulk::MAX_PAYLOAD),
+    );
     Scim(Ok((StatusCode::OK, config)))
 }
 

@@ -1,15 +1,17 @@
-//! SCIM 2.0 in (RFC 7644) at `/scim/v2`: discovery, and Users (list with filter, sort,
+//! SCIM 2.0 in (RFC 7644) at `/scim/v2`: discovery; Users and Groups (list with filter, sort,
 //! pagination and attribute selection; search; read; create; replace; PATCH; delete) with
-//! ETags. Groups are not served yet.
+//! ETags; and Bulk. Groups are roles (see `groups`).
 //!
 //! Callers authenticate with an access token from `client_credentials` carrying the `scim`
 //! scope, or with HTTP Basic as a user holding the `scim` privilege. Every answer, errors
 //! included, is `application/scim+json`; every change is audited.
 //!
-//! One module per part: `resource` (a user as a SCIM resource and back), `users`,
-//! `discovery`.
+//! One module per part: `resource` (a user as a SCIM resource and back), `users`, `groups`,
+//! `bulk`, `discovery`.
 
+pub mod bulk;
 pub mod discovery;
+pub mod groups;
 pub mod resource;
 pub mod users;
 

@@ -22,17 +22,17 @@ use crate::store::{StoreError, User, Write};
 type Caller = std::net::SocketAddr;
 
 /// What a list or search asks for.
-struct ListRequest {
-    filter: Option<scim_v2::filter::Filter>,
-    sort_by: Option<AttrPath>,
-    descending: bool,
-    start_index: i64,
-    count: Option<i64>,
-    attributes: Vec<AttrPath>,
-    excluded: Vec<AttrPath>,
+pub(super) struct ListRequest {
+    pub(super) filter: Option<scim_v2::filter::Filter>,
+    pub(super) sort_by: Option<AttrPath>,
+    pub(super) descending: bool,
+    pub(super) start_index: i64,
+    pub(super) count: Option<i64>,
+    pub(super) attributes: Vec<AttrPath>,
+    pub(super) excluded: Vec<AttrPath>,
 }
 
-fn internal(error: impl std::fmt::Display) -> ScimError {
+pub(super) fn internal(error: impl std::fmt::Display) -> ScimError {
     ScimError::new_internal(error.to_string())
 }
 
@@ -47,7 +47,7 @@ fn number(value: Option<&str>, name: &str) -> Result<Option<i64>, ScimError> {
 }
 
 impl ListRequest {
-    fn from_query(params: &Params) -> Result<ListRequest, ScimError> {
+    pub(super) fn from_query(params: &Params) -> Result<ListRequest, ScimError> {
         Ok(ListRequest {
             filter: params.get("filter").map(filter::parse).transpose()?,
             sort_by: params.get("sortBy").map(parse_attribute).transpose()?,
@@ -76,7 +76,7 @@ impl ListRequest {
         })
     }
 
-    fn from_search(body: &Value) -> Result<ListRequest, ScimError> {
+    pub(super) fn from_search(body: &Value) -> Result<ListRequest, ScimError> {
         let text = |name: &str| idflow_scim::path::get(body, name).and_then(Value::as_str);
         let list = |name: &str| -> Result<Vec<AttrPath>, ScimError> {
             match idflow_scim::path::get(body, name) {
@@ -110,12 +110,12 @@ impl ListRequest {
     }
 }
 
-fn query(raw: Option<String>) -> Result<Params, ScimError> {
+pub(super) fn query(raw: Option<String>) -> Result<Params, ScimError> {
     Params::parse_with_limit(raw.unwrap_or_default().as_bytes(), 16 * 1024)
         .map_err(ScimError::invalid_value)
 }
 
-fn json_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ScimError> {
+pub(super) fn json_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ScimError> {
     // A SCIM body is JSON and says so: a form or text/plain post (which a browser can send
     // across sites with cached Basic credentials) is refused.
     let content_type = headers
@@ -192,7 +192,10 @@ fn candidates(app: &App, filter: &scim_v2::filter::Filter) -> Result<Option<Vec<
     }
 }
 
-async fn list(app: &Arc<App>, request: ListRequest) -> Result<(StatusCode, Value), ScimError> {
+pub(super) async fn list(
+    app: &Arc<App>,
+    request: ListRequest,
+) -> Result<(StatusCode, Value), ScimError> {
     let base = base(app);
     let pinned = match &request.filter {
         Some(filter) => candidates(app, filter)?,
@@ -227,23 +230,64 @@ fn page_of(mut users: Vec<User>, request: &ListRequest, base: &str) -> Value {
             .collect();
         return list_response(shown, total, start);
     }
-    let mut resources: Vec<Value> = users.iter().map(|user| render(user, base)).collect();
-    if let Some(filter) = &request.filter {
-        resources.retain(|resource| filter::matches(filter, resource));
+    let resources: Vec<Value> = users.iter().map(|user| render(user, base)).collect();
+    request.page(resources)
+}
+
+impl ListRequest {
+    /// The page of `resources` the request asks for: filtered, sorted (by id without a
+    /// `sortBy`, so pages do not overlap), cut and projected.
+    pub(super) fn page(&self, mut resources: Vec<Value>) -> Value {
+        if let Some(filter) = &self.filter {
+            resources.retain(|resource| filter::matches(filter, resource));
+        }
+        match &self.sort_by {
+            Some(by) => sort(&mut resources, by, self.descending),
+            None => resources.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str())),
+        }
+        let total = resources.len();
+        let range = page(total, self.start_index, self.count);
+        let start = range.start + 1;
+        let shown = resources[range]
+            .iter()
+            .map(|r| project(r, &self.attributes, &self.excluded))
+            .collect();
+        list_response(shown, total, start)
     }
-    match &request.sort_by {
-        Some(by) => sort(&mut resources, by, request.descending),
-        // A stable order without sortBy, so pages do not overlap.
-        None => resources.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str())),
-    }
-    let total = resources.len();
-    let range = page(total, request.start_index, request.count);
-    let start = range.start + 1;
-    let shown = resources[range]
-        .iter()
-        .map(|r| project(r, &request.attributes, &request.excluded))
-        .collect();
-    list_response(shown, total, start)
+}
+
+/// `POST /scim/v2/.search`: every resource type at once (RFC 7644 3.4.3), users and groups.
+pub async fn search_all(
+    State(app): AppState,
+    ConnectInfo(ip): ConnectInfo<Caller>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Scim {
+    Scim(
+        async {
+            authenticate(&app, &headers, &ip, now()).await?;
+            let request = ListRequest::from_search(&json_body(&headers, &body)?)?;
+            let pinned = match &request.filter {
+                Some(filter) => candidates(&app, filter)?,
+                None => None,
+            };
+            let app = Arc::clone(&app);
+            crate::http::blocking(move || {
+                let users = match pinned {
+                    Some(users) => users,
+                    None => app.store.users().map_err(internal)?,
+                };
+                let base = base(&app);
+                let mut resources: Vec<Value> =
+                    users.iter().map(|user| render(user, &base)).collect();
+                resources.extend(super::groups::all_groups(&app)?);
+                Ok((StatusCode::OK, request.page(resources)))
+            })
+            .await
+            .map_err(internal)?
+        }
+        .await,
+    )
 }
 
 /// `GET /scim/v2/Users`.
@@ -262,7 +306,7 @@ pub async fn get_list(
     )
 }
 
-/// `POST /scim/v2/Users/.search` and `POST /scim/v2/.search`.
+/// `POST /scim/v2/Users/.search`.
 pub async fn search(
     State(app): AppState,
     ConnectInfo(ip): ConnectInfo<Caller>,
@@ -282,7 +326,7 @@ pub async fn search(
     )
 }
 
-fn load(app: &App, id: &str) -> Result<User, ScimError> {
+pub(super) fn load(app: &App, id: &str) -> Result<User, ScimError> {
     app.store
         .user(id)
         .map_err(internal)?
@@ -326,7 +370,7 @@ pub async fn get_one(
 }
 
 /// The privileges `user`'s roles give.
-fn privileges(app: &App, user: &User) -> Result<Vec<String>, ScimError> {
+pub(super) fn privileges(app: &App, user: &User) -> Result<Vec<String>, ScimError> {
     let mut all = Vec::new();
     for role in &user.roles {
         if let Some(found) = app.store.role(role).map_err(internal)? {
@@ -336,23 +380,28 @@ fn privileges(app: &App, user: &User) -> Result<Vec<String>, ScimError> {
     Ok(all)
 }
 
-/// SCIM manages ordinary accounts. A user holding any role (the built-in `admin` among them) is
-/// changed or deleted only by a caller who holds every privilege (`*`): the `scim` privilege or
-/// scope must not become an administrator's (or an approver's) password.
+/// Whether the caller holds every privilege (`*`): only such a caller may change, through
+/// SCIM, what carries privileges. A client's `scim` scope never does.
+pub(super) fn holds_every_privilege(app: &App, actor: &str) -> Result<bool, ScimError> {
+    if actor.starts_with("client:") {
+        return Ok(false);
+    }
+    Ok(match app.store.user(actor).map_err(internal)? {
+        Some(caller) => privileges(app, &caller)?.iter().any(|p| p == "*"),
+        None => false,
+    })
+}
+
+/// SCIM manages ordinary accounts, and their membership of roles that grant no privilege (its
+/// Groups). A user whose roles give privileges (the built-in `admin` among them) is changed or
+/// deleted only by a caller who holds every privilege: the `scim` privilege or scope must not
+/// become an administrator's (or an approver's) password.
 fn guard(app: &App, actor: &str, target: &User) -> Result<(), ScimError> {
-    // Roles are granted by administrators, and released to applications: a user holding any
-    // is managed by them, not by SCIM.
-    if target.roles.is_empty() && privileges(app, target)?.is_empty() {
+    let reserved = target.username.eq_ignore_ascii_case(crate::app::ADMIN);
+    if !reserved && privileges(app, target)?.is_empty() {
         return Ok(());
     }
-    let superuser = match actor.strip_prefix("client:") {
-        Some(_) => false,
-        None => match app.store.user(actor).map_err(internal)? {
-            Some(caller) => privileges(app, &caller)?.iter().any(|p| p == "*"),
-            None => false,
-        },
-    };
-    if superuser {
+    if holds_every_privilege(app, actor)? {
         Ok(())
     } else {
         Err(ScimError::forbidden(
@@ -362,8 +411,8 @@ fn guard(app: &App, actor: &str, target: &User) -> Result<(), ScimError> {
 }
 
 /// Refuses a change whose `If-Match` names another version.
-fn check_version(headers: &HeaderMap, current: &Value) -> Result<(), ScimError> {
-    let Some(wanted) = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) else {
+pub fn check_version(if_match: Option<&str>, current: &Value) -> Result<(), ScimError> {
+    let Some(wanted) = if_match else {
         return Ok(());
     };
     let version = current["meta"]["version"].as_str().unwrap_or_default();
@@ -371,9 +420,38 @@ fn check_version(headers: &HeaderMap, current: &Value) -> Result<(), ScimError> 
         Ok(())
     } else {
         Err(ScimError::precondition_failed(format!(
-            "the user is at version {version}"
+            "the resource is at version {version}"
         )))
     }
+}
+
+/// Who is asking, from where, when, and on which version: what every SCIM change needs
+/// besides its body, whether it came alone or in a Bulk request.
+pub struct Call<'a> {
+    /// The server.
+    pub app: &'a Arc<App>,
+    /// The authenticated caller (a user id, or `client:ID`).
+    pub actor: String,
+    /// Their address.
+    pub ip: Caller,
+    /// Now.
+    pub now: u64,
+    /// The version the change is made over (`If-Match`, or a Bulk operation's `version`).
+    pub if_match: Option<String>,
+}
+
+impl Call<'_> {
+    /// An audit entry for this call about `subject`.
+    pub fn audited(&self, event: &str, subject: &str) -> Write {
+        audited(event, &self.actor, subject, &self.ip, self.now)
+    }
+}
+
+fn if_match(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::IF_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(String::from)
 }
 
 /// A name or address another user holds: 409 `uniqueness`. The built-in administrator's name
@@ -421,7 +499,7 @@ async fn hash(app: &App, password: Option<String>) -> Result<Option<String>, Sci
     }
 }
 
-async fn commit(app: &Arc<App>, batch: Vec<Write>) -> Result<(), ScimError> {
+pub(super) async fn commit(app: &Arc<App>, batch: Vec<Write>) -> Result<(), ScimError> {
     let store = Arc::clone(&app.store);
     match crate::http::blocking(move || store.commit(batch))
         .await
@@ -461,20 +539,38 @@ pub async fn create(
         async {
             let now = now();
             let actor = authenticate(&app, &headers, &ip, now).await?;
-            let mut user = User::new(crate::crypto::random_token(12), String::new(), now);
-            let password = absorb(&mut user, json_body(&headers, &body)?, now)?;
-            check_unique(&app, &user)?;
-            user.password_hash = hash(&app, password).await?;
-            let resource = render(&user, &base(&app));
-            let batch = vec![
-                audited("scim.user.create", &actor, &user.id, &ip, now),
-                Write::CreateUser(user),
-            ];
-            commit(&app, batch).await?;
-            Ok((StatusCode::CREATED, resource))
+            let body = json_body(&headers, &body)?;
+            let call = Call {
+                app: &app,
+                actor,
+                ip,
+                now,
+                if_match: if_match(&headers),
+            };
+            create_user(&call, body).await
         }
         .await,
     )
+}
+
+/// Creates a user from a SCIM body.
+pub async fn create_user(call: &Call<'_>, body: Value) -> Result<(StatusCode, Value), ScimError> {
+    let app = call.app;
+    let mut user = User::new(crate::crypto::random_token(12), String::new(), call.now);
+    let password = absorb(&mut user, body, call.now)?;
+    check_unique(app, &user)?;
+    user.password_hash = hash(app, password).await?;
+    let resource = render(&user, &base(app));
+    let mut batch = vec![call.audited("scim.user.create", &user.id)];
+    batch.extend(crate::provisioning::queue(
+        &app.config.provisioning_targets,
+        "user.created",
+        &user.id,
+        call.now,
+    ));
+    batch.push(Write::CreateUser(user));
+    commit(app, batch).await?;
+    Ok((StatusCode::CREATED, resource))
 }
 
 /// `PUT /scim/v2/Users/{id}`: the whole resource replaced (the password kept unless given).
@@ -489,21 +585,39 @@ pub async fn replace(
         async {
             let now = now();
             let actor = authenticate(&app, &headers, &ip, now).await?;
-            let original = load(&app, &id)?;
-            guard(&app, &actor, &original)?;
-            check_version(&headers, &render(&original, &base(&app)))?;
-            let mut user = original.clone();
-            let password = absorb(&mut user, json_body(&headers, &body)?, now)?;
-            let change = Change {
-                original,
-                user,
-                password,
-                event: "scim.user.replace",
+            let body = json_body(&headers, &body)?;
+            let call = Call {
+                app: &app,
+                actor,
+                ip,
+                now,
+                if_match: if_match(&headers),
             };
-            store_change(&app, change, &actor, &ip, now).await
+            replace_user(&call, &id, body).await
         }
         .await,
     )
+}
+
+/// Replaces a user with a SCIM body.
+pub async fn replace_user(
+    call: &Call<'_>,
+    id: &str,
+    body: Value,
+) -> Result<(StatusCode, Value), ScimError> {
+    let app = call.app;
+    let original = load(app, id)?;
+    guard(app, &call.actor, &original)?;
+    check_version(call.if_match.as_deref(), &render(&original, &base(app)))?;
+    let mut user = original.clone();
+    let password = absorb(&mut user, body, call.now)?;
+    let change = Change {
+        original,
+        user,
+        password,
+        event: "scim.user.replace",
+    };
+    store_change(call, change).await
 }
 
 /// `PATCH /scim/v2/Users/{id}`.
@@ -518,32 +632,49 @@ pub async fn patch(
         async {
             let now = now();
             let actor = authenticate(&app, &headers, &ip, now).await?;
-            let operations = patch::parse_request(&json_body(&headers, &body)?)?;
-            let original = load(&app, &id)?;
-            guard(&app, &actor, &original)?;
-            let mut resource = render(&original, &base(&app));
-            check_version(&headers, &resource)?;
-            let had_active = idflow_scim::path::get(&resource, "active").is_some();
-            patch::apply(&mut resource, &operations, READ_ONLY)?;
-            // Removing `active` says nothing about the account any more: it is not disabled
-            // (unlike a PUT that merely omits it, which leaves it as it was).
-            let removed_active =
-                had_active && idflow_scim::path::get(&resource, "active").is_none();
-            let mut user = original.clone();
-            let password = absorb(&mut user, resource, now)?;
-            if removed_active {
-                user.disabled = false;
-            }
-            let change = Change {
-                original,
-                user,
-                password,
-                event: "scim.user.patch",
+            let body = json_body(&headers, &body)?;
+            let call = Call {
+                app: &app,
+                actor,
+                ip,
+                now,
+                if_match: if_match(&headers),
             };
-            store_change(&app, change, &actor, &ip, now).await
+            patch_user(&call, &id, body).await
         }
         .await,
     )
+}
+
+/// Applies a SCIM PATCH request to a user.
+pub async fn patch_user(
+    call: &Call<'_>,
+    id: &str,
+    body: Value,
+) -> Result<(StatusCode, Value), ScimError> {
+    let app = call.app;
+    let operations = patch::parse_request(&body)?;
+    let original = load(app, id)?;
+    guard(app, &call.actor, &original)?;
+    let mut resource = render(&original, &base(app));
+    check_version(call.if_match.as_deref(), &resource)?;
+    let had_active = idflow_scim::path::get(&resource, "active").is_some();
+    patch::apply(&mut resource, &operations, READ_ONLY)?;
+    // Removing `active` says nothing about the account any more: it is not disabled
+    // (unlike a PUT that merely omits it, which leaves it as it was).
+    let removed_active = had_active && idflow_scim::path::get(&resource, "active").is_none();
+    let mut user = original.clone();
+    let password = absorb(&mut user, resource, call.now)?;
+    if removed_active {
+        user.disabled = false;
+    }
+    let change = Change {
+        original,
+        user,
+        password,
+        event: "scim.user.patch",
+    };
+    store_change(call, change).await
 }
 
 /// A user as read and as the request leaves them.
@@ -557,13 +688,8 @@ struct Change {
 /// Stores a change, only if the user is still as read: anything another request or an admin
 /// changed meanwhile (a role, a lock, another SCIM write) is not overwritten, and the client
 /// gets 412 to read again.
-async fn store_change(
-    app: &Arc<App>,
-    change: Change,
-    actor: &str,
-    ip: &Caller,
-    now: u64,
-) -> Result<(StatusCode, Value), ScimError> {
+async fn store_change(call: &Call<'_>, change: Change) -> Result<(StatusCode, Value), ScimError> {
+    let app = call.app;
     let Change {
         original,
         mut user,
@@ -579,7 +705,15 @@ async fn store_change(
         user.password_hash = Some(hash);
     }
     let resource = render(&user, &base(app));
-    let mut batch = vec![audited(event, actor, &user.id, ip, now)];
+    let mut batch = vec![call.audited(event, &user.id)];
+    for event in crate::provisioning::update_events(&original, &user) {
+        batch.extend(crate::provisioning::queue(
+            &app.config.provisioning_targets,
+            event,
+            &user.id,
+            call.now,
+        ));
+    }
     // A deactivated user is signed out everywhere.
     if user.disabled {
         batch.push(Write::EndUserSessions {
@@ -606,19 +740,33 @@ pub async fn delete(
         async {
             let now = now();
             let actor = authenticate(&app, &headers, &ip, now).await?;
-            let user = load(&app, &id)?;
-            guard(&app, &actor, &user)?;
-            check_version(&headers, &render(&user, &base(&app)))?;
-            commit(
-                &app,
-                vec![
-                    audited("scim.user.delete", &actor, &id, &ip, now),
-                    Write::DeleteUser(id.clone()),
-                ],
-            )
-            .await?;
-            Ok((StatusCode::NO_CONTENT, Value::Null))
+            let call = Call {
+                app: &app,
+                actor,
+                ip,
+                now,
+                if_match: if_match(&headers),
+            };
+            delete_user(&call, &id).await
         }
         .await,
     )
+}
+
+/// Deletes a user.
+pub async fn delete_user(call: &Call<'_>, id: &str) -> Result<(StatusCode, Value), ScimError> {
+    let app = call.app;
+    let user = load(app, id)?;
+    guard(app, &call.actor, &user)?;
+    check_version(call.if_match.as_deref(), &render(&user, &base(app)))?;
+    let mut batch = vec![call.audited("scim.user.delete", id)];
+    batch.extend(crate::provisioning::queue(
+        &app.config.provisioning_targets,
+        "user.deleted",
+        id,
+        call.now,
+    ));
+    batch.push(Write::DeleteUser(id.to_string()));
+    commit(app, batch).await?;
+    Ok((StatusCode::NO_CONTENT, Value::Null))
 }
