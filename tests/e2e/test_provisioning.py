@@ -8,13 +8,14 @@ backoff, then delivered); a refusal that becomes a dead letter, listed and retri
 CLI; and `kill -9` of the source while 200 changes are queued, after which every change
 arrives once (no loss, no duplicate users)."""
 
-import signal
+import os
+import subprocess
 import time
 
 import pytest
 import requests
 
-from conftest import Server
+from conftest import ADMIN_PASSWORD, BIN, Server
 
 SCIM_TYPE = "application/scim+json"
 SECRET = "provisioner-secret-for-tests-0123456789"
@@ -147,9 +148,11 @@ def test_created_updated_grouped_disabled_and_deleted_users_reach_the_target(pai
     assert here.call("DELETE", f"/Users/{ann['id']}").status_code == 204
     eventually(lambda: there.call("GET", f"/Users/{copy['id']}").status_code == 404, what="the deletion")
 
-    deliveries = [e for e in source.audit("provisioning.delivered") if e["subject"] == ann["id"]]
-    assert deliveries and all(e["detail"]["target"] == "downstream" for e in deliveries)
-    assert any(e["detail"]["deleted"] for e in deliveries)
+    # The worker records the deletion just after the target answered it.
+    deliveries = eventually(lambda: [e for e in source.audit("provisioning.delivered")
+                                     if e["subject"] == ann["id"] and e["detail"]["deleted"]],
+                            what="the deletion recorded")
+    assert all(e["detail"]["target"] == "downstream" for e in deliveries)
     assert offline(source, "provisioning", "queue").stdout == "", "nothing is left waiting"
 
 
@@ -163,8 +166,10 @@ def test_privileged_roles_are_not_sent_and_the_cli_is_a_trigger(pair):
                stdin="carl-password-123456\n")
     source.start()
     copy = eventually(lambda: (there.users(filter='userName eq "carl"') or [None])[0], what="carl at the target")
-    groups = eventually(lambda: {g["value"] for g in (remote(there, copy["externalId"]) or {}).get("groups", [])},
-                        what="carl's groups")
+    # Carl's delivery is recorded once every membership is made.
+    eventually(lambda: [e for e in source.audit("provisioning.delivered") if e["subject"] == copy["externalId"]],
+               what="carl's delivery recorded")
+    groups = {g["value"] for g in remote(there, copy["externalId"]).get("groups", [])}
     assert groups == {"staff"}, "a role that grants privileges here is not handed out there"
     source.stop()
     source.cli("user", "disable", "carl")
@@ -211,42 +216,77 @@ def test_a_refused_change_is_a_dead_letter_until_retried(pair):
     eventually(lambda: remote(there, dora["id"]), what="dora after the retry")
 
 
-def test_kill_9_with_200_changes_queued_loses_and_duplicates_nothing(pair):
+def test_a_group_made_at_the_target_by_someone_else_is_not_joined(pair):
     source, target = pair
     here = Scim(source, "hr-sync", HR_SECRET)
     there = Scim(target, "upstream-idflow", SECRET)
-    operations = [{"method": "POST", "bulkId": f"u{i}", "path": "/Users",
-                   "data": {"userName": f"bulk{i:03}", "displayName": f"Bulk {i}"}} for i in range(150)]
-    operations += [{"method": "PATCH", "path": f"/Users/bulkId:u{i}",
-                    "data": {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-                             "Operations": [{"op": "replace", "path": "displayName", "value": f"Bulk {i} renamed"}]}}
-                   for i in range(50)]
-    answer = here.ok("POST", "/Bulk", {"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],
-                                       "Operations": operations})
-    assert [op["status"] for op in answer["Operations"]] == ["201"] * 150 + ["200"] * 50
-    source.stop(signal.SIGKILL)
+    # The target's own `finance` group, which may mean more there than the role here.
+    theirs = there.ok("POST", "/Groups", {"displayName": "finance"})
+    eve = here.ok("POST", "/Users", {"userName": "eve"})
+    here.ok("POST", "/Groups", {"displayName": "finance", "members": [{"value": eve["id"]}]})
+    failures = eventually(lambda: [e for e in source.audit("provisioning.failed") if e["subject"] == eve["id"]],
+                          what="the refusal")
+    assert "not created from here" in failures[0]["detail"]["error"]
+    assert not there.ok("GET", f"/Groups/{theirs['id']}").get("members"), "nobody was added to their group"
+
+
+def test_kill_9_with_200_changes_queued_loses_and_duplicates_nothing(tmp_path):
+    (tmp_path / "target").mkdir()
+    (tmp_path / "source").mkdir()
+    target = Server(tmp_path / "target", TARGET_CONFIG).start()
+    source = Server(tmp_path / "source", source_config(target))
+    try:
+        _kill_9_with_200_changes(source, target)
+    finally:
+        source.stop()
+        target.stop()
+
+
+def _kill_9_with_200_changes(source, target):
+    """The source aborts (as kill -9 does) right after a delivery reached the target and
+    before it was recorded: the window in which a crash could duplicate a user. The 200
+    changes are made while no worker runs, so they are all queued at the crash."""
+    there = Scim(target, "upstream-idflow", SECRET)
+    source.cli("role", "add", "staff")
+    for i in range(150):
+        roles = ["--role", "staff"] if i % 3 == 0 else []
+        source.cli("user", "add", f"bulk{i:03}", "--display-name", f"Bulk {i}", *roles, "--password-stdin",
+                   stdin="bulk-password-123456\n")
+    for i in range(50):
+        source.cli("user", "disable", f"bulk{i:03}")
     queued = source.cli("provisioning", "queue", "--limit", "1000").stdout.splitlines()
-    assert len(queued) >= 20, f"the kill came with changes still queued ({len(queued)})"
+    assert len(queued) >= 200, len(queued)
+    # The first run crashes after its 40th delivery, the second after 40 more.
+    for _ in range(2):
+        source.process = None
+        env_start(source, IDFLOW_TEST_CRASH_AFTER_DELIVERIES="40")
+        source.process.wait(timeout=60)
+        assert source.process.returncode != 0, "the fault hook aborted the process"
+        source.process = None
     source.start()
-    ids = {op["bulkId"]: op["location"].rsplit("/", 1)[1] for op in answer["Operations"] if op["method"] == "POST"}
-
-    def arrived():
-        copies = [u for u in there.users() if u["userName"].startswith("bulk")]
-        return copies if len(copies) >= 150 else None
-
-    copies = eventually(arrived, timeout=120, what="all 150 users at the target")
-    assert len(copies) == 150, "no user arrives twice"
-    by_external = {u["externalId"]: u for u in copies}
-    assert set(by_external) == set(ids.values()), "every copy is of one source user, each once"
-    # Every update arrived (the copies show the latest state).
-    eventually(lambda: all(
-        (remote(there, ids[f"u{i}"]) or {}).get("displayName") == (f"Bulk {i} renamed" if i < 50 else f"Bulk {i}")
-        for i in range(0, 150, 7)), what="the renames")
-    copies = [u for u in there.users() if u["userName"].startswith("bulk")]
-    assert sorted(u["displayName"] for u in copies) == sorted(
-        [f"Bulk {i} renamed" for i in range(50)] + [f"Bulk {i}" for i in range(50, 150)])
+    copies = eventually(lambda: (lambda c: c if len(c) >= 150 else None)(
+        [u for u in there.users() if u["userName"].startswith("bulk")]), timeout=120, what="all 150 users")
+    assert len(copies) == 150
+    assert len({u["externalId"] for u in copies}) == 150, "each source user has one copy"
+    assert sorted(u["userName"] for u in copies) == [f"bulk{i:03}" for i in range(150)]
+    eventually(lambda: sorted(u["userName"] for u in there.users() if u["userName"].startswith("bulk")
+                              and u["active"] is False) == [f"bulk{i:03}" for i in range(50)],
+               what="every disable")
+    staff = there.ok("GET", "/Groups", filter='displayName eq "staff"')["Resources"]
+    assert len(staff) == 1, "the group was made once"
+    eventually(lambda: len(there.ok("GET", f"/Groups/{staff[0]['id']}").get("members", [])) == 50,
+               what="every membership")
     source.stop()
-    assert source.cli("provisioning", "queue").stdout == "" and source.cli("provisioning", "dead").stdout == ""
+    assert source.cli("provisioning", "queue").stdout == ""
+    assert source.cli("provisioning", "dead").stdout == ""
+
+
+def env_start(server, **env):
+    """Starts a server with extra environment variables, without waiting for it."""
+    server.process = subprocess.Popen(
+        [BIN, "serve", "--config", str(server.config),
+         "--data-dir", str(server.data), "--listen", f"127.0.0.1:{server.port}", "--issuer", server.issuer],
+        env=dict(os.environ, IDFLOW_ADMIN_PASSWORD=ADMIN_PASSWORD, **env), stdout=subprocess.DEVNULL, stderr=open(server.log, "ab"))
 
 
 def test_a_broken_target_configuration_is_refused_at_start(tmp_path):

@@ -453,11 +453,17 @@ fn set_disabled(args: &NameArgs, disabled: bool) -> Result<(), u8> {
 pub fn run_role(command: RoleCommand) -> u8 {
     let result = match command {
         RoleCommand::Add(args) => open(&args.location).and_then(|opened| {
+            // A SCIM client's id for the role survives a change of its privileges.
+            let external_id = opened
+                .store
+                .role(&args.name)
+                .map_err(fail)?
+                .and_then(|r| r.external_id);
             let role = Role {
                 name: args.name.clone(),
                 description: args.description,
                 privileges: args.privileges,
-                external_id: None,
+                external_id,
             };
             opened
                 .store

@@ -171,6 +171,14 @@ fn target(name: &str, section: Section) -> Result<Target, String> {
 /// and credentials travel to it.
 fn endpoint_url(field: &str, value: &str) -> Result<(), String> {
     let url = url::Url::parse(value).map_err(|e| format!("{field}: {e}"))?;
+    // Credentials in a URL end up in logs and dead letters; a query or fragment would be
+    // mangled by the paths appended to it.
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!("{field}: no credentials in the URL; use `auth`"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("{field}: no query or fragment"));
+    }
     let loopback = matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
     if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
         return Err(format!(

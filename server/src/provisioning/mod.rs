@@ -13,7 +13,7 @@
 pub mod scim;
 pub mod worker;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::Pin;
 
@@ -60,6 +60,9 @@ pub struct UserSync {
     /// Every group this target got from here: remote id → role. Memberships in these that
     /// the user no longer has are removed; groups made at the target by others are left alone.
     pub managed: BTreeMap<String, String>,
+    /// Roles named in the target's `roles`: an existing group of that name at the target may
+    /// be used. Other roles only ever use groups created from here.
+    pub adopt: BTreeSet<String>,
 }
 
 /// What a delivery did: the ids to remember.

@@ -73,8 +73,10 @@ impl ScimTarget {
                     return Ok(format!("Bearer {token}"));
                 }
                 let (token, lifetime) = self.fetch_token().await?;
-                // Renewed a little early, so a token does not expire in flight.
-                let until = Instant::now() + lifetime.saturating_sub(Duration::from_secs(30));
+                // Renewed a little early (30 s, or half a short lifetime), so a token does not
+                // expire in flight.
+                let margin = Duration::from_secs(30).min(lifetime / 2);
+                let until = Instant::now() + lifetime.saturating_sub(margin);
                 if let Ok(mut cached) = self.token.lock() {
                     *cached = Some((token.clone(), until));
                 }
@@ -173,30 +175,56 @@ impl ScimTarget {
         }
     }
 
-    /// The id of the first resource a filter finds, if any.
-    async fn find(&self, endpoint: &str, filter: &str) -> Result<Option<String>, DeliveryError> {
+    /// The id of the one resource whose `attribute` is exactly `value`, if there is one. The
+    /// answer is checked, not trusted: a target that ignores the filter and lists everyone
+    /// must not make one person's record another's.
+    async fn find_exact(
+        &self,
+        endpoint: &str,
+        attribute: &str,
+        value: &str,
+    ) -> Result<Option<(String, Value)>, DeliveryError> {
         let query = url::form_urlencoded::Serializer::new(String::new())
-            .append_pair("filter", filter)
-            .append_pair("attributes", "id")
+            .append_pair("filter", &format!("{attribute} eq {}", quoted(value)))
+            .append_pair("attributes", &format!("id,{attribute},externalId"))
             .finish();
         let answer = self
             .expect(Method::GET, &format!("/{endpoint}?{query}"), None)
             .await?;
-        Ok(answer["Resources"][0]["id"].as_str().map(String::from))
+        let listed = answer["Resources"].as_array().cloned().unwrap_or_default();
+        let mut matching = listed
+            .into_iter()
+            .filter(|r| r[attribute].as_str() == Some(value));
+        match (matching.next(), matching.next()) {
+            (None, _) => Ok(None),
+            (Some(found), None) => match found["id"].as_str() {
+                Some(id) => Ok(Some((id.to_string(), found.clone()))),
+                None => Err(DeliveryError::Refused(format!(
+                    "{}: the target lists a resource without an id",
+                    self.name
+                ))),
+            },
+            (Some(_), Some(_)) => Err(DeliveryError::Refused(format!(
+                "{}: the target has several {endpoint} with {attribute} `{value}`",
+                self.name
+            ))),
+        }
+    }
+
+    /// The user's id at the target: remembered, or found by the `externalId` a delivery
+    /// interrupted before it was remembered left there.
+    async fn user_id(&self, sync: &UserSync) -> Result<Option<String>, DeliveryError> {
+        if let Some(id) = &sync.remote_id {
+            return Ok(Some(id.clone()));
+        }
+        Ok(self
+            .find_exact("Users", "externalId", &sync.local_id)
+            .await?
+            .map(|(id, _)| id))
     }
 
     async fn delete_user(&self, sync: &UserSync) -> Result<Delivered, DeliveryError> {
-        let remote = match &sync.remote_id {
-            Some(id) => Some(id.clone()),
-            None => {
-                self.find(
-                    "Users",
-                    &format!("externalId eq {}", quoted(&sync.local_id)),
-                )
-                .await?
-            }
-        };
-        if let Some(id) = remote {
+        if let Some(id) = self.user_id(sync).await? {
             let path = format!("/Users/{}", segment(&id));
             let (status, answer) = self.call(Method::DELETE, &path, None).await?;
             // Gone already is what a delete wants (a redelivery, or removed there).
@@ -207,20 +235,14 @@ impl ScimTarget {
         Ok(Delivered::default())
     }
 
+    /// Replaces the user at the target, or creates them. Without a remembered id the create
+    /// comes first (no directory search in the common case); a 409 then means either a copy
+    /// an interrupted delivery made (found by `externalId`, and replaced) or somebody else's
+    /// account with that name (a refusal).
     async fn put_user(&self, sync: &UserSync, user: &User) -> Result<Value, DeliveryError> {
         let body = resource(user, &sync.local_id);
-        let remote = match &sync.remote_id {
-            Some(id) => Some(id.clone()),
-            None => {
-                self.find(
-                    "Users",
-                    &format!("externalId eq {}", quoted(&sync.local_id)),
-                )
-                .await?
-            }
-        };
-        if let Some(id) = remote {
-            let path = format!("/Users/{}", segment(&id));
+        if let Some(id) = &sync.remote_id {
+            let path = format!("/Users/{}", segment(id));
             let (status, answer) = self.call(Method::PUT, &path, Some(&body)).await?;
             if status.is_success() {
                 return Ok(answer);
@@ -231,24 +253,36 @@ impl ScimTarget {
             }
         }
         let (status, answer) = self.call(Method::POST, "/Users", Some(&body)).await?;
-        if status == StatusCode::CONFLICT {
+        if status.is_success() {
+            return Ok(answer);
+        }
+        if status != StatusCode::CONFLICT {
+            return Err(failure(&Method::POST, "/Users", status, &answer));
+        }
+        let Some((id, _)) = self
+            .find_exact("Users", "externalId", &sync.local_id)
+            .await?
+        else {
             return Err(DeliveryError::Refused(format!(
                 "{}: the target already has an account named `{}` that was not provisioned from here",
                 self.name, user.username
             )));
-        }
-        if !status.is_success() {
-            return Err(failure(&Method::POST, "/Users", status, &answer));
-        }
-        Ok(answer)
+        };
+        self.expect(
+            Method::PUT,
+            &format!("/Users/{}", segment(&id)),
+            Some(&body),
+        )
+        .await
     }
 
-    /// The user's group ids at the target, from an answer or, when it has none, read.
+    /// The user's group ids at the target, from an answer or read; `None` when the target
+    /// does not say (some do not return `groups`).
     async fn memberships(
         &self,
         answer: &Value,
         id: &str,
-    ) -> Result<BTreeSet<String>, DeliveryError> {
+    ) -> Result<Option<BTreeSet<String>>, DeliveryError> {
         let listed = |value: &Value| -> Option<BTreeSet<String>> {
             value["groups"].as_array().map(|groups| {
                 groups
@@ -258,7 +292,7 @@ impl ScimTarget {
             })
         };
         if let Some(found) = listed(answer) {
-            return Ok(found);
+            return Ok(Some(found));
         }
         let read = self
             .expect(
@@ -267,25 +301,33 @@ impl ScimTarget {
                 None,
             )
             .await?;
-        Ok(listed(&read).unwrap_or_default())
+        // A user in no group may be shown without `groups` at all.
+        Ok(listed(&read).or_else(|| read["id"].is_string().then(BTreeSet::new)))
     }
 
-    /// The group for `role` at the target: as remembered, found by name, or created.
-    async fn group(&self, role: &str, known: Option<&String>) -> Result<String, DeliveryError> {
-        if let Some(id) = known {
-            return Ok(id.clone());
-        }
-        if let Some(id) = self
-            .find("Groups", &format!("displayName eq {}", quoted(role)))
-            .await?
-        {
-            return Ok(id);
+    /// The group for `role` at the target: as remembered, created from here before (its
+    /// `externalId` says so), adopted when the role is named in the target's `roles`, or
+    /// created. A group somebody else made is never joined unasked: its name may mean more
+    /// there than the role does here.
+    async fn group(&self, sync: &UserSync, role: &str) -> Result<String, DeliveryError> {
+        let marker = format!("idflow-role:{role}");
+        if let Some((id, found)) = self.find_exact("Groups", "displayName", role).await? {
+            let ours = found["externalId"].as_str() == Some(marker.as_str());
+            if ours || sync.adopt.contains(role) {
+                return Ok(id);
+            }
+            return Err(DeliveryError::Refused(format!(
+                "{}: a group `{role}` exists at the target and was not created from here; name the role in the target's `roles` to use it",
+                self.name
+            )));
         }
         let created = self
             .expect(
                 Method::POST,
                 "/Groups",
-                Some(&json!({"schemas": [GROUP_SCHEMA], "displayName": role})),
+                Some(
+                    &json!({"schemas": [GROUP_SCHEMA], "displayName": role, "externalId": marker}),
+                ),
             )
             .await?;
         created["id"].as_str().map(String::from).ok_or_else(|| {
@@ -293,12 +335,13 @@ impl ScimTarget {
         })
     }
 
+    /// Adds or removes a membership; `false` when the group is gone at the target.
     async fn change_membership(
         &self,
         group: &str,
         member: &str,
         add: bool,
-    ) -> Result<(), DeliveryError> {
+    ) -> Result<bool, DeliveryError> {
         let operation = if add {
             json!({"op": "add", "path": "members", "value": [{"value": member}]})
         } else {
@@ -310,7 +353,9 @@ impl ScimTarget {
         // Removing a membership that is gone already is done (RFC 7644 3.5.2.2 `noTarget`).
         let gone = !add && answer["scimType"] == "noTarget";
         if status.is_success() || gone {
-            Ok(())
+            Ok(true)
+        } else if status == StatusCode::NOT_FOUND {
+            Ok(false)
         } else {
             Err(failure(&Method::PATCH, &path, status, &answer))
         }
@@ -325,21 +370,35 @@ impl ScimTarget {
             DeliveryError::Refused("the target answered without the user's id".into())
         })?;
         let current = self.memberships(&answer, &id).await?;
+        let member = |group: &String| current.as_ref().is_some_and(|c| c.contains(group));
         let mut delivered = Delivered {
             user: Some(id.clone()),
             groups: Vec::new(),
         };
         let mut wanted = BTreeSet::new();
         for (role, known) in &sync.groups {
-            let group = self.group(role, known.as_ref()).await?;
-            if !current.contains(&group) {
-                self.change_membership(&group, &id, true).await?;
+            let mut group = match known {
+                Some(known) => known.clone(),
+                None => self.group(sync, role).await?,
+            };
+            if !member(&group) && !self.change_membership(&group, &id, true).await? {
+                // The remembered group was deleted at the target: found or made again.
+                group = self.group(sync, role).await?;
+                if !self.change_membership(&group, &id, true).await? {
+                    return Err(DeliveryError::Retry(format!(
+                        "{}: the group for `{role}` disappeared at the target",
+                        self.name
+                    )));
+                }
             }
             wanted.insert(group.clone());
             delivered.groups.push((role.clone(), group));
         }
         for group in sync.managed.keys() {
-            if current.contains(group) && !wanted.contains(group) {
+            // Without the target's word on the user's groups, every group sent from here
+            // that the user should not be in is left (a removal of nothing is no error).
+            let leave = current.is_none() || member(group);
+            if leave && !wanted.contains(group) {
                 self.change_membership(group, &id, false).await?;
             }
         }

@@ -32,7 +32,26 @@ pub fn backoff(attempts: u32) -> u64 {
 /// A configured target and its client.
 struct Live {
     config: Target,
-    client: Option<Box<dyn ProvisioningTarget>>,
+    client: Client,
+}
+
+/// How a target is reached.
+enum Client {
+    /// Declared for flows without a `url`: its events are dropped.
+    Unconfigured,
+    /// Configured, but its client could not be built: its events wait.
+    Broken(String),
+    /// Ready.
+    Ready(Box<dyn ProvisioningTarget>),
+}
+
+/// A fault-injection hook for the crash tests: with `IDFLOW_TEST_CRASH_AFTER_DELIVERIES=N`
+/// the process aborts after its Nth delivery has reached the target and before it is
+/// recorded, the one window in which a crash could duplicate a user downstream.
+fn crash_after() -> Option<u64> {
+    std::env::var("IDFLOW_TEST_CRASH_AFTER_DELIVERIES")
+        .ok()
+        .and_then(|n| n.parse().ok())
 }
 
 /// Runs until the process ends.
@@ -40,10 +59,11 @@ pub async fn run(app: Arc<App>) {
     let mut targets = BTreeMap::new();
     for config in &app.config.provisioning_targets {
         let client = match ScimTarget::new(config) {
-            Ok(client) => client.map(|c| Box::new(c) as Box<dyn ProvisioningTarget>),
+            Ok(Some(client)) => Client::Ready(Box::new(client)),
+            Ok(None) => Client::Unconfigured,
             Err(error) => {
                 tracing::error!(target = config.name, %error, "provisioning target unusable");
-                None
+                Client::Broken(error)
             }
         };
         targets.insert(
@@ -54,8 +74,12 @@ pub async fn run(app: Arc<App>) {
             },
         );
     }
+    let mut worker = Worker {
+        delivered: 0,
+        crash_after: crash_after(),
+    };
     loop {
-        match round(&app, &targets).await {
+        match worker.round(&app, &targets).await {
             Ok(0) => tokio::time::sleep(IDLE).await,
             Ok(_) => {}
             Err(error) => {
@@ -66,105 +90,153 @@ pub async fn run(app: Arc<App>) {
     }
 }
 
-/// One pass over the due events; how many were settled (delivered, retried or dead).
-async fn round(app: &Arc<App>, targets: &BTreeMap<String, Live>) -> Result<usize, String> {
-    let store = Arc::clone(&app.store);
-    let due = crate::http::blocking(move || store.provisioning_due(now(), BATCH))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-    if due.is_empty() {
-        return Ok(0);
-    }
-    // One delivery per target and user, in the order of their first event.
-    let mut order: Vec<(String, String)> = Vec::new();
-    let mut grouped: BTreeMap<(String, String), Vec<(u64, ProvisioningEvent)>> = BTreeMap::new();
-    for (seq, event) in due {
-        let key = (event.target.clone(), event.user.clone());
-        if !grouped.contains_key(&key) {
-            order.push(key.clone());
-        }
-        grouped.entry(key).or_default().push((seq, event));
-    }
-    let mut settled = 0;
-    for key in order {
-        let events = grouped.remove(&key).unwrap_or_default();
-        settled += events.len();
-        let batch = deliver(app, targets, &key.0, &key.1, &events).await?;
+struct Worker {
+    delivered: u64,
+    crash_after: Option<u64>,
+}
+
+impl Worker {
+    /// One pass over the due events; how many were settled (delivered, retried or dead).
+    async fn round(
+        &mut self,
+        app: &Arc<App>,
+        targets: &BTreeMap<String, Live>,
+    ) -> Result<usize, String> {
         let store = Arc::clone(&app.store);
-        crate::http::blocking(move || store.commit(batch))
+        let due = crate::http::blocking(move || store.provisioning_due(now(), BATCH))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
+        if due.is_empty() {
+            return Ok(0);
+        }
+        // One delivery per target and user, in the order of their first event.
+        let mut order: Vec<(String, String)> = Vec::new();
+        let mut grouped: BTreeMap<(String, String), Vec<(u64, ProvisioningEvent)>> =
+            BTreeMap::new();
+        for (seq, event) in due {
+            let key = (event.target.clone(), event.user.clone());
+            if !grouped.contains_key(&key) {
+                order.push(key.clone());
+            }
+            grouped.entry(key).or_default().push((seq, event));
+        }
+        let mut settled = 0;
+        for key in order {
+            let events = grouped.remove(&key).unwrap_or_default();
+            settled += events.len();
+            let batch = self.deliver(app, targets, &key.0, &key.1, &events).await;
+            let store = Arc::clone(&app.store);
+            crate::http::blocking(move || store.commit(batch))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(settled)
     }
-    Ok(settled)
+
+    /// Delivers one user's events to one target; the writes that record the outcome. Every
+    /// failure settles the events (a retry later or a dead letter), so one user's trouble
+    /// never holds up the rest of the outbox.
+    async fn deliver(
+        &mut self,
+        app: &Arc<App>,
+        targets: &BTreeMap<String, Live>,
+        target: &str,
+        user: &str,
+        events: &[(u64, ProvisioningEvent)],
+    ) -> Vec<Write> {
+        let seqs: Vec<u64> = events.iter().map(|(seq, _)| *seq).collect();
+        let names: Vec<&str> = events.iter().map(|(_, e)| e.event.as_str()).collect();
+        let Some(live) = targets.get(target) else {
+            let why = format!("no provisioning target `{target}` is configured");
+            return dead(events, &why, target, user);
+        };
+        let client = match &live.client {
+            Client::Ready(client) => client,
+            Client::Unconfigured => {
+                tracing::info!(target, user, events = ?names, "provisioning target has no url: events dropped");
+                return vec![Write::AckProvisioning(seqs)];
+            }
+            Client::Broken(why) => {
+                return failed(events, DeliveryError::Retry(why.clone()), live, user);
+            }
+        };
+        let sync = {
+            let app = Arc::clone(app);
+            let config = live.config.clone();
+            let user = user.to_string();
+            crate::http::blocking(move || prepare(&*app.store, &config, &user)).await
+        };
+        let sync = match sync {
+            Ok(Ok(sync)) => sync,
+            Ok(Err(error)) => {
+                return failed(events, DeliveryError::Retry(error.to_string()), live, user);
+            }
+            Err(error) => {
+                return failed(events, DeliveryError::Retry(error.to_string()), live, user);
+            }
+        };
+        match client.sync_user(&sync).await {
+            Ok(delivered) => {
+                tracing::debug!(target, user, events = ?names, "provisioned");
+                self.delivered += 1;
+                if self.crash_after.is_some_and(|n| self.delivered >= n) {
+                    tracing::error!("IDFLOW_TEST_CRASH_AFTER_DELIVERIES reached: aborting");
+                    std::process::abort();
+                }
+                delivered_writes(target, &sync, &delivered, seqs, &names, now())
+            }
+            Err(error) => failed(events, error, live, user),
+        }
+    }
 }
 
-/// Delivers one user's events to one target; the writes that record the outcome.
-async fn deliver(
-    app: &Arc<App>,
-    targets: &BTreeMap<String, Live>,
-    target: &str,
-    user: &str,
+/// The writes for a failed delivery: each event is tried again after its backoff, or, after
+/// its own last attempt or a refusal no retry can change, becomes a dead letter.
+fn failed(
     events: &[(u64, ProvisioningEvent)],
-) -> Result<Vec<Write>, String> {
-    let seqs: Vec<u64> = events.iter().map(|(seq, _)| *seq).collect();
-    let names: Vec<&str> = events.iter().map(|(_, e)| e.event.as_str()).collect();
-    let attempts = events.iter().map(|(_, e)| e.attempts).max().unwrap_or(0) + 1;
-    let Some(live) = targets.get(target) else {
-        return Ok(dead(
-            &seqs,
-            attempts,
-            &format!("no provisioning target `{target}` is configured"),
+    error: DeliveryError,
+    live: &Live,
+    user: &str,
+) -> Vec<Write> {
+    let target = live.config.name.as_str();
+    let retry = matches!(error, DeliveryError::Retry(_));
+    let why = error.to_string();
+    let time = now();
+    let (again, done): (Vec<_>, Vec<_>) = events
+        .iter()
+        .cloned()
+        .partition(|(_, event)| retry && event.attempts + 1 < live.config.max_attempts);
+    let mut writes = Vec::new();
+    for (seq, event) in &again {
+        let attempts = event.attempts + 1;
+        let wait = backoff(attempts);
+        tracing::warn!(
             target,
             user,
-        ));
-    };
-    let Some(client) = &live.client else {
-        // Declared for flows without an address: nothing to deliver to.
-        tracing::info!(target, user, events = ?names, "provisioning target has no url: events dropped");
-        return Ok(vec![Write::AckProvisioning(seqs)]);
-    };
-    let sync = {
-        let app = Arc::clone(app);
-        let config = live.config.clone();
-        let user = user.to_string();
-        crate::http::blocking(move || prepare(&*app.store, &config, &user))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?
-    };
-    let outcome = client.sync_user(&sync).await;
-    let time = now();
-    Ok(match outcome {
-        Ok(delivered) => {
-            tracing::debug!(target, user, events = ?names, "provisioned");
-            delivered_writes(target, &sync, &delivered, seqs, &names, time)
-        }
-        Err(DeliveryError::Retry(why)) if attempts < live.config.max_attempts => {
-            let wait = backoff(attempts);
-            tracing::warn!(
-                target,
-                user,
-                attempts,
-                wait,
-                error = why,
-                "provisioning failed; will retry"
-            );
-            seqs.iter()
-                .map(|seq| Write::RetryProvisioning {
-                    seq: *seq,
-                    attempts,
-                    not_before: time + wait,
-                    error: why.clone(),
-                })
-                .collect()
-        }
-        Err(error) => {
-            tracing::warn!(target, user, attempts, %error, "provisioning failed for good: dead letter");
-            dead(&seqs, attempts, &error.to_string(), target, user)
-        }
-    })
+            attempts,
+            wait,
+            error = why,
+            "provisioning failed; will retry"
+        );
+        writes.push(Write::RetryProvisioning {
+            seq: *seq,
+            attempts,
+            not_before: time + wait,
+            error: why.clone(),
+        });
+    }
+    if !done.is_empty() {
+        tracing::warn!(
+            target,
+            user,
+            error = why,
+            "provisioning failed for good: dead letter"
+        );
+        writes.extend(dead(&done, &why, target, user));
+    }
+    writes
 }
 
 /// What the target must be told about `user`: their record now, what it is known as there,
@@ -196,6 +268,7 @@ fn prepare(store: &dyn Store, target: &Target, user: &str) -> crate::store::Stor
         remote_id,
         groups,
         managed,
+        adopt: target.roles.iter().flatten().cloned().collect(),
     })
 }
 
@@ -241,20 +314,21 @@ fn delivered_writes(
     writes
 }
 
-fn dead(seqs: &[u64], attempts: u32, why: &str, target: &str, user: &str) -> Vec<Write> {
-    let mut writes: Vec<Write> = seqs
+fn dead(events: &[(u64, ProvisioningEvent)], why: &str, target: &str, user: &str) -> Vec<Write> {
+    let mut writes: Vec<Write> = events
         .iter()
-        .map(|seq| Write::DeadLetter {
+        .map(|(seq, event)| Write::DeadLetter {
             seq: *seq,
-            attempts,
+            attempts: event.attempts + 1,
             error: why.to_string(),
         })
         .collect();
+    let seqs: Vec<u64> = events.iter().map(|(seq, _)| *seq).collect();
     writes.push(audit(
         "provisioning.failed",
         user,
         now(),
-        serde_json::json!({ "target": target, "error": why, "attempts": attempts, "events": seqs }),
+        serde_json::json!({ "target": target, "error": why, "events": seqs }),
     ));
     writes
 }

@@ -533,6 +533,15 @@ fn apply(txn: &WriteTransaction, write: Write) -> StoreResult<()> {
             update_user(txn, &user, |user| user.roles.retain(|r| *r != role))
         }
         Write::PutRole(role) => put(txn, ROLES, &role.name.clone(), &role),
+        Write::CreateRole(role) => {
+            if get_in::<Role>(txn, ROLES, &role.name)?.is_some() {
+                return Err(StoreError::Failed(format!(
+                    "the role name `{}` is taken",
+                    role.name
+                )));
+            }
+            put(txn, ROLES, &role.name.clone(), &role)
+        }
         Write::PutSession(session) => put(txn, SESSIONS, &session.key.clone(), &session),
         Write::DeleteSession(key) => remove(txn, SESSIONS, &key),
         Write::AddSamlParticipant {

@@ -111,6 +111,8 @@ pub enum Write {
     },
     /// Insert or replace a role.
     PutRole(Role),
+    /// Insert a new role; fails the batch if the name is taken.
+    CreateRole(Role),
     /// Insert or replace a browser session.
     PutSession(Session),
     /// Remove a session.

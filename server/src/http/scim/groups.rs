@@ -272,7 +272,7 @@ pub async fn create_group(call: &Call<'_>, body: Value) -> Result<(StatusCode, V
         &role.name,
         members_detail(&changes),
     )];
-    batch.push(Write::PutRole(role.clone()));
+    batch.push(Write::CreateRole(role.clone()));
     batch.extend(changes);
     commit(app, batch).await?;
     let (role, members) = load(app, &role.name)?;
@@ -343,6 +343,10 @@ pub async fn delete_group(call: &Call<'_>, id: &str) -> Result<(StatusCode, Valu
     guard(app, &call.actor, &role)?;
     if role.name.eq_ignore_ascii_case(crate::app::ADMIN) {
         return Err(ScimError::forbidden("the built-in `admin` role stays"));
+    }
+    // Deleting the group takes the role from every member: each must be SCIM's to change.
+    for user in &members {
+        member_guard(call, user)?;
     }
     let mut batch = vec![audited(
         call,

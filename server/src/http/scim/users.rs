@@ -393,9 +393,9 @@ pub(super) fn holds_every_privilege(app: &App, actor: &str) -> Result<bool, Scim
 }
 
 /// SCIM manages ordinary accounts, and their membership of roles that grant no privilege (its
-/// Groups). A user whose roles give privileges (the built-in `admin` among them) is changed or
-/// deleted only by a caller who holds every privilege: the `scim` privilege or scope must not
-/// become an administrator's (or an approver's) password.
+/// Groups): that is what an HR system provisions. A user whose roles give privileges (the
+/// built-in `admin` among them) is changed or deleted only by a caller who holds every
+/// privilege: the `scim` privilege or scope must not become an administrator's password.
 fn guard(app: &App, actor: &str, target: &User) -> Result<(), ScimError> {
     let reserved = target.username.eq_ignore_ascii_case(crate::app::ADMIN);
     if !reserved && privileges(app, target)?.is_empty() {
