@@ -217,6 +217,11 @@ def test_authentication_authorization_and_bad_bodies(server):
     assert scim.call("GET", "/Users/nobody").status_code == 404
     assert scim.call("GET", "/Nothing").status_code == 404
     assert scim.call("DELETE", "/Schemas").status_code == 405
+    wrong_method = scim.call("GET", "/Users/.search")
+    assert wrong_method.status_code == 405 and wrong_method.headers["Content-Type"] == SCIM_TYPE
+    sideways = scim.call("POST", "/Users/.search", {"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+                                                     "sortBy": "userName", "sortOrder": "sideways"})
+    assert sideways.status_code == 400 and sideways.json()["scimType"] == "invalidValue"
 
 
 def test_basic_credentials_are_throttled_like_the_login_page(server):

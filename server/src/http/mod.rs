@@ -96,8 +96,14 @@ pub fn router(app: Arc<App>) -> Router {
                 .post(scim::users::create)
                 .fallback(scim::method_not_allowed),
         )
-        .route("/scim/v2/Users/.search", post(scim::users::search))
-        .route("/scim/v2/.search", post(scim::users::search_all))
+        .route(
+            "/scim/v2/Users/.search",
+            post(scim::users::search).fallback(scim::method_not_allowed),
+        )
+        .route(
+            "/scim/v2/.search",
+            post(scim::users::search_all).fallback(scim::method_not_allowed),
+        )
         .route(
             "/scim/v2/Users/{id}",
             get(scim::users::get_one)
@@ -112,7 +118,10 @@ pub fn router(app: Arc<App>) -> Router {
                 .post(scim::groups::create)
                 .fallback(scim::method_not_allowed),
         )
-        .route("/scim/v2/Groups/.search", post(scim::groups::search))
+        .route(
+            "/scim/v2/Groups/.search",
+            post(scim::groups::search).fallback(scim::method_not_allowed),
+        )
         .route(
             "/scim/v2/Groups/{id}",
             get(scim::groups::get_one)

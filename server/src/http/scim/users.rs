@@ -51,16 +51,7 @@ impl ListRequest {
         Ok(ListRequest {
             filter: params.get("filter").map(filter::parse).transpose()?,
             sort_by: params.get("sortBy").map(parse_attribute).transpose()?,
-            descending: match params.get("sortOrder") {
-                None => false,
-                Some(order) if order.eq_ignore_ascii_case("ascending") => false,
-                Some(order) if order.eq_ignore_ascii_case("descending") => true,
-                Some(_) => {
-                    return Err(ScimError::invalid_value(
-                        "`sortOrder` is ascending or descending",
-                    ));
-                }
-            },
+            descending: sort_order(params.get("sortOrder"))?,
             start_index: number(params.get("startIndex"), "startIndex")?.unwrap_or(1),
             count: number(params.get("count"), "count")?,
             attributes: params
@@ -101,12 +92,24 @@ impl ListRequest {
         Ok(ListRequest {
             filter: text("filter").map(filter::parse).transpose()?,
             sort_by: text("sortBy").map(parse_attribute).transpose()?,
-            descending: text("sortOrder").is_some_and(|o| o.eq_ignore_ascii_case("descending")),
+            descending: sort_order(text("sortOrder"))?,
             start_index: int("startIndex")?.unwrap_or(1),
             count: int("count")?,
             attributes: list("attributes")?,
             excluded: list("excludedAttributes")?,
         })
+    }
+}
+
+/// `sortOrder`: whether it says descending; anything but the two words is an error.
+fn sort_order(order: Option<&str>) -> Result<bool, ScimError> {
+    match order {
+        None => Ok(false),
+        Some(order) if order.eq_ignore_ascii_case("ascending") => Ok(false),
+        Some(order) if order.eq_ignore_ascii_case("descending") => Ok(true),
+        Some(_) => Err(ScimError::invalid_value(
+            "`sortOrder` is ascending or descending",
+        )),
     }
 }
 
