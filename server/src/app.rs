@@ -16,8 +16,8 @@ use crate::store::{AuditEvent, EmbeddedStore, Role, Store, User, Write};
 
 /// Everything a request handler reads. Built once; shared behind an `Arc`.
 pub struct App {
-    /// The configuration.
-    pub config: ServerConfig,
+    /// The configuration, swapped whole by a reload; read it with [`App::config`].
+    pub live_config: arc_swap::ArcSwap<ServerConfig>,
     /// The store.
     pub store: Arc<dyn Store>,
     /// Signing keys.
@@ -34,8 +34,6 @@ pub struct App {
     pub pages: crate::http::pages::Pages,
     /// Counters and latencies for `/metrics`.
     pub metrics: Metrics,
-    /// Origins of public clients, allowed to call the token endpoints from a browser.
-    pub cors_origins: std::collections::BTreeSet<String>,
     /// Second factors: sealing key, WebAuthn relying party, mail.
     pub mfa: crate::mfa::Mfa,
     /// Limits on failed attempts per address and per user and address.
@@ -44,6 +42,14 @@ pub struct App {
     pub saml: idflow_saml::Credential,
     /// Upstream OpenID Connect providers: HTTP client and discovered metadata.
     pub federation: std::sync::Arc<crate::federation::oidc::Oidc>,
+}
+
+impl App {
+    /// The live configuration: cheap, and stable for as long as the caller holds it (a
+    /// request that reads it twice should hold one).
+    pub fn config(&self) -> Arc<ServerConfig> {
+        self.live_config.load_full()
+    }
 }
 
 /// Seconds since the Unix epoch.
@@ -99,7 +105,6 @@ pub fn start(config: ServerConfig, admin_password: Option<String>) -> Result<Sta
     let registry = Registry::new(engine.sandbox());
     load_flows(&registry, &config)?;
     keep_flow_versions(store.as_ref(), &registry).map_err(|e| StartError(e.to_string()))?;
-    let cors_origins = crate::http::cors::allowed_origins(config.applications.values());
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let password_pool = crate::hashing::PasswordPool::new(passwords.clone(), threads)
         .map_err(|e| StartError(format!("cannot start password threads: {e}")))?;
@@ -121,8 +126,7 @@ pub fn start(config: ServerConfig, admin_password: Option<String>) -> Result<Sta
         federation,
         mfa,
         throttle,
-        cors_origins,
-        config,
+        live_config: arc_swap::ArcSwap::from_pointee(config),
         store,
         keys,
         engine,
@@ -140,30 +144,39 @@ pub fn start(config: ServerConfig, admin_password: Option<String>) -> Result<Sta
 
 /// Reads the flow files and makes them the live flows; any error in any file is an error.
 pub fn load_flows(registry: &Registry, config: &ServerConfig) -> Result<(), StartError> {
-    let files = match &config.flows {
-        FlowsSource::Embedded => EMBEDDED_FLOWS
+    let files = flow_files(config).map_err(StartError)?;
+    registry
+        .reload(&files, &config.names)
+        .map(|_| ())
+        .map_err(|error| StartError(render_reload_error(&error)))
+}
+
+/// The flow files a configuration names (the shipped ones when it names none).
+pub fn flow_files(config: &ServerConfig) -> Result<Vec<SourceFile>, String> {
+    match &config.flows {
+        FlowsSource::Embedded => Ok(EMBEDDED_FLOWS
             .iter()
             .map(|(name, text)| SourceFile {
                 name: format!("(embedded) flows/{name}"),
                 text: (*text).to_string(),
                 syntax: Syntax::Yaml,
             })
-            .collect(),
+            .collect()),
         FlowsSource::Dir(dir) => {
             let collected = crate::sources::collect(std::slice::from_ref(dir))
-                .map_err(|e| StartError(format!("flows: {e}")))?;
+                .map_err(|e| format!("flows: {e}"))?;
             if let Some(bad) = collected.unreadable.first() {
-                return Err(StartError(format!(
-                    "flows: {}: {}",
-                    bad.name, bad.diagnostic.message
-                )));
+                return Err(format!("flows: {}: {}", bad.name, bad.diagnostic.message));
             }
-            collected.files
+            Ok(collected.files)
         }
-    };
-    match registry.reload(&files, &config.names) {
-        Ok(_) => Ok(()),
-        Err(idflow_engine::registry::ReloadError::Check(reports)) => {
+    }
+}
+
+/// Why flows were refused, for a person: the errors of every file, one a line.
+pub fn render_reload_error(error: &idflow_engine::registry::ReloadError) -> String {
+    match error {
+        idflow_engine::registry::ReloadError::Check(reports) => {
             let rendered: String = reports
                 .iter()
                 .flat_map(|r| {
@@ -173,13 +186,9 @@ pub fn load_flows(registry: &Registry, config: &ServerConfig) -> Result<(), Star
                         .map(move |d| format!("  {}: {} {}\n", r.name, d.code, d.message))
                 })
                 .collect();
-            Err(StartError(format!(
-                "the flows have errors (run `idflow flow check`):\n{rendered}"
-            )))
+            format!("the flows have errors (run `idflow flow check`):\n{rendered}")
         }
-        Err(idflow_engine::registry::ReloadError::Load(why)) => {
-            Err(StartError(format!("flows: {why}")))
-        }
+        idflow_engine::registry::ReloadError::Load(why) => format!("flows: {why}"),
     }
 }
 

@@ -18,6 +18,7 @@ pub mod mail;
 pub mod metrics;
 pub mod mfa;
 pub mod provisioning;
+pub mod reload;
 pub mod secrets;
 pub mod sources;
 pub mod store;

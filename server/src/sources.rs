@@ -134,3 +134,30 @@ pub fn collect_scenarios(paths: &[PathBuf]) -> Result<Vec<(String, String)>, Str
         })
         .collect()
 }
+
+/// What changes when any file under `paths` changes: each file's path, size and modification
+/// time, in order (`serve --watch` compares two of these).
+pub fn fingerprint(paths: &[PathBuf]) -> Vec<(PathBuf, u64, Option<std::time::SystemTime>)> {
+    fn walk(path: &Path, out: &mut Vec<(PathBuf, u64, Option<std::time::SystemTime>)>) {
+        let Ok(meta) = std::fs::metadata(path) else {
+            return;
+        };
+        if meta.is_dir() {
+            let Ok(entries) = std::fs::read_dir(path) else {
+                return;
+            };
+            let mut children: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+            children.sort();
+            for child in children {
+                walk(&child, out);
+            }
+        } else {
+            out.push((path.to_path_buf(), meta.len(), meta.modified().ok()));
+        }
+    }
+    let mut out = Vec::new();
+    for path in paths {
+        walk(path, &mut out);
+    }
+    out
+}

@@ -11,6 +11,7 @@ pub mod audit;
 pub mod flow;
 pub mod keys;
 pub mod provisioning;
+pub mod reload;
 pub mod serve;
 pub mod user;
 
@@ -42,6 +43,8 @@ pub enum Command {
     Keys(keys::KeysCommand),
     /// Print the newest audit log entries of a data directory.
     Audit(audit::AuditArgs),
+    /// Ask a running server to reload its configuration and flows (all checked first).
+    Reload(reload::ReloadArgs),
     /// Show the provisioning outbox and dead letters of a data directory; retry dead letters.
     #[command(subcommand)]
     Provisioning(provisioning::ProvisioningCommand),
@@ -89,6 +92,7 @@ pub fn main() -> ExitCode {
         Command::Keys(command) => keys::run(command),
         Command::Audit(args) => audit::run(&args),
         Command::Provisioning(command) => provisioning::run(command),
+        Command::Reload(args) => reload::run(&args),
     };
     ExitCode::from(code)
 }

@@ -28,6 +28,10 @@ pub struct ServeArgs {
     /// Log format: text or json.
     #[arg(long, env = "IDFLOW_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// Reload when the configuration file or a flow file changes (checked every second, after
+    /// the files have stopped changing).
+    #[arg(long)]
+    pub watch: bool,
 }
 
 /// Where the configuration and data are: shared by every command that opens the store.
@@ -132,14 +136,14 @@ pub fn run(args: ServeArgs) -> u8 {
             return EXIT_USAGE;
         }
     };
-    runtime.block_on(serve(started.app, tls))
+    runtime.block_on(serve(started.app, tls, args.watch))
 }
 
-async fn serve(app: Arc<App>, tls: Option<tokio_rustls::TlsAcceptor>) -> u8 {
-    let listener = match tokio::net::TcpListener::bind(app.config.listen).await {
+async fn serve(app: Arc<App>, tls: Option<tokio_rustls::TlsAcceptor>, watch: bool) -> u8 {
+    let listener = match tokio::net::TcpListener::bind(app.config().listen).await {
         Ok(listener) => listener,
         Err(error) => {
-            eprintln!("error: cannot listen on {}: {error}", app.config.listen);
+            eprintln!("error: cannot listen on {}: {error}", app.config().listen);
             return EXIT_USAGE;
         }
     };
@@ -148,13 +152,18 @@ async fn serve(app: Arc<App>, tls: Option<tokio_rustls::TlsAcceptor>) -> u8 {
         .map(|a| a.to_string())
         .unwrap_or_default();
     let scheme = if tls.is_some() { "https" } else { "http" };
-    tracing::info!(%address, scheme, issuer = %app.config.issuer, data_dir = %app.config.data_dir.display(), "idflow listening");
+    tracing::info!(%address, scheme, issuer = %app.config().issuer, data_dir = %app.config().data_dir.display(), "idflow listening");
     eprintln!(
         "idflow: listening on {scheme}://{address}, issuer {}",
-        app.config.issuer
+        app.config().issuer
     );
     tokio::spawn(purge_expired(Arc::clone(&app)));
     tokio::spawn(crate::provisioning::worker::run(Arc::clone(&app)));
+    #[cfg(unix)]
+    tokio::spawn(reload_on_hangup(Arc::clone(&app)));
+    if watch {
+        tokio::spawn(reload_on_change(Arc::clone(&app)));
+    }
     let service =
         crate::http::router(app).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let served = match tls {
@@ -184,6 +193,71 @@ async fn serve(app: Arc<App>, tls: Option<tokio_rustls::TlsAcceptor>) -> u8 {
             eprintln!("error: {error}");
             EXIT_USAGE
         }
+    }
+}
+
+/// Reloads (off the async workers) and logs the outcome: what `SIGHUP` and `--watch` do.
+async fn reload_and_log(app: &Arc<App>, why: &'static str) {
+    let worker = Arc::clone(app);
+    match tokio::task::spawn_blocking(move || crate::reload::reload(&worker)).await {
+        Ok(Ok(done)) => {
+            tracing::info!(why, generation = done.generation, changes = %done.render().trim_end(), "configuration reloaded");
+        }
+        Ok(Err(error)) => {
+            tracing::warn!(why, %error, "reload refused; the live configuration stays");
+        }
+        Err(error) => tracing::error!(%error, "reload task failed"),
+    }
+}
+
+/// `SIGHUP` reloads, as `idflow reload` does.
+#[cfg(unix)]
+async fn reload_on_hangup(app: Arc<App>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        reload_and_log(&app, "SIGHUP").await;
+    }
+}
+
+/// `serve --watch`: reloads when the configuration file or a file under the flows directory
+/// changes, once the files have been still for a second (an editor's save is several writes).
+/// Polls modification times rather than using inotify: it works the same on every file system,
+/// container mounts included, and a second's delay is nothing for a reload.
+async fn reload_on_change(app: Arc<App>) {
+    let fingerprint = |app: &Arc<App>| {
+        let config = app.config();
+        let mut paths = Vec::new();
+        if let crate::config::server::ConfigSource::File(path) = &config.source {
+            paths.push(path.clone());
+        }
+        if let crate::config::server::FlowsSource::Dir(dir) = &config.flows {
+            paths.push(dir.clone());
+        }
+        tokio::task::spawn_blocking(move || crate::sources::fingerprint(&paths))
+    };
+    let mut seen = fingerprint(&app).await.unwrap_or_default();
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = fingerprint(&app).await.unwrap_or_default();
+        if now == seen {
+            continue;
+        }
+        // Changed: wait until it stops changing.
+        let mut settled = now;
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let again = fingerprint(&app).await.unwrap_or_default();
+            if again == settled {
+                break;
+            }
+            settled = again;
+        }
+        seen = settled;
+        reload_and_log(&app, "a watched file changed").await;
     }
 }
 

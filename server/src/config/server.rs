@@ -94,6 +94,8 @@ pub struct Overrides {
 pub struct ServerConfig {
     /// Where this came from.
     pub source: ConfigSource,
+    /// The flags and environment it was read with (a reload reads the file with them again).
+    pub overrides: Overrides,
     /// The socket to listen on.
     pub listen: SocketAddr,
     /// The issuer URL, without a trailing slash.
@@ -130,6 +132,8 @@ pub struct ServerConfig {
     pub log_json: bool,
     /// OAuth clients by client id (the application id).
     pub applications: BTreeMap<String, Application>,
+    /// Origins of public clients, allowed to call the token endpoints from a browser.
+    pub cors_origins: std::collections::BTreeSet<String>,
     /// The names flows may refer to (checked with the flows at start and reload).
     pub names: idflow_dsl::Names,
 }
@@ -442,6 +446,7 @@ pub fn parse(
     }
     Ok(ServerConfig {
         source,
+        overrides: overrides.clone(),
         listen,
         secure_cookies: issuer.starts_with("https://"),
         issuer,
@@ -475,6 +480,7 @@ pub fn parse(
         provisioning_targets: super::provisioning::parse(&file.provisioning_targets)
             .map_err(|e| ConfigError(format!("{label}: {e}")))?,
         log_json,
+        cors_origins: crate::http::cors::allowed_origins(applications.values()),
         applications,
         names,
     })

@@ -133,8 +133,14 @@ impl Oidc {
         }))
     }
 
+    /// The cache key: the provider's name and issuer, so a reload that points a name at
+    /// another issuer does not serve the old one's keys.
+    fn cache_key(provider: &Provider<'_>) -> String {
+        format!("{}\u{1f}{}", provider.name, provider.issuer)
+    }
+
     async fn metadata(&self, provider: &Provider<'_>) -> Result<CoreProviderMetadata, String> {
-        if let Some((found, at)) = self.metadata.lock().await.get(provider.name)
+        if let Some((found, at)) = self.metadata.lock().await.get(&Oidc::cache_key(provider))
             && at.elapsed() < METADATA_LIFETIME
         {
             return Ok(found.clone());
@@ -144,7 +150,7 @@ impl Oidc {
             .await
             .map_err(|e| format!("discovery at {} failed: {e}", provider.issuer))?;
         self.metadata.lock().await.insert(
-            provider.name.to_string(),
+            Oidc::cache_key(provider),
             (discovered.clone(), Instant::now()),
         );
         Ok(discovered)
@@ -154,11 +160,12 @@ impl Oidc {
     /// did.
     async fn forget_stale(&self, provider: &Provider<'_>) -> bool {
         let mut cache = self.metadata.lock().await;
+        let key = Oidc::cache_key(provider);
         let stale = cache
-            .get(provider.name)
+            .get(&key)
             .is_some_and(|(_, at)| at.elapsed() >= REFETCH_AFTER);
         if stale {
-            cache.remove(provider.name);
+            cache.remove(&key);
         }
         stale
     }

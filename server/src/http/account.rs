@@ -21,7 +21,7 @@ use crate::store::{FactorKind, Session, StoreError, Write};
 
 /// Whether the session's sign-in is recent enough to change factors (`[mfa] reauth_seconds`).
 fn recent(app: &App, session: &Session, now: u64) -> bool {
-    now.saturating_sub(session.auth_time) <= app.config.mfa.reauth_seconds
+    now.saturating_sub(session.auth_time) <= app.config().mfa.reauth_seconds
 }
 
 #[derive(Serialize)]
@@ -86,7 +86,7 @@ async fn render(app: &Arc<App>, session: Option<&Session>, message: Option<&str>
             &session.key,
             &user,
             now,
-            app.config.tokens.login_seconds,
+            app.config().tokens.login_seconds,
         )
     });
     let options = match registration {

@@ -63,7 +63,8 @@ async fn authorize(
     let Some(client_id) = params.get("client_id") else {
         return page("The request names no application (client_id is missing).");
     };
-    let Some(client) = app.config.applications.get(client_id) else {
+    let config = app.config();
+    let Some(client) = config.applications.get(client_id) else {
         return page("The application is not known to this server.");
     };
     let Some(redirect_uri) = params.get("redirect_uri") else {
@@ -73,7 +74,7 @@ async fn authorize(
         return page("The redirect_uri is not registered for this application.");
     }
     let state = params.get("state");
-    let issuer = app.config.issuer.as_str();
+    let issuer = config.issuer.as_str();
     let error = |code: &str, description: &str| {
         redirect_error(redirect_uri, code, description, state, issuer)
     };
@@ -242,7 +243,7 @@ pub(crate) fn carry(
         user,
         identifier,
         steps,
-        fresh_since: now.saturating_sub(app.config.mfa.reauth_seconds),
+        fresh_since: now.saturating_sub(app.config().mfa.reauth_seconds),
     }))
 }
 
@@ -318,14 +319,15 @@ pub fn issue_code(
             acr: session.acr.clone(),
             claims: session.claims.clone(),
         },
-        expires: now + app.config.tokens.code_seconds,
+        expires: now + app.config().tokens.code_seconds,
         redeemed: None,
     };
     let mut params = vec![("code", code.as_str())];
     if let Some(state) = &request.state {
         params.push(("state", state.as_str()));
     }
-    params.push(("iss", app.config.issuer.as_str()));
+    let config = app.config();
+    params.push(("iss", config.issuer.as_str()));
     (
         Write::PutCode(record),
         redirect_with(&request.redirect_uri, &params),
@@ -428,7 +430,7 @@ pub async fn start_login(
                 "interaction_required",
                 "signing in to this application needs the user",
                 request.state.as_deref(),
-                &app.config.issuer,
+                &app.config().issuer,
             );
         }
     }
@@ -448,7 +450,7 @@ pub async fn start_login(
         authorize: request,
         saml,
         supersedes,
-        expires: now + app.config.tokens.login_seconds,
+        expires: now + app.config().tokens.login_seconds,
         replaces,
     };
     let mut response = super::login::continue_login(
@@ -458,7 +460,7 @@ pub async fn start_login(
         login,
         crate::effects::effect_writes(
             step.effects,
-            &app.config.provisioning_targets,
+            &app.config().provisioning_targets,
             &client_ip(Some(&addr)),
             now,
         ),
@@ -470,8 +472,8 @@ pub async fn start_login(
         let cookie = cookies::set(
             cookies::BROWSER,
             &browser,
-            app.config.tokens.login_seconds,
-            app.config.secure_cookies,
+            app.config().tokens.login_seconds,
+            app.config().secure_cookies,
         );
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }

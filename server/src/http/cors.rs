@@ -46,7 +46,8 @@ pub async fn cors(State(app): State<Arc<App>>, request: Request, next: Next) -> 
     let allow = match &origin {
         Some(_) if PUBLIC_PATHS.contains(&path.as_str()) => Some("*".to_string()),
         Some(origin)
-            if CLIENT_PATHS.contains(&path.as_str()) && app.cors_origins.contains(origin) =>
+            if CLIENT_PATHS.contains(&path.as_str())
+                && app.config().cors_origins.contains(origin) =>
         {
             Some(origin.clone())
         }

@@ -11,7 +11,7 @@ use super::tokens::SCOPES;
 
 /// `GET /.well-known/openid-configuration`.
 pub async fn configuration(State(app): AppState) -> Response {
-    let issuer = &app.config.issuer;
+    let issuer = &app.config().issuer;
     let document = json!({
         "issuer": issuer,
         "authorization_endpoint": format!("{issuer}/authorize"),

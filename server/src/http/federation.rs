@@ -35,7 +35,7 @@ fn provider<'a>(app: &App, name: &'a str, kind: &'a UpstreamKind) -> Option<Prov
             client_id,
             client_secret: &client_secret.0,
             scopes,
-            redirect_uri: format!("{}/federation/callback", app.config.issuer),
+            redirect_uri: format!("{}/federation/callback", app.config().issuer),
             fresh: false,
         }),
         _ => None,
@@ -68,7 +68,7 @@ fn oauth2_provider<'a>(
             scopes,
             subject_claim,
             claims,
-            redirect_uri: format!("{}/federation/callback", app.config.issuer),
+            redirect_uri: format!("{}/federation/callback", app.config().issuer),
             fresh: false,
         }),
         _ => None,
@@ -103,7 +103,8 @@ fn not_available(app: &App, label: &str, why: &str) -> Response {
 
 /// The login page for a `Redirect`: sends the browser to the provider.
 pub async fn redirect(app: &Arc<App>, handle: &str, login: &Login, idp: &str) -> Response {
-    let Some(upstream) = app.config.identity_providers.get(idp) else {
+    let config = app.config();
+    let Some(upstream) = config.identity_providers.get(idp) else {
         return not_available(app, idp, "it is not declared in idflow.toml");
     };
     let sealed = match app.mfa.key.seal(handle.as_bytes(), &login.key) {
@@ -116,7 +117,7 @@ pub async fn redirect(app: &Arc<App>, handle: &str, login: &Login, idp: &str) ->
     let begun = if let Some(mut idp) = saml_idp(&upstream.name, &upstream.kind) {
         idp.fresh = fresh;
         let state = random_token(32);
-        let issuer = &app.config.issuer;
+        let issuer = &app.config().issuer;
         crate::federation::saml::begin(&idp, &app.saml, issuer, &login.key, sealed, &state, now())
             .map(|(url, pending)| (url, state, pending))
             .map_err(|e| e.to_string())
@@ -148,7 +149,7 @@ pub async fn redirect(app: &Arc<App>, handle: &str, login: &Login, idp: &str) ->
         key: challenge_key(&state),
         user: String::new(),
         data: serde_json::to_value(&pending).unwrap_or_default(),
-        expires: now() + app.config.tokens.login_seconds,
+        expires: now() + app.config().tokens.login_seconds,
     };
     let store = Arc::clone(&app.store);
     // A redirect lost in a crash costs the person a retry.
@@ -216,7 +217,8 @@ pub async fn callback(
     }
     let option = AuthOption::Federated(pending.idp.clone());
     let mut writes = vec![Write::TakeChallenge(key)];
-    let upstream = app.config.identity_providers.get(&pending.idp);
+    let config = app.config();
+    let upstream = config.identity_providers.get(&pending.idp);
     let label = upstream.map_or(pending.idp.clone(), |u| u.label.clone());
     let refused = |why: String, writes: &mut Vec<Write>| {
         writes.push(audit(
@@ -315,7 +317,7 @@ pub async fn callback(
     login.seq = read_seq + 1;
     writes.extend(effect_writes(
         step.effects,
-        &app.config.provisioning_targets,
+        &app.config().provisioning_targets,
         &ip,
         now,
     ));
@@ -324,7 +326,7 @@ pub async fn callback(
 
 /// `GET /federation/saml/metadata`: our SP metadata, for upstream SAML IdPs to import.
 pub async fn saml_metadata(State(app): AppState) -> Response {
-    let issuer = &app.config.issuer;
+    let issuer = &app.config().issuer;
     let body = idflow_saml::metadata::sp_metadata(
         &crate::federation::saml::entity_id(issuer),
         &crate::federation::saml::acs_url(issuer),
@@ -391,8 +393,8 @@ pub async fn saml_acs(
             "This answer does not belong to a sign-in in progress (it expired or was used).",
         );
     };
-    let idp = app
-        .config
+    let config = app.config();
+    let idp = config
         .identity_providers
         .get(&pending.idp)
         .and_then(|u| saml_idp(&u.name, &u.kind));
@@ -400,10 +402,10 @@ pub async fn saml_acs(
     let verified = match &idp {
         Some(idp) => crate::federation::saml::finish(
             idp,
-            &app.config.issuer,
+            &app.config().issuer,
             encoded,
             &request_id,
-            app.config.saml.skew_seconds,
+            app.config().saml.skew_seconds,
             now,
         )
         .map_err(|e| e.to_string()),

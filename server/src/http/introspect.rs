@@ -22,7 +22,8 @@ pub async fn introspect(State(app): AppState, headers: HeaderMap, body: Bytes) -
         Ok(params) => params,
         Err(why) => return OAuthError::invalid_request(why).into_response(),
     };
-    let client = match client_auth::authenticate(&app.config.applications, &headers, &params) {
+    let config = app.config();
+    let client = match client_auth::authenticate(&config.applications, &headers, &params) {
         Ok((_, Method::None)) => {
             return OAuthError::invalid_client("introspection needs client authentication", false)
                 .into_response();
@@ -77,7 +78,7 @@ pub async fn introspect(State(app): AppState, headers: HeaderMap, body: Bytes) -
                 "client_id": refresh.client_id,
                 "sub": refresh.authentication.user,
                 "exp": refresh.expires,
-                "iss": app.config.issuer,
+                "iss": app.config().issuer,
             }))
             .into_response()
         }

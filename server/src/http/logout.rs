@@ -71,7 +71,7 @@ async fn logout(
         .get("id_token_hint")
         .and_then(|token| app.keys.verify(token).ok())
         .filter(|(typ, claims)| {
-            typ == "JWT" && claims["iss"].as_str() == Some(app.config.issuer.as_str())
+            typ == "JWT" && claims["iss"].as_str() == Some(app.config().issuer.as_str())
         })
         .map(|(_, claims)| claims);
     let hinted_client = hint
@@ -83,9 +83,10 @@ async fn logout(
     };
     let redirect = match params.get("post_logout_redirect_uri") {
         Some(uri) => {
+            let config = app.config();
             let registered = client_id
                 .as_ref()
-                .and_then(|id| app.config.applications.get(id))
+                .and_then(|id| config.applications.get(id))
                 .is_some_and(|c| c.post_logout_redirect_uris.iter().any(|u| u == uri));
             if !registered {
                 return page(
@@ -171,7 +172,7 @@ async fn logout(
     }
     response.headers_mut().append(
         header::SET_COOKIE,
-        cookies::clear(cookies::SESSION, app.config.secure_cookies),
+        cookies::clear(cookies::SESSION, app.config().secure_cookies),
     );
     response
 }

@@ -12,7 +12,9 @@
 #![allow(clippy::result_large_err)]
 
 pub mod account;
+pub mod admin;
 pub mod authorize;
+pub mod basic;
 pub mod client_auth;
 pub mod cookies;
 pub mod cors;
@@ -137,6 +139,7 @@ pub fn router(app: Arc<App>) -> Router {
                 .layer(DefaultBodyLimit::max(scim::bulk::ROUTE_LIMIT)),
         )
         .route("/scim/v2/{*rest}", axum::routing::any(scim::not_found))
+        .route("/admin/v1/reload", post(admin::reload::reload))
         .route("/wsfed", get(wsfed::get))
         .route(
             "/FederationMetadata/2007-06/FederationMetadata.xml",

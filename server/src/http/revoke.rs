@@ -23,7 +23,8 @@ pub async fn revoke(State(app): AppState, headers: HeaderMap, body: Bytes) -> Re
         Ok(params) => params,
         Err(why) => return OAuthError::invalid_request(why).into_response(),
     };
-    let client = match client_auth::authenticate(&app.config.applications, &headers, &params) {
+    let config = app.config();
+    let client = match client_auth::authenticate(&config.applications, &headers, &params) {
         Ok((client, _)) => client,
         Err(error) => return error.into_response(),
     };

@@ -64,7 +64,8 @@ async fn handle(app: &Arc<App>, headers: &HeaderMap, body: &[u8]) -> Result<Valu
         ));
     }
     let params = Params::parse(body).map_err(OAuthError::invalid_request)?;
-    let (client, method) = client_auth::authenticate(&app.config.applications, headers, &params)?;
+    let config = app.config();
+    let (client, method) = client_auth::authenticate(&config.applications, headers, &params)?;
     let grant = params
         .get("grant_type")
         .ok_or_else(|| OAuthError::invalid_request("grant_type is missing"))?;
@@ -139,12 +140,12 @@ async fn authorization_code(
             (None, None) => {}
         }
     }
-    let refresh_expires = now.saturating_add(app.config.tokens.refresh_token_seconds);
+    let refresh_expires = now.saturating_add(app.config().tokens.refresh_token_seconds);
     let family = client
         .allows(GrantType::RefreshToken)
         .then(|| random_token(16));
     let jti = random_token(16);
-    let access_expires = now + app.config.tokens.access_token_seconds;
+    let access_expires = now + app.config().tokens.access_token_seconds;
     let issued = IssuedByCode {
         family: family.clone().map(|family| (family, refresh_expires)),
         access: (jti.clone(), access_expires),
@@ -174,7 +175,7 @@ async fn authorization_code(
         let mut response = json!({
             "access_token": access.token,
             "token_type": "Bearer",
-            "expires_in": app.config.tokens.access_token_seconds,
+            "expires_in": app.config().tokens.access_token_seconds,
             "scope": scopes.join(" "),
         });
         if scopes.iter().any(|s| s == "openid") {
@@ -328,11 +329,11 @@ async fn refresh(
     let mut response = json!({
         "access_token": access.token,
         "token_type": "Bearer",
-        "expires_in": app.config.tokens.access_token_seconds,
+        "expires_in": app.config().tokens.access_token_seconds,
         "refresh_token": next,
         "scope": scopes.join(" "),
     });
-    if app.config.tokens.id_token_on_refresh && scopes.iter().any(|s| s == "openid") {
+    if app.config().tokens.id_token_on_refresh && scopes.iter().any(|s| s == "openid") {
         response["id_token"] = json!(tokens::id_token(
             app,
             &IdTokenSubject {
@@ -403,7 +404,7 @@ fn client_credentials(
     Ok(json!({
         "access_token": access.token,
         "token_type": "Bearer",
-        "expires_in": app.config.tokens.access_token_seconds,
+        "expires_in": app.config().tokens.access_token_seconds,
         "scope": scopes.join(" "),
     }))
 }

@@ -63,9 +63,9 @@ pub fn access_token(
     now: u64,
     jti: String,
 ) -> Result<AccessToken, StoreError> {
-    let expires = now + app.config.tokens.access_token_seconds;
+    let expires = now + app.config().tokens.access_token_seconds;
     let mut claims = json!({
-        "iss": app.config.issuer,
+        "iss": app.config().issuer,
         "sub": subject,
         "aud": client_id,
         "client_id": client_id,
@@ -81,9 +81,11 @@ pub fn access_token(
             claims["sid"] = json!(authentication.sid);
         }
     }
-    let token = app
-        .keys
-        .sign(alg(&app.config.tokens.access_token_alg), "at+jwt", &claims)?;
+    let token = app.keys.sign(
+        alg(&app.config().tokens.access_token_alg),
+        "at+jwt",
+        &claims,
+    )?;
     Ok(AccessToken {
         token,
         jti,
@@ -151,12 +153,12 @@ pub fn id_token(
     claims.extend(user_claims(user, scopes));
     let half = &sha256(access_token.as_bytes())[..16];
     let protocol = json!({
-        "iss": app.config.issuer,
+        "iss": app.config().issuer,
         "sub": user.id,
         "aud": client_id,
         "azp": client_id,
         "iat": now,
-        "exp": now + app.config.tokens.id_token_seconds,
+        "exp": now + app.config().tokens.id_token_seconds,
         "auth_time": authentication.auth_time,
         "amr": authentication.amr,
         "acr": authentication.acr,

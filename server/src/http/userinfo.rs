@@ -23,7 +23,7 @@ pub fn validate_access_token(app: &App, token: &str, now: u64) -> Result<Value, 
     if typ != "at+jwt" {
         return Err("the token is not an access token");
     }
-    if claims["iss"].as_str() != Some(app.config.issuer.as_str()) {
+    if claims["iss"].as_str() != Some(app.config().issuer.as_str()) {
         return Err("the token is from another issuer");
     }
     if claims["exp"].as_u64().is_none_or(|exp| exp <= now) {

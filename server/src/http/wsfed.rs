@@ -55,8 +55,8 @@ async fn sign_in(
     let Some(realm) = params.get("wtrealm") else {
         return refused(app, "It has no `wtrealm`");
     };
-    let Some(rp) = app
-        .config
+    let config = app.config();
+    let Some(rp) = config
         .service_providers
         .values()
         .find(|sp| sp.entity_id == realm)
@@ -123,7 +123,8 @@ async fn sign_out(
     }
     // Only to a registered reply address: an open redirect otherwise.
     let registered = params.get("wreply").filter(|reply| {
-        app.config
+        let config = app.config();
+        config
             .service_providers
             .values()
             .any(|rp| rp.acs_urls.iter().any(|url| url == reply))
@@ -144,7 +145,7 @@ async fn sign_out(
     .await;
     response.headers_mut().append(
         header::SET_COOKIE,
-        cookies::clear(cookies::SESSION, app.config.secure_cookies),
+        cookies::clear(cookies::SESSION, app.config().secure_cookies),
     );
     response
 }
@@ -153,7 +154,7 @@ async fn sign_out(
 pub async fn metadata(State(app): AppState) -> Response {
     let body = wsfed::metadata(
         &super::saml::entity_id(&app),
-        &format!("{}/wsfed", app.config.issuer),
+        &format!("{}/wsfed", app.config().issuer),
         &app.saml.certificate_base64(),
     );
     let mut response = body.into_response();

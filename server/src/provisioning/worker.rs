@@ -54,10 +54,10 @@ fn crash_after() -> Option<u64> {
         .and_then(|n| n.parse().ok())
 }
 
-/// Runs until the process ends.
-pub async fn run(app: Arc<App>) {
+/// The clients for a configuration's targets.
+fn clients(config: &crate::config::ServerConfig) -> BTreeMap<String, Live> {
     let mut targets = BTreeMap::new();
-    for config in &app.config.provisioning_targets {
+    for config in &config.provisioning_targets {
         let client = match ScimTarget::new(config) {
             Ok(Some(client)) => Client::Ready(Box::new(client)),
             Ok(None) => Client::Unconfigured,
@@ -74,11 +74,24 @@ pub async fn run(app: Arc<App>) {
             },
         );
     }
+    targets
+}
+
+/// Runs until the process ends.
+pub async fn run(app: Arc<App>) {
+    let mut config = app.config();
+    let mut targets = clients(&config);
     let mut worker = Worker {
         delivered: 0,
         crash_after: crash_after(),
     };
     loop {
+        // A reload's targets take over from the next round on.
+        let live = app.config();
+        if !Arc::ptr_eq(&live, &config) {
+            targets = clients(&live);
+            config = live;
+        }
         match worker.round(&app, &targets).await {
             Ok(0) => tokio::time::sleep(IDLE).await,
             Ok(_) => {}

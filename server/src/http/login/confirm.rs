@@ -19,7 +19,7 @@ pub(super) fn page(app: &App, handle: &str, login: &Login, error: Option<&str>) 
         return super::expired(app);
     };
     let provider = app
-        .config
+        .config()
         .identity_providers
         .get(idp)
         .map_or_else(|| idp.clone(), |upstream| upstream.label.clone());

@@ -308,7 +308,7 @@ async fn advance(
     // the step it passed, or not at all.
     writes.extend(effect_writes(
         step.effects,
-        &app.config.provisioning_targets,
+        &app.config().provisioning_targets,
         &ip,
         now,
     ));
@@ -375,7 +375,7 @@ pub async fn continue_login(
 ) -> Response {
     let ip = addr.ip().to_string();
     let mut batch = writes;
-    let secure = app.config.secure_cookies;
+    let secure = app.config().secure_cookies;
     let flow = login.run.flow.clone();
     // The login's last write: replace it if the request read the current state, else conflict.
     let last_write = |next: Option<Login>| match (read_seq, next) {
@@ -459,7 +459,7 @@ pub async fn continue_login(
                 None => Vec::new(),
             };
             let secret = random_token(32);
-            let expires = now + app.config.tokens.session_seconds;
+            let expires = now + app.config().tokens.session_seconds;
             let session = Session {
                 key: token_key(&secret),
                 sid: random_token(16),
@@ -500,7 +500,7 @@ pub async fn continue_login(
                 cookies::set(
                     cookies::SESSION,
                     &secret,
-                    app.config.tokens.session_seconds,
+                    app.config().tokens.session_seconds,
                     secure,
                 ),
             );
@@ -539,7 +539,7 @@ pub async fn continue_login(
                     "access_denied",
                     "the login was not completed",
                     request.state.as_deref(),
-                    &app.config.issuer,
+                    &app.config().issuer,
                 ),
                 None => app.pages.message(
                     StatusCode::FORBIDDEN,

@@ -101,7 +101,7 @@ fn prepare(
 ) {
     let mfa = &app.mfa;
     let store = app.store.as_ref();
-    let lifetime = app.config.tokens.login_seconds;
+    let lifetime = app.config().tokens.login_seconds;
     let unavailable = |view: &mut OptionView, why: &str| {
         view.available = false;
         view.note = Some(why.to_string());
@@ -223,7 +223,7 @@ pub(super) async fn render(
                         label: match &o.option {
                             // The provider's display name from idflow.toml.
                             idflow_dsl::ir::AuthOption::Federated(idp) => {
-                                app.config.identity_providers.get(idp).map_or_else(
+                                app.config().identity_providers.get(idp).map_or_else(
                                     || o.hint.label.clone(),
                                     |u| format!("Sign in with {}", u.label),
                                 )
@@ -293,15 +293,16 @@ pub(super) async fn render(
 pub(super) fn application_name(app: &App, login: &Login) -> Option<String> {
     if let Some(request) = &login.authorize {
         return app
-            .config
+            .config()
             .applications
             .get(&request.client_id)
             .map(|c| c.name.clone());
     }
+    let config = app.config();
     login
         .saml
         .as_ref()
-        .and_then(|saml| app.config.service_providers.get(&saml.sp))
+        .and_then(|saml| config.service_providers.get(&saml.sp))
         .map(|sp| sp.display_name.clone())
 }
 

@@ -8,7 +8,7 @@ use crate::http::AppState;
 
 /// The metadata document, with our signing certificate and endpoints.
 pub async fn get(State(app): AppState) -> Response {
-    let issuer = &app.config.issuer;
+    let issuer = &app.config().issuer;
     let body = idflow_saml::metadata::idp_metadata(
         &super::entity_id(&app),
         &format!("{issuer}/saml2/sso"),

@@ -25,7 +25,7 @@ use crate::store::{Challenge, StoreError, Write, token_key};
 
 /// Our entity id as an IdP: the metadata URL, by convention.
 pub fn entity_id(app: &App) -> String {
-    format!("{}/saml2/metadata", app.config.issuer)
+    format!("{}/saml2/metadata", app.config().issuer)
 }
 
 /// The page refusing an application's sign-in request (SAML or WS-Federation, `protocol` for
@@ -61,7 +61,7 @@ pub async fn admit_once(
     issued: Option<u64>,
     now: u64,
 ) -> Result<(), NotAdmitted> {
-    let skew = app.config.saml.skew_seconds;
+    let skew = app.config().saml.skew_seconds;
     let in_window =
         issued.is_some_and(|at| at <= now + skew && at + REQUEST_WINDOW_SECONDS + skew >= now);
     if !in_window {

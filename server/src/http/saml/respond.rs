@@ -42,7 +42,8 @@ pub fn failure(
             "You could not be signed in to the application. If this keeps happening, contact your administrator.",
         );
     }
-    let sp = app.config.service_providers.get(&saml.sp);
+    let config = app.config();
+    let sp = config.service_providers.get(&saml.sp);
     match idflow_saml::idp::failure_response(
         &app.saml,
         &super::entity_id(app),
@@ -139,7 +140,8 @@ pub fn success(
     session: &Session,
     now: u64,
 ) -> (Option<SamlParticipant>, Response) {
-    let Some(sp) = app.config.service_providers.get(&saml.sp) else {
+    let config = app.config();
+    let Some(sp) = config.service_providers.get(&saml.sp) else {
         let page = app.pages.message(
             axum::http::StatusCode::CONFLICT,
             "This application is no longer configured",
@@ -170,7 +172,7 @@ pub fn success(
         authn_context: authn_context(session),
         attributes: &attributes,
         now,
-        lifetime: app.config.saml.assertion_seconds,
+        lifetime: app.config().saml.assertion_seconds,
         session_ends: Some(session.expires),
     };
     let answered = if saml.wsfed {

@@ -129,8 +129,8 @@ async fn sp_initiated(
         Ok(request) => request,
         Err(error) => return refused(app, &error.to_string()),
     };
-    let Some(sp) = app
-        .config
+    let config = app.config();
+    let Some(sp) = config
         .service_providers
         .values()
         .find(|sp| sp.entity_id == request.issuer)
@@ -149,7 +149,7 @@ async fn sp_initiated(
     if relay_state.as_ref().is_some_and(|r| r.len() > 1024) {
         return refused(app, "Its RelayState is longer than 1024 bytes");
     }
-    let here = format!("{}/saml2/slo", app.config.issuer);
+    let here = format!("{}/saml2/slo", app.config().issuer);
     if request.destination.as_deref().is_some_and(|d| d != here) {
         return refused(app, "It is addressed to another server");
     }
@@ -229,7 +229,7 @@ async fn sp_initiated(
     if ending.is_some() {
         response.headers_mut().append(
             header::SET_COOKIE,
-            cookies::clear(cookies::SESSION, app.config.secure_cookies),
+            cookies::clear(cookies::SESSION, app.config().secure_cookies),
         );
     }
     response
@@ -247,7 +247,7 @@ pub async fn run_chain(
     while !remaining.is_empty() {
         let participant = remaining.remove(0);
         let Some(slo_url) = app
-            .config
+            .config()
             .service_providers
             .get(&participant.sp)
             .and_then(|sp| sp.slo_url.clone())
@@ -313,7 +313,8 @@ async fn next_hop(app: &Arc<App>, raw: &str, encoded: &str, token: &str) -> Resp
     let Some(mut chain) = chain else {
         return refused(app, "It does not belong to a sign-out in progress");
     };
-    let Some(sp) = app.config.service_providers.get(&chain.waiting_sp) else {
+    let config = app.config();
+    let Some(sp) = config.service_providers.get(&chain.waiting_sp) else {
         return refused(app, "The application it comes from is no longer configured");
     };
     if !sp.certificates.is_empty()
@@ -350,7 +351,8 @@ fn finished(app: &App, finish: Finish, outcome: Outcome, now: u64) -> Response {
             request_id,
             relay_state,
         } => {
-            let Some(sp) = app.config.service_providers.get(&sp) else {
+            let config = app.config();
+            let Some(sp) = config.service_providers.get(&sp) else {
                 return signed_out(app);
             };
             let Some(destination) = sp.slo_response_url.clone().or_else(|| sp.slo_url.clone())

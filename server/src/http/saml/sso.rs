@@ -94,11 +94,12 @@ pub async fn post(
 }
 
 /// The SP whose entity id issued the request.
-fn provider<'a>(app: &'a App, entity_id: &str) -> Option<&'a ServiceProvider> {
-    app.config
+fn provider(app: &App, entity_id: &str) -> Option<ServiceProvider> {
+    app.config()
         .service_providers
         .values()
         .find(|sp| sp.entity_id == entity_id)
+        .cloned()
 }
 
 /// The request as its SP signed it, when it signs; `Err` says why not. A signature is checked
@@ -179,13 +180,13 @@ async fn sso(
             ),
         );
     };
-    let request = match verified(xml, unverified, sp, &binding) {
+    let request = match verified(xml, unverified, &sp, &binding) {
         Ok(request) => request,
         Err(why) => return refused(app, &format!("Its signature does not check: {why}")),
     };
     // A request meant for another IdP (a signed one forwarded here) is not ours to answer
     // (SAML Bindings 3.4.5.2, 3.5.5.2).
-    let here = format!("{}/saml2/sso", app.config.issuer);
+    let here = format!("{}/saml2/sso", app.config().issuer);
     if let Some(destination) = request.destination.as_deref()
         && destination != here
     {
@@ -197,7 +198,7 @@ async fn sso(
     if relay_state.as_ref().is_some_and(|r| r.len() > 1024) {
         return refused(app, "Its RelayState is longer than 1024 bytes");
     }
-    let acs_url = match acs_url(&request, sp) {
+    let acs_url = match acs_url(&request, &sp) {
         Ok(url) => url,
         Err(why) => return refused(app, &why),
     };
@@ -263,7 +264,8 @@ async fn idp_initiated(
     name: &str,
     relay_state: Option<String>,
 ) -> Response {
-    let Some(sp) = app.config.service_providers.get(name) else {
+    let config = app.config();
+    let Some(sp) = config.service_providers.get(name) else {
         return refused(
             app,
             &format!("`{name}` is not a registered service provider"),

@@ -180,7 +180,7 @@ fn membership(
     let app = call.app;
     let held: BTreeSet<&str> = current.iter().map(|u| u.id.as_str()).collect();
     let mut writes = Vec::new();
-    let targets = &app.config.provisioning_targets;
+    let targets = &app.config().provisioning_targets;
     for id in wanted.iter().filter(|id| !held.contains(id.as_str())) {
         let user = app
             .store
@@ -356,7 +356,7 @@ pub async fn delete_group(call: &Call<'_>, id: &str) -> Result<(StatusCode, Valu
     )];
     for user in &members {
         batch.extend(crate::provisioning::queue(
-            &app.config.provisioning_targets,
+            &app.config().provisioning_targets,
             "role.unassigned",
             &user.id,
             call.now,

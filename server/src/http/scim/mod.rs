@@ -19,11 +19,11 @@ use std::sync::Arc;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
 use idflow_scim::ScimError;
 use serde_json::Value;
 
 use crate::app::App;
+use crate::http::basic::BasicRefusal;
 
 /// The privilege (and the client_credentials scope) SCIM requires.
 pub const PRIVILEGE: &str = "scim";
@@ -81,7 +81,7 @@ impl IntoResponse for Scim {
 
 /// The base URL of the SCIM endpoints (for `meta.location`).
 pub fn base(app: &App) -> String {
-    format!("{}/scim/v2", app.config.issuer)
+    format!("{}/scim/v2", app.config().issuer)
 }
 
 /// Who is calling: a client with the `scim` scope, or a user with the `scim` privilege.
@@ -110,55 +110,19 @@ pub async fn authenticate(
     if !scheme.eq_ignore_ascii_case("Basic") {
         return Err(missing());
     }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(credentials.trim())
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .ok_or_else(missing)?;
-    let (name, password) = decoded.split_once(':').ok_or_else(missing)?;
-    let key = name.trim().to_lowercase();
-    if app.throttle.check(ip, Some(&key), now).is_err() {
-        return Err(ScimError::too_many_requests(
-            "too many failed attempts; try again later",
-        ));
-    }
-    let user = app
-        .store
-        .user_by_login(name)
-        .map_err(|e| ScimError::new_internal(e.to_string()))?
-        .filter(|u| !u.disabled && !u.locked_at(now));
-    let user = match user {
-        Some(user) if holds_privilege(app, &user)? => Some(user),
-        _ => None,
+    let admit = |user: &crate::store::User| {
+        crate::http::basic::privileges(app, user)
+            .map(|held| crate::http::basic::grants(&held, PRIVILEGE))
     };
-    let hash = user.as_ref().and_then(|u| u.password_hash.clone());
-    // The decoy hash runs when there is no such user (or no privilege): the answer takes as
-    // long either way.
-    let verified = app.password_pool.verify(password.to_string(), hash).await;
-    match user.filter(|_| verified) {
-        Some(user) => {
-            app.throttle.passed(ip, &key);
-            Ok(user.id)
-        }
-        None => {
-            app.throttle.failed(ip, Some(&key), now);
-            Err(ScimError::unauthorized("the credentials are not valid"))
-        }
+    match crate::http::basic::verify(app, credentials, ip, now, admit).await {
+        Ok(user) => Ok(user.id),
+        Err(BasicRefusal::Missing) => Err(missing()),
+        Err(BasicRefusal::Throttled) => Err(ScimError::too_many_requests(
+            "too many failed attempts; try again later",
+        )),
+        Err(BasicRefusal::Invalid) => Err(ScimError::unauthorized("the credentials are not valid")),
+        Err(BasicRefusal::Internal(why)) => Err(ScimError::new_internal(why)),
     }
-}
-
-/// Whether `user`'s roles give the `scim` privilege (or every privilege).
-fn holds_privilege(app: &App, user: &crate::store::User) -> Result<bool, ScimError> {
-    for role in &user.roles {
-        let found = app
-            .store
-            .role(role)
-            .map_err(|e| ScimError::new_internal(e.to_string()))?;
-        if found.is_some_and(|r| r.privileges.iter().any(|p| p == "*" || p == PRIVILEGE)) {
-            return Ok(true);
-        }
-    }
-    Ok(false)
 }
 
 /// A bearer token's client: its token valid, carrying the `scim` scope, and the client still
@@ -171,7 +135,7 @@ fn client(app: &App, token: &str, now: u64) -> Result<String, ScimError> {
         .is_some_and(|s| s.split(' ').any(|scope| scope == PRIVILEGE));
     let client_id = claims["client_id"].as_str().unwrap_or_default();
     let configured = app
-        .config
+        .config()
         .applications
         .get(client_id)
         .is_some_and(|c| c.scopes.iter().any(|s| s == PRIVILEGE));

@@ -566,7 +566,7 @@ pub async fn create_user(call: &Call<'_>, body: Value) -> Result<(StatusCode, Va
     let resource = render(&user, &base(app));
     let mut batch = vec![call.audited("scim.user.create", &user.id)];
     batch.extend(crate::provisioning::queue(
-        &app.config.provisioning_targets,
+        &app.config().provisioning_targets,
         "user.created",
         &user.id,
         call.now,
@@ -711,7 +711,7 @@ async fn store_change(call: &Call<'_>, change: Change) -> Result<(StatusCode, Va
     let mut batch = vec![call.audited(event, &user.id)];
     for event in crate::provisioning::update_events(&original, &user) {
         batch.extend(crate::provisioning::queue(
-            &app.config.provisioning_targets,
+            &app.config().provisioning_targets,
             event,
             &user.id,
             call.now,
@@ -764,7 +764,7 @@ pub async fn delete_user(call: &Call<'_>, id: &str) -> Result<(StatusCode, Value
     check_version(call.if_match.as_deref(), &render(&user, &base(app)))?;
     let mut batch = vec![call.audited("scim.user.delete", id)];
     batch.extend(crate::provisioning::queue(
-        &app.config.provisioning_targets,
+        &app.config().provisioning_targets,
         "user.deleted",
         id,
         call.now,
