@@ -139,7 +139,6 @@ pub fn router(app: Arc<App>) -> Router {
                 .layer(DefaultBodyLimit::max(scim::bulk::ROUTE_LIMIT)),
         )
         .route("/scim/v2/{*rest}", axum::routing::any(scim::not_found))
-        .route("/admin/v1/reload", post(admin::reload::reload))
         .route("/wsfed", get(wsfed::get))
         .route(
             "/FederationMetadata/2007-06/FederationMetadata.xml",
@@ -157,11 +156,71 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/static/idflow.css", get(ops::stylesheet))
         .route("/static/webauthn.js", get(ops::webauthn_script))
         .route("/static/autopost.js", get(ops::autopost_script))
+        .merge(admin_routes(Arc::clone(&app)))
         .fallback(ops::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(Arc::clone(&app), cors::cors))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&app), observe))
         .with_state(app)
+}
+
+/// `/admin/v1`: every route behind the guard that enforces its privilege from the table.
+fn admin_routes(app: Arc<App>) -> Router<Arc<App>> {
+    use admin::{audit, config, flows, provisioning, reload, roles, routes, sessions, users};
+    use axum::routing::{delete, put};
+    Router::new()
+        .route("/admin/v1/openapi.json", get(routes::openapi))
+        .route("/admin/v1/users", get(users::list).post(users::create))
+        .route(
+            "/admin/v1/users/{id}",
+            get(users::read).patch(users::change).delete(users::delete),
+        )
+        .route("/admin/v1/users/{id}/password", post(users::set_password))
+        .route("/admin/v1/users/{id}/unlock", post(users::unlock))
+        .route("/admin/v1/users/{id}/factors", get(users::factors))
+        .route(
+            "/admin/v1/users/{id}/factors/{factor}",
+            delete(users::remove_factor),
+        )
+        .route(
+            "/admin/v1/users/{id}/roles/{role}",
+            put(users::grant).delete(users::revoke),
+        )
+        .route(
+            "/admin/v1/users/{id}/sessions",
+            get(sessions::of_user).delete(sessions::end_all),
+        )
+        .route("/admin/v1/sessions/{sid}", delete(sessions::end_one))
+        .route("/admin/v1/roles", get(roles::list))
+        .route(
+            "/admin/v1/roles/{name}",
+            put(roles::put).delete(roles::delete),
+        )
+        .route("/admin/v1/applications", get(config::applications))
+        .route(
+            "/admin/v1/identity-providers",
+            get(config::identity_providers),
+        )
+        .route(
+            "/admin/v1/service-providers",
+            get(config::service_providers),
+        )
+        .route(
+            "/admin/v1/provisioning-targets",
+            get(config::provisioning_targets),
+        )
+        .route("/admin/v1/flows", get(flows::list))
+        .route("/admin/v1/flows/{id}", get(flows::read))
+        .route("/admin/v1/flows/{id}/graph", get(flows::graph))
+        .route("/admin/v1/audit", get(audit::query))
+        .route("/admin/v1/provisioning/queue", get(provisioning::queue))
+        .route("/admin/v1/provisioning/dead", get(provisioning::dead))
+        .route(
+            "/admin/v1/provisioning/dead/{seq}/retry",
+            post(provisioning::retry),
+        )
+        .route("/admin/v1/reload", post(reload::reload))
+        .route_layer(middleware::from_fn_with_state(app, admin::guard))
 }
 
 /// Records each request's latency under its route.

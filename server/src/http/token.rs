@@ -161,7 +161,7 @@ async fn authorization_code(
             .user(&record.authentication.user)?
             .filter(|u| !u.disabled && !u.locked_at(now))
             .ok_or_else(|| OAuthError::invalid_grant("the user is not active"))?;
-        let scopes = granted_scopes(&record.request.scopes);
+        let scopes = granted_scopes(&record.request.scopes, &client.scopes);
         let authentication = &record.authentication;
         let access = tokens::access_token(
             app,
@@ -313,7 +313,7 @@ async fn refresh(
     let scopes = if requested.is_empty() {
         token.scopes.clone()
     } else {
-        granted_scopes(&requested)
+        granted_scopes(&requested, &client.scopes)
     };
     let authentication = &token.authentication;
     let access = tokens::access_token(

@@ -40,13 +40,20 @@ pub struct AccessToken {
     pub expires: u64,
 }
 
-/// The known scopes among `requested`, in a stable order.
-pub fn granted_scopes(requested: &[String]) -> Vec<String> {
-    SCOPES
+/// The scopes a user's token carries: the OpenID scopes idflow knows that were asked for, and
+/// the API scopes (e.g. `admin`) that were asked for and the client is allowed.
+pub fn granted_scopes(requested: &[String], allowed: &[String]) -> Vec<String> {
+    let mut granted: Vec<String> = SCOPES
         .iter()
         .filter(|s| requested.iter().any(|r| r == *s))
         .map(|s| s.to_string())
-        .collect()
+        .collect();
+    for scope in requested {
+        if allowed.contains(scope) && !granted.contains(scope) {
+            granted.push(scope.clone());
+        }
+    }
+    granted
 }
 
 fn alg(name: &str) -> Alg {

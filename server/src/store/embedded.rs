@@ -1056,6 +1056,10 @@ impl Store for EmbeddedStore {
         Ok(out)
     }
 
+    fn sessions(&self) -> StoreResult<Vec<Session>> {
+        self.all(SESSIONS)
+    }
+
     fn role_members(&self, role: &str) -> StoreResult<Vec<User>> {
         let mut users = self.users()?;
         users.retain(|user| user.roles.iter().any(|r| r == role));

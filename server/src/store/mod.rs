@@ -382,6 +382,8 @@ pub trait Store: Send + Sync {
     /// Every remote id a provisioning target gave local records whose key starts with
     /// `prefix` (`group:` for groups): (local, remote).
     fn remote_ids(&self, target: &str, prefix: &str) -> StoreResult<Vec<(String, String)>>;
+    /// Every browser session (for the admin API; a scan).
+    fn sessions(&self) -> StoreResult<Vec<Session>>;
     /// Every user holding a role, by id.
     fn role_members(&self, role: &str) -> StoreResult<Vec<User>>;
     /// A ceremony's state by key, if it has not expired.

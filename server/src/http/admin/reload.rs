@@ -2,33 +2,20 @@
 //! them check, made live together (`idflow reload` calls this; SIGHUP and `serve --watch` run
 //! the same reload in the process).
 
+use std::sync::Arc;
+
 use axum::Json;
-use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Extension, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::{AdminError, RELOAD, authenticate};
-use crate::app::now;
-use crate::effects::audit;
+use super::{Admin, AdminError};
 use crate::http::AppState;
-use crate::store::Write;
 
 /// `POST /admin/v1/reload`: `200` with what changed, or `422` with why nothing did.
-pub async fn reload(
-    State(app): AppState,
-    ConnectInfo(ip): ConnectInfo<std::net::SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    let now = now();
-    let admin = match authenticate(&app, &headers, &ip, now).await {
-        Ok(admin) => admin,
-        Err(error) => return error.into_response(),
-    };
-    if let Err(error) = admin.require(RELOAD) {
-        return error.into_response();
-    }
-    let worker = std::sync::Arc::clone(&app);
+pub async fn reload(State(app): AppState, Extension(admin): Extension<Arc<Admin>>) -> Response {
+    let worker = Arc::clone(&app);
     let outcome = match crate::http::blocking(move || crate::reload::reload(&worker)).await {
         Ok(outcome) => outcome,
         Err(error) => return AdminError::internal(error).into_response(),
@@ -37,18 +24,10 @@ pub async fn reload(
         Ok(done) => json!({ "generation": done.generation, "flows_changed": done.changed.len() }),
         Err(why) => json!({ "refused": why.lines().next().unwrap_or_default() }),
     };
-    let mut entry = audit(
-        "config.reload",
-        &admin.user.id,
-        &ip.ip().to_string(),
-        now,
-        detail,
-    );
-    if let Write::Audit(event) = &mut entry {
-        event.actor = admin.user.id.clone();
-        event.subject = String::new();
-    }
-    if let Err(error) = app.store.commit(vec![entry]) {
+    if let Err(error) = app
+        .store
+        .commit(vec![admin.audited("config.reload", "", detail)])
+    {
         tracing::error!(%error, "cannot audit a reload");
     }
     match outcome {
