@@ -140,6 +140,12 @@ pub fn run(args: ServeArgs) -> u8 {
 }
 
 async fn serve(app: Arc<App>, tls: Option<tokio_rustls::TlsAcceptor>, watch: bool) -> u8 {
+    // Taken over before the server listens: a SIGHUP from then on reloads, never kills.
+    #[cfg(unix)]
+    let hangups =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map_err(|e| {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP");
+        });
     let listener = match tokio::net::TcpListener::bind(app.config().listen).await {
         Ok(listener) => listener,
         Err(error) => {
@@ -160,7 +166,9 @@ async fn serve(app: Arc<App>, tls: Option<tokio_rustls::TlsAcceptor>, watch: boo
     tokio::spawn(purge_expired(Arc::clone(&app)));
     tokio::spawn(crate::provisioning::worker::run(Arc::clone(&app)));
     #[cfg(unix)]
-    tokio::spawn(reload_on_hangup(Arc::clone(&app)));
+    if let Ok(hangups) = hangups {
+        tokio::spawn(reload_on_hangup(Arc::clone(&app), hangups));
+    }
     if watch {
         tokio::spawn(reload_on_change(Arc::clone(&app)));
     }
@@ -212,12 +220,7 @@ async fn reload_and_log(app: &Arc<App>, why: &'static str) {
 
 /// `SIGHUP` reloads, as `idflow reload` does.
 #[cfg(unix)]
-async fn reload_on_hangup(app: Arc<App>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-        tracing::warn!("cannot listen for SIGHUP");
-        return;
-    };
+async fn reload_on_hangup(app: Arc<App>, mut hangups: tokio::signal::unix::Signal) {
     while hangups.recv().await.is_some() {
         reload_and_log(&app, "SIGHUP").await;
     }
