@@ -97,7 +97,9 @@ async fn call(server: &str, credentials: Credentials) -> u8 {
     let request = match credentials {
         Credentials::Bearer(token) => client.post(&url).bearer_auth(token),
         Credentials::Basic(user, password) => client.post(&url).basic_auth(user, Some(password)),
-    };
+    }
+    .header("content-type", "application/json")
+    .body("{}");
     let response = match request.send().await {
         Ok(response) => response,
         Err(error) => {

@@ -128,7 +128,11 @@ impl IntoResponse for AdminError {
 pub fn store_error(error: crate::store::StoreError) -> AdminError {
     match error {
         crate::store::StoreError::Conflict(why) => AdminError::conflict(why),
-        crate::store::StoreError::Failed(why) if why.contains("taken") => AdminError::conflict(why),
+        crate::store::StoreError::Failed(why)
+            if why.contains("taken") || why.contains("another user's") =>
+        {
+            AdminError::conflict(why)
+        }
         other => AdminError::internal(other),
     }
 }
@@ -324,6 +328,24 @@ pub async fn guard(
     if !admin.holds(privilege) {
         return AdminError::forbidden(format!("this needs the `{privilege}` privilege"))
             .into_response();
+    }
+    // A POST must say it is JSON. A browser sends a cross-site form (which may carry
+    // remembered Basic credentials) only as a form or text/plain, never as JSON without a
+    // preflight, which the admin API does not answer; PUT, PATCH and DELETE always need one.
+    let form_like = method == "POST";
+    let json = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if form_like && !json {
+        return AdminError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "a change is sent as application/json (with `{}` when it has nothing to say)",
+        )
+        .into_response();
     }
     request.extensions_mut().insert(Arc::new(admin));
     next.run(request).await

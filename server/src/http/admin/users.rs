@@ -416,6 +416,13 @@ pub async fn revoke(
 ) -> Answer {
     let user = load_user(&app, &id)?;
     admin.may_manage(&app, &user)?;
+    if user.username.eq_ignore_ascii_case(crate::app::ADMIN)
+        && role.eq_ignore_ascii_case(crate::app::ADMIN)
+    {
+        return Err(AdminError::forbidden(
+            "the built-in `admin` user keeps the `admin` role",
+        ));
+    }
     if !user.roles.contains(&role) {
         return Err(AdminError::not_found(format!(
             "the user does not hold `{role}`"
