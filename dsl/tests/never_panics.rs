@@ -125,6 +125,7 @@ fn exercise(text: &str, syntax: Syntax) {
             let _ =
                 idflow_dsl::graph::render(&compiled.ir, idflow_dsl::graph::GraphFormat::Mermaid);
             let _ = idflow_dsl::graph::render(&compiled.ir, idflow_dsl::graph::GraphFormat::Dot);
+            let _ = idflow_dsl::graph::render(&compiled.ir, idflow_dsl::graph::GraphFormat::Svg);
         }
     }
 }

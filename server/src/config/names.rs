@@ -65,6 +65,7 @@ pub fn parse_names(text: &str) -> Result<Names, String> {
                 .applications
                 .into_keys()
                 .chain(parsed.service_providers.into_keys())
+                .chain(std::iter::once(super::server::CONSOLE_CLIENT.to_string()))
                 .collect(),
         ),
         identity_providers: Some(

@@ -301,6 +301,23 @@ struct ApplicationSection {
     scopes: Vec<String>,
 }
 
+/// The admin console's client id: a public client (PKCE) whose only redirect is the console
+/// and whose only API scope is `admin`.
+pub const CONSOLE_CLIENT: &str = "idflow-console";
+
+fn console_client(issuer: &str) -> Application {
+    Application {
+        client_id: CONSOLE_CLIENT.into(),
+        name: "idflow console".into(),
+        secret: None,
+        public: true,
+        redirect_uris: vec![format!("{issuer}/console/")],
+        post_logout_redirect_uris: vec![format!("{issuer}/console/")],
+        grant_types: vec![GrantType::AuthorizationCode],
+        scopes: vec!["admin".into()],
+    }
+}
+
 /// The longest lifetime accepted for any token, code or session (ten years).
 pub const MAX_LIFETIME_SECONDS: u64 = 10 * 365 * 24 * 3600;
 
@@ -427,6 +444,11 @@ pub fn parse(
         let app = application(&id, section, &at)?;
         applications.insert(id, app);
     }
+    // The console signs administrators in like any application; a configuration may declare
+    // it itself (another redirect URI, say), else it is this public client.
+    applications
+        .entry(CONSOLE_CLIENT.to_string())
+        .or_insert_with(|| console_client(&issuer));
     let saml = file
         .saml
         .clone()

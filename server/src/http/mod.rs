@@ -16,6 +16,7 @@ pub mod admin;
 pub mod authorize;
 pub mod basic;
 pub mod client_auth;
+pub mod console;
 pub mod cookies;
 pub mod cors;
 pub mod discovery;
@@ -156,6 +157,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/static/idflow.css", get(ops::stylesheet))
         .route("/static/webauthn.js", get(ops::webauthn_script))
         .route("/static/autopost.js", get(ops::autopost_script))
+        .route("/console", get(console::redirect))
+        .route("/console/", get(console::page))
+        .route("/console/app.js", get(console::script))
+        .route("/console/console.css", get(console::stylesheet))
         .merge(admin_routes(Arc::clone(&app)))
         .fallback(ops::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -212,6 +217,7 @@ fn admin_routes(app: Arc<App>) -> Router<Arc<App>> {
         .route("/admin/v1/flows", get(flows::list))
         .route("/admin/v1/flows/{id}", get(flows::read))
         .route("/admin/v1/flows/{id}/graph", get(flows::graph))
+        .route("/admin/v1/flows/{id}/test", get(flows::test))
         .route("/admin/v1/audit", get(audit::query))
         .route("/admin/v1/provisioning/queue", get(provisioning::queue))
         .route("/admin/v1/provisioning/dead", get(provisioning::dead))

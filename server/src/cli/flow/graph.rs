@@ -32,6 +32,8 @@ pub enum Format {
     Mermaid,
     /// Graphviz dot.
     Dot,
+    /// A self-contained SVG picture.
+    Svg,
 }
 
 /// Runs `flow graph`.
@@ -43,6 +45,7 @@ pub fn run(args: &GraphArgs) -> u8 {
     let format = match args.format {
         Format::Mermaid => GraphFormat::Mermaid,
         Format::Dot => GraphFormat::Dot,
+        Format::Svg => GraphFormat::Svg,
     };
     let covered = match &args.coverage {
         None => None,

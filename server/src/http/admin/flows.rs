@@ -4,10 +4,12 @@ use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use idflow_dsl::graph::{GraphFormat, render};
+use idflow_dsl::graph::{GraphFormat, render_covered};
+use idflow_engine::scenario::{self, Coverage, Outcome};
 use serde_json::{Value, json};
 
 use super::{AdminError, Answer};
+use crate::config::server::FlowsSource;
 use crate::http::AppState;
 use crate::http::params::Params;
 
@@ -63,16 +65,96 @@ pub async fn graph(
 ) -> Result<Response, AdminError> {
     let params = Params::parse_with_limit(raw.unwrap_or_default().as_bytes(), 1024)
         .map_err(AdminError::bad)?;
-    let format = match params.get("format").unwrap_or("mermaid") {
-        "mermaid" => GraphFormat::Mermaid,
-        "dot" => GraphFormat::Dot,
-        other => return Err(AdminError::bad(format!("`{other}` is not mermaid or dot"))),
+    let (format, content_type) = match params.get("format").unwrap_or("mermaid") {
+        "mermaid" => (GraphFormat::Mermaid, "text/plain; charset=utf-8"),
+        "dot" => (GraphFormat::Dot, "text/plain; charset=utf-8"),
+        "svg" => (GraphFormat::Svg, "image/svg+xml"),
+        other => {
+            return Err(AdminError::bad(format!(
+                "`{other}` is not mermaid, dot or svg"
+            )));
+        }
     };
     let flow = flow(&app, &id)?;
+    let covered = match params.get("coverage") {
+        Some("true") => {
+            let (_, coverage) = scenarios(&app, &flow).await?;
+            Some(coverage.covered_transitions.into_iter().collect())
+        }
+        _ => None,
+    };
     Ok((
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        render(&flow.ir, format),
+        [
+            (header::CONTENT_TYPE, content_type),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; style-src 'unsafe-inline'",
+            ),
+        ],
+        render_covered(&flow.ir, format, covered.as_ref()),
     )
         .into_response())
+}
+
+/// The flow's scenarios (the `*.test.yaml` files in the flows directory that name it) run
+/// against the live flow, and the coverage they give.
+async fn scenarios(
+    app: &std::sync::Arc<crate::app::App>,
+    flow: &std::sync::Arc<idflow_engine::LoadedFlow>,
+) -> Result<(Vec<Outcome>, Coverage), AdminError> {
+    let app = std::sync::Arc::clone(app);
+    let flow = std::sync::Arc::clone(flow);
+    crate::http::blocking(move || {
+        let config = app.config();
+        let files = match &config.flows {
+            FlowsSource::Dir(dir) => crate::sources::collect_scenarios(std::slice::from_ref(dir))
+                .map_err(AdminError::internal)?,
+            FlowsSource::Embedded => Vec::new(),
+        };
+        let mut outcomes = Vec::new();
+        for (_, text) in files {
+            let Ok(file) = scenario::parse(&text) else {
+                continue;
+            };
+            if file.flow != flow.ir.flow {
+                continue;
+            }
+            for case in &file.scenarios {
+                outcomes.push(scenario::run(&app.engine, &flow, case));
+            }
+        }
+        let coverage = scenario::coverage(&flow, &outcomes);
+        Ok((outcomes, coverage))
+    })
+    .await
+    .map_err(AdminError::internal)?
+}
+
+/// `GET /admin/v1/flows/{id}/test`: the flow's scenarios run against the live flow, with
+/// their results and the state and transition coverage (what `idflow flow test` reports).
+pub async fn test(State(app): AppState, Path(id): Path<String>) -> Answer {
+    let flow = flow(&app, &id)?;
+    let (outcomes, coverage) = scenarios(&app, &flow).await?;
+    let results: Vec<Value> = outcomes
+        .iter()
+        .map(|o| json!({ "name": o.name, "passed": o.failures.is_empty(), "failures": o.failures }))
+        .collect();
+    let passed = outcomes.iter().filter(|o| o.failures.is_empty()).count();
+    Ok((
+        StatusCode::OK,
+        Json(json!({
+            "flow": id,
+            "version": flow.version,
+            "passed": passed,
+            "failed": outcomes.len() - passed,
+            "results": results,
+            "coverage": {
+                "states": [coverage.states.0, coverage.states.1],
+                "transitions": [coverage.transitions.0, coverage.transitions.1],
+                "missing_states": coverage.missing_states,
+                "missing_transitions": coverage.missing_transitions,
+            },
+        })),
+    ))
 }

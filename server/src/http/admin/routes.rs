@@ -192,7 +192,13 @@ pub const ROUTES: &[Route] = &[
         "GET",
         "/admin/v1/flows/{id}/graph",
         "config:read",
-        "A live flow's state machine (`format=mermaid|dot`)",
+        "A live flow's state machine (`format=mermaid|dot|svg`; `coverage=true` marks what its scenarios miss)",
+    ),
+    route(
+        "GET",
+        "/admin/v1/flows/{id}/test",
+        "config:read",
+        "Run a live flow's scenarios: results and coverage",
     ),
     route(
         "GET",
