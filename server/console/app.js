@@ -294,6 +294,12 @@ async function route() {
 }
 
 async function start() {
+  // The skip link only moves the focus: followed as a link it would set the hash, which is
+  // the route here, and `#main` names no section (the router would open Users instead).
+  document.querySelector("a.skip").addEventListener("click", (event) => {
+    event.preventDefault();
+    main().focus();
+  });
   const params = new URLSearchParams(location.search);
   try {
     if (params.has("error")) throw new Error(params.get("error_description") || params.get("error"));

@@ -1,5 +1,6 @@
 //! The account page at `/`: who is signed in, their second factors (listed, removable, and a
-//! passkey can be added), and a way to sign in or out without an application.
+//! passkey can be added), their password (changed with the current one), their sessions (the
+//! others can be ended), and a way to sign in or out without an application.
 //!
 //! Every change is a POST carrying the session's CSRF token and is audited.
 
@@ -105,14 +106,46 @@ async fn render(app: &Arc<App>, session: Option<&Session>, message: Option<&str>
             }
         },
     };
+    let sessions = match blocking({
+        let store = Arc::clone(&app.store);
+        move || store.sessions()
+    })
+    .await
+    {
+        Ok(Ok(all)) => all,
+        Ok(Err(error)) => return server_error(app, &error),
+        Err(error) => return server_error(app, &error),
+    };
+    let mut sessions: Vec<SessionView> = sessions
+        .into_iter()
+        .filter(|s| s.user == user.id && s.expires > now)
+        .map(|s| SessionView {
+            current: s.key == session.key,
+            signed_in: idflow_saml::xml::instant(s.auth_time),
+            methods: s.amr.join(", "),
+        })
+        .collect();
+    sessions.sort_by(|a, b| {
+        b.current
+            .cmp(&a.current)
+            .then(b.signed_in.cmp(&a.signed_in))
+    });
     app.pages.render(
         StatusCode::OK,
         "account.html",
         serde_json::json!({
             "user": user.username, "csrf": session.csrf, "factors": factors,
             "passkey_options": options, "message": message, "recent": recent(app, session, now),
+            "has_password": user.password_hash.is_some(), "sessions": sessions,
         }),
     )
+}
+
+#[derive(Serialize)]
+struct SessionView {
+    current: bool,
+    signed_in: String,
+    methods: String,
 }
 
 /// A POST from the account page: the session and its CSRF token, or the page to answer with.
@@ -239,6 +272,118 @@ pub async fn remove_factor(
             addr,
             serde_json::json!({ "kind": factor.kind.authenticator(), "label": factor.label }),
         ),
+    ];
+    apply(&app, writes).await
+}
+
+/// `POST /account/password`: a new password, given the current one (a session left open on a
+/// shared computer must not be enough to take the account). The user's other sessions and
+/// refresh tokens end.
+pub async fn change_password(
+    State(app): AppState,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params = Params::parse(&body).unwrap_or_default();
+    let session = match authorized(&app, &headers, &params) {
+        Ok(session) => session,
+        Err(response) => return response,
+    };
+    let user = match app.store.user(&session.user) {
+        Ok(Some(user)) => user,
+        Ok(None) => return render(&app, None, None).await,
+        Err(error) => return server_error(&app, &error),
+    };
+    let ip = addr.ip().to_string();
+    let key = user.username.to_lowercase();
+    let refuse = |message: &'static str| {
+        let app = Arc::clone(&app);
+        let session = session.clone();
+        async move {
+            let mut response = render(&app, Some(&session), Some(message)).await;
+            *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+            response
+        }
+    };
+    if app.throttle.check(&ip, Some(&key), now()).is_err() {
+        return refuse("Too many wrong passwords. Wait a few minutes and try again.").await;
+    }
+    let current = params.get("current").unwrap_or_default().to_string();
+    let new = params.get("new").unwrap_or_default().to_string();
+    if new != params.get("confirm").unwrap_or_default() {
+        return refuse("The two new passwords are not the same.").await;
+    }
+    if user.password_hash.is_some() {
+        let verified = app
+            .password_pool
+            .verify(current, user.password_hash.clone())
+            .await;
+        if !verified {
+            app.throttle.failed(&ip, Some(&key), now());
+            return refuse("The current password is not right.").await;
+        }
+    }
+    let hasher = app.passwords.clone();
+    let hash = match blocking(move || hasher.hash(&new)).await {
+        Ok(Ok(hash)) => hash,
+        Ok(Err(why)) => {
+            let mut response = render(
+                &app,
+                Some(&session),
+                Some(&format!("The new password is not acceptable: {why}")),
+            )
+            .await;
+            *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+            return response;
+        }
+        Err(error) => return server_error(&app, &error),
+    };
+    let mut changed = user.clone();
+    changed.password_hash = Some(hash);
+    let writes = vec![
+        audit_change(
+            "user.password_changed",
+            &user.id,
+            addr,
+            serde_json::Value::Null,
+        ),
+        Write::EndUserSessions {
+            user: user.id.clone(),
+            except: Some(session.key.clone()),
+        },
+        Write::ReplaceUser {
+            user: changed,
+            expected: Box::new(user),
+        },
+    ];
+    apply(&app, writes).await
+}
+
+/// `POST /account/sessions/end-others`: sign out everywhere else (and revoke the refresh
+/// tokens applications hold for this user).
+pub async fn end_other_sessions(
+    State(app): AppState,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params = Params::parse(&body).unwrap_or_default();
+    let session = match authorized(&app, &headers, &params) {
+        Ok(session) => session,
+        Err(response) => return response,
+    };
+    let writes = vec![
+        audit_change(
+            "session.end_others",
+            &session.user,
+            addr,
+            serde_json::Value::Null,
+        ),
+        Write::EndUserSessions {
+            user: session.user.clone(),
+            except: Some(session.key.clone()),
+        },
     ];
     apply(&app, writes).await
 }

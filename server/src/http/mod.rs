@@ -146,6 +146,11 @@ pub fn router(app: Arc<App>) -> Router {
             get(wsfed::metadata),
         )
         .route("/account/factors/remove", post(account::remove_factor))
+        .route("/account/password", post(account::change_password))
+        .route(
+            "/account/sessions/end-others",
+            post(account::end_other_sessions),
+        )
         .route("/token", post(token::token))
         .route("/userinfo", get(userinfo::get).post(userinfo::post))
         .route("/introspect", post(introspect::introspect))

@@ -1,0 +1,103 @@
+"""The account page's password and sessions: a person changes their password with the current
+one (and their other sessions end), sees where they are signed in, and signs out everywhere
+else."""
+
+import re
+
+from conftest import ALICE, Browser, error_text
+
+
+def signed_in(server, user=ALICE, password=None):
+    """A browser signed in to the account page (the account's own login)."""
+    browser = Browser(server)
+    start = browser.go(server.url("/login/start")).text
+    done = browser.submit(start, "password", username=user.username, password=password or user.password)
+    assert not isinstance(done, str) and done.status_code == 200, done
+    return browser
+
+
+def account(browser, server):
+    page = browser.go(server.url("/")).text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    return page, csrf
+
+
+def change(browser, server, csrf, current, new, confirm=None):
+    return browser.go(server.url("/account/password"), "POST",
+                      {"csrf": csrf, "current": current, "new": new, "confirm": confirm or new})
+
+
+def is_signed_in(browser, server):
+    return 'id="username"' in browser.go(server.url("/")).text
+
+
+def test_the_password_changes_only_with_the_current_one_and_other_sessions_end(make_server):
+    server = make_server()
+    other = signed_in(server)
+    browser = signed_in(server)
+    page, csrf = account(browser, server)
+    assert 'id="change-password"' in page and 'id="current-password"' in page
+
+    wrong = change(browser, server, csrf, "not-the-password", "alice-new-password-2")
+    assert wrong.status_code == 422 and "current password is not right" in error_text(wrong.text)
+    mismatch = change(browser, server, csrf, ALICE.password, "alice-new-password-2", "something-else-22")
+    assert mismatch.status_code == 422 and "not the same" in error_text(mismatch.text)
+    weak = change(browser, server, csrf, ALICE.password, "short")
+    assert weak.status_code == 422 and "not acceptable" in error_text(weak.text)
+    assert not server.audit("user.password_changed")
+
+    done = change(browser, server, csrf, ALICE.password, "alice-new-password-2")
+    assert done.status_code == 200 and 'id="username"' in done.text
+    assert is_signed_in(browser, server), "the session that changed it stays"
+    assert not is_signed_in(other, server), "every other session ends"
+    # Only the new password signs in now.
+    fresh = Browser(server)
+    start = fresh.go(server.url("/login/start")).text
+    old = fresh.submit(start, "password", username="alice", password=ALICE.password)
+    assert not isinstance(old, str) and old.status_code == 422
+    signed_in(server, password="alice-new-password-2")
+    [entry] = server.audit("user.password_changed")
+    assert entry["actor"] == entry["subject"]
+
+
+def test_a_stolen_form_or_an_old_sign_in_cannot_change_the_password(make_server):
+    server = make_server()
+    browser = signed_in(server)
+    _, csrf = account(browser, server)
+    forged = browser.go(server.url("/account/password"), "POST",
+                        {"csrf": "forged", "current": ALICE.password, "new": "alice-new-password-2",
+                         "confirm": "alice-new-password-2"})
+    assert forged.status_code == 403
+    stranger = Browser(server).go(server.url("/account/password"), "POST",
+                                  {"csrf": csrf, "current": ALICE.password, "new": "alice-new-password-2",
+                                   "confirm": "alice-new-password-2"})
+    assert stranger.status_code == 401
+    assert not server.audit("user.password_changed")
+
+
+def test_wrong_current_passwords_are_throttled(make_server):
+    server = make_server()
+    browser = signed_in(server)
+    _, csrf = account(browser, server)
+    answers = [change(browser, server, csrf, f"wrong-{i}", "alice-new-password-2") for i in range(12)]
+    assert all(a.status_code == 422 for a in answers)
+    assert "Too many wrong passwords" in error_text(answers[-1].text)
+    # Throttled, even the right one waits.
+    right = change(browser, server, csrf, ALICE.password, "alice-new-password-2")
+    assert "Too many wrong passwords" in error_text(right.text)
+
+
+def test_sessions_are_listed_and_the_others_can_be_ended(make_server):
+    server = make_server()
+    phone = signed_in(server)
+    laptop = signed_in(server)
+    page, csrf = account(laptop, server)
+    rows = re.findall(r"<tr><td>[^<]+</td><td>([^<]*)</td><td>([^<]*)</td></tr>", page)
+    assert len(rows) == 2, page
+    assert rows[0][1] == "this session" and rows[1][1] == ""
+    assert all(methods == "pwd" for methods, _ in rows)
+    ended = laptop.go(server.url("/account/sessions/end-others"), "POST", {"csrf": csrf})
+    assert ended.status_code == 200
+    assert is_signed_in(laptop, server) and not is_signed_in(phone, server)
+    assert len(re.findall(r"<tr><td>", account(laptop, server)[0])) == 1
+    assert server.audit("session.end_others")
