@@ -234,6 +234,10 @@ fn svg(ir: &FlowIr, uncovered: &dyn Fn(&str, &str) -> bool) -> String {
             let path = if x2 > x1 {
                 let mid = (sx + tx) / 2;
                 format!("M {sx} {sy} C {mid} {sy}, {mid} {ty}, {tx} {ty}")
+            } else if x2 == x1 {
+                // Within a column: out of the right side and back in, clear of the boxes.
+                let bulge = sx + GAP_X / 2;
+                format!("M {sx} {sy} C {bulge} {sy}, {bulge} {ty}, {sx} {ty}")
             } else {
                 // Back or same-column edges loop above both boxes.
                 let (bx, by) = (x1 + WIDTH / 2, y1);
@@ -243,6 +247,8 @@ fn svg(ir: &FlowIr, uncovered: &dyn Fn(&str, &str) -> bool) -> String {
             };
             let (lx, ly) = if x2 > x1 {
                 ((sx + tx) / 2, (sy + ty) / 2 - 4)
+            } else if x2 == x1 {
+                (sx + GAP_X / 2, (sy + ty) / 2)
             } else {
                 (
                     (x1 + x2 + WIDTH) / 2,

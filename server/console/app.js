@@ -119,6 +119,10 @@ function show(title, ...content) {
   page.focus();
 }
 
+function count(n, one, many) {
+  return `${n} ${n === 1 ? one : many}`;
+}
+
 function when(date) {
   return date ? new Date(date * 1000).toISOString().replace("T", " ").slice(0, 19) + " UTC" : "—";
 }
@@ -153,7 +157,7 @@ async function users() {
   field("Display name", "name"), field("Password", "password", { type: "password", autocomplete: "new-password" }),
   el("button", { type: "submit" }, "Create user"));
   show("Users", search,
-    table(`${found.total} users`, ["Username", "Email", "Roles", "State"],
+    table(count(found.total, "user", "users"), ["Username", "Email", "Roles", "State"],
       found.users.map((u) => [el("a", { href: "#/users/" + u.id }, u.username), u.email, u.roles.join(", "), u.disabled ? "disabled" : (u.locked_until * 1000 > Date.now() ? "locked" : "active")])),
     el("h2", { id: "new-user" }, "New user"), create);
 }
@@ -208,28 +212,28 @@ async function roles() {
   }, roles) }, field("Name", "name", { required: true }), field("Description", "description"),
   field("Privileges (comma separated)", "privileges", { size: 40 }), el("button", { type: "submit" }, "Save role"));
   show("Roles",
-    table(`${found.roles.length} roles`, ["Role", "Privileges", "Members", "Description"], found.roles.map((r) => [r.name, r.privileges.join(", ") || "—", String(r.members), r.description])),
+    table(count(found.roles.length, "role", "roles"), ["Role", "Privileges", "Members", "Description"], found.roles.map((r) => [r.name, r.privileges.join(", ") || "—", String(r.members), r.description])),
     el("h2", { id: "role-form" }, "Create or change a role"), form);
 }
 
 async function applications() {
   const found = await api("GET", "/applications");
   show("Applications", el("p", { class: "muted" }, "Declared in idflow.toml; change the file and reload."),
-    table(`${found.applications.length} applications`, ["Client id", "Name", "Kind", "Grants", "Redirect URIs", "Flow"],
+    table(count(found.applications.length, "application", "applications"), ["Client id", "Name", "Kind", "Grants", "Redirect URIs", "Flow"],
       found.applications.map((a) => [el("code", {}, a.client_id), a.name, a.public ? "public" : "confidential", a.grant_types.join(", "), a.redirect_uris.join("\n"), a.flow || "—"])));
 }
 
 async function identityProviders() {
   const found = await api("GET", "/identity-providers");
   show("Identity providers", el("p", { class: "muted" }, "Declared in idflow.toml; change the file and reload."),
-    table(`${found.identity_providers.length} identity providers`, ["Name", "Label", "Type", "Detail"],
+    table(count(found.identity_providers.length, "identity provider", "identity providers"), ["Name", "Label", "Type", "Detail"],
       found.identity_providers.map((p) => [p.name, p.label, p.type, p.detail ? JSON.stringify(p.detail) : ""])));
 }
 
 async function flows() {
   const found = await api("GET", "/flows");
   show("Flows", el("p", { class: "muted" }, `Generation ${found.generation}.`),
-    table(`${found.flows.length} live flows`, ["Flow", "Version", "Applies to", "States"],
+    table(count(found.flows.length, "live flow", "live flows"), ["Flow", "Version", "Applies to", "States"],
       found.flows.map((f) => [el("a", { href: "#/flows/" + encodeURIComponent(f.id) }, f.id + (f.default ? " (default)" : "")), el("code", {}, f.version), f.applies_to.join(", ") || "—", String(f.states)])));
 }
 
@@ -246,7 +250,7 @@ async function flow(id) {
     el("p", {}, "Version ", el("code", {}, detail.version), `. Scenarios: ${report.passed} passed, ${report.failed} failed; coverage ${report.coverage.states[0]}/${report.coverage.states[1]} states, ${report.coverage.transitions[0]}/${report.coverage.transitions[1]} transitions.`),
     graph,
     el("h2", {}, "Transitions"),
-    table("Every transition, for reading without the picture", ["From", "On", "To", "Covered"], transitions.map(([from, label, to]) => [from, label, to, missing.has(from + "\u0000" + label) ? "no" : "yes"])),
+    table("Every transition, for reading without the picture", ["From", "On", "To", "Covered"], transitions.map(([from, label, to]) => [from, label, to, label === "error" ? "not required (fails closed)" : (missing.has(from + "\u0000" + label) ? "no" : "yes")])),
     el("h2", {}, "Scenarios"),
     table("Scenario results", ["Scenario", "Result"], report.results.map((r) => [r.name, r.passed ? "passed" : "failed: " + r.failures.join("; ")])));
 }
