@@ -20,14 +20,21 @@ function randomText() {
   return base64url(crypto.getRandomValues(new Uint8Array(32)));
 }
 
+let signingIn = false;
+
 async function signIn() {
+  // Several requests may find the token refused at once: one sign-in, not one each.
+  if (signingIn) return;
+  signingIn = true;
   const verifier = randomText();
   const state = randomText();
   sessionStorage.setItem("pkce", JSON.stringify({ verifier, state, back: location.hash }));
   const challenge = base64url(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(verifier)));
+  // A sign-in older than 15 minutes is asked again: a session left open elsewhere is not
+  // enough to administer the server.
   const query = new URLSearchParams({
     client_id: CLIENT, response_type: "code", redirect_uri: HERE, scope: "openid admin",
-    state, code_challenge: challenge, code_challenge_method: "S256",
+    state, code_challenge: challenge, code_challenge_method: "S256", max_age: "900",
   });
   location.assign("/authorize?" + query);
 }
@@ -162,7 +169,8 @@ async function users() {
     el("h2", { id: "new-user" }, "New user"), create);
 }
 
-async function user(id) {
+async function user(rawId) {
+  const id = encodeURIComponent(rawId);
   const [u, roles, factors, sessions] = await Promise.all([
     api("GET", "/users/" + id), api("GET", "/roles"), api("GET", "/users/" + id + "/factors"), api("GET", "/users/" + id + "/sessions"),
   ]);

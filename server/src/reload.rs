@@ -135,11 +135,17 @@ pub fn reload(app: &App) -> Result<Reloaded, String> {
     })
 }
 
-/// `read` with the running process settings: only the declarative part changes.
+/// `read` with the running process settings: only the declarative part changes. The built-in
+/// console client follows the running issuer (a changed issuer waits for the restart).
 fn declarative_part(running: &ServerConfig, read: ServerConfig) -> ServerConfig {
+    let mut applications = read.applications;
+    let console = server::CONSOLE_CLIENT;
+    if applications.get(console) == Some(&server::console_client(&read.issuer)) {
+        applications.insert(console.to_string(), server::console_client(&running.issuer));
+    }
     ServerConfig {
-        applications: read.applications,
-        cors_origins: read.cors_origins,
+        cors_origins: crate::http::cors::allowed_origins(applications.values()),
+        applications,
         identity_providers: read.identity_providers,
         service_providers: read.service_providers,
         provisioning_targets: read.provisioning_targets,

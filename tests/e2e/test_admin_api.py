@@ -434,7 +434,10 @@ def test_flows_are_listed_with_their_ir_and_graph(srv):
     assert graph.text.startswith("stateDiagram"), graph.text
     dot = admin.ok("GET", "/flows/password/graph", params={"format": "dot"})
     assert dot.startswith("digraph"), dot
-    admin.refused("GET", "/flows/password/graph", params={"format": "svg"}, status=400)
+    svg = admin.call("GET", "/flows/password/graph", params={"format": "svg"})
+    assert svg.status_code == 200 and svg.headers["Content-Type"] == "image/svg+xml", svg.headers
+    assert svg.text.startswith("<svg ") and "<title id=\"graph-title\">flow password</title>" in svg.text
+    admin.refused("GET", "/flows/password/graph", params={"format": "png"}, status=400)
     admin.refused("GET", "/flows/no-such-flow", status=404)
     admin.refused("GET", "/flows/no-such-flow/graph", status=404)
 
@@ -843,3 +846,31 @@ def test_basic_brute_force_is_throttled(srv):
     # Basic failures do not shut out bearer tokens.
     token = client_token(srv, "robot", ROBOT_SECRET, "users:read")
     Api(srv, token=token).ok("GET", "/users")
+
+
+def test_your_own_credentials_change_on_the_account_page_not_through_the_api(srv):
+    """An admin password or token alone must not take over the account behind it: the API
+    refuses changing your own password, factors or email (the account page asks for the
+    current password and a recent sign-in)."""
+    admin, ids = escalation_setup(srv)
+    me = ids["admin"]
+    admin.refused("POST", f"/users/{me}/password", {"password": "another-admin-password-1"},
+                  mentions="account page")
+    admin.refused("DELETE", f"/users/{me}/factors/all", mentions="account page")
+    admin.refused("PATCH", f"/users/{me}", {"email": "elsewhere@example.com"}, mentions="account page")
+    assert admin.ok("PATCH", f"/users/{me}", {"name": "The Administrator"})["name"] == "The Administrator"
+    # Another administrator may still reset it.
+    bob = Api(srv, basic=("bob", "bob-password-123"))
+    bob.ok("POST", f"/users/{me}/password", {"password": "another-admin-password-1"})
+
+
+def test_answers_are_not_cached_and_a_refused_token_is_not_asked_for_a_password(srv):
+    admin = Api(srv)
+    users = admin.call("GET", "/users")
+    assert users.status_code == 200 and users.headers["Cache-Control"] == "no-store"
+    head = admin.call("HEAD", "/users")
+    assert head.status_code == 200, "HEAD needs what GET needs, and gets it"
+    assert Api(srv, basic=None).call("HEAD", "/users").status_code == 401
+    bad = Api(srv, basic=None, token="not-a-token").call("GET", "/users")
+    assert bad.status_code == 401 and bad.json()["error"] == "invalid_token"
+    assert "Basic" not in bad.headers["WWW-Authenticate"], bad.headers["WWW-Authenticate"]

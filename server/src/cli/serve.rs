@@ -207,7 +207,26 @@ async fn serve(app: Arc<App>, tls: Option<tokio_rustls::TlsAcceptor>, watch: boo
 /// Reloads (off the async workers) and logs the outcome: what `SIGHUP` and `--watch` do.
 async fn reload_and_log(app: &Arc<App>, why: &'static str) {
     let worker = Arc::clone(app);
-    match tokio::task::spawn_blocking(move || crate::reload::reload(&worker)).await {
+    let outcome = tokio::task::spawn_blocking(move || crate::reload::reload(&worker)).await;
+    let detail = match &outcome {
+        Ok(Ok(done)) => serde_json::json!({ "by": why, "generation": done.generation }),
+        Ok(Err(error)) => {
+            serde_json::json!({ "by": why, "refused": error.lines().next().unwrap_or_default() })
+        }
+        Err(_) => serde_json::json!({ "by": why, "refused": "the reload task failed" }),
+    };
+    let entry = crate::store::Write::Audit(crate::store::AuditEvent {
+        time: app::now(),
+        event: "config.reload".into(),
+        actor: "idflow".into(),
+        subject: String::new(),
+        ip: String::new(),
+        detail,
+    });
+    if let Err(error) = app.store.commit(vec![entry]) {
+        tracing::error!(%error, "cannot audit a reload");
+    }
+    match outcome {
         Ok(Ok(done)) => {
             tracing::info!(why, generation = done.generation, changes = %done.render().trim_end(), "configuration reloaded");
         }

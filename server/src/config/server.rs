@@ -305,7 +305,21 @@ struct ApplicationSection {
 /// and whose only API scope is `admin`.
 pub const CONSOLE_CLIENT: &str = "idflow-console";
 
-fn console_client(issuer: &str) -> Application {
+/// A TOML error as line and message, without the source line toml quotes: that line may hold
+/// a secret, and this message reaches logs and `idflow reload`'s output.
+fn syntax_error(label: &str, text: &str, error: &toml::de::Error) -> ConfigError {
+    let line = error
+        .span()
+        .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+    let message = error.message().trim_end();
+    match line {
+        Some(line) => ConfigError(format!("{label}:{line}: {message}")),
+        None => ConfigError(format!("{label}: {message}")),
+    }
+}
+
+/// The built-in console client for `issuer` (see [`CONSOLE_CLIENT`]).
+pub fn console_client(issuer: &str) -> Application {
     Application {
         client_id: CONSOLE_CLIENT.into(),
         name: "idflow console".into(),
@@ -358,8 +372,7 @@ pub fn parse(
         let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
         ConfigError(format!("{label}:{line}: {message}"))
     };
-    let file: File = toml::from_str(text)
-        .map_err(|e| ConfigError(format!("{label}: {}", e.to_string().trim_end())))?;
+    let file: File = toml::from_str(text).map_err(|e| syntax_error(&label, text, &e))?;
     let names = parse_names(text).map_err(|e| ConfigError(format!("{label}: {e}")))?;
     let base = match &source {
         ConfigSource::File(path) => path.parent().map(Path::to_path_buf),
@@ -732,7 +745,7 @@ mod tests {
     fn an_unknown_key_names_the_key_and_line() {
         let error = parse_text("[server]\nlisten = \"127.0.0.1:1\"\nlisen = \"x\"\n").unwrap_err();
         assert!(
-            error.to_string().contains("lisen") && error.to_string().contains("line 3"),
+            error.to_string().contains("lisen") && error.to_string().contains(":3: "),
             "{error}"
         );
     }

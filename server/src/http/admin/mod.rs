@@ -92,6 +92,10 @@ impl AdminError {
         AdminError::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
     }
 
+    fn invalid_token(detail: &str) -> AdminError {
+        AdminError::new(StatusCode::UNAUTHORIZED, "invalid_token", detail)
+    }
+
     /// 500, with the detail in the log only.
     pub fn internal(detail: impl std::fmt::Display) -> AdminError {
         tracing::error!(%detail, "admin API request failed");
@@ -113,11 +117,16 @@ impl IntoResponse for AdminError {
         let headers = response.headers_mut();
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if self.status == StatusCode::UNAUTHORIZED {
+            // A refused token is answered for tokens only: offering Basic would make a
+            // browser running the console ask for a password and then send it on its own.
+            let challenge = if self.code == "invalid_token" {
+                "Bearer realm=\"idflow admin\", error=\"invalid_token\""
+            } else {
+                "Basic realm=\"idflow admin\", Bearer realm=\"idflow admin\""
+            };
             headers.insert(
                 header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(
-                    "Basic realm=\"idflow admin\", Bearer realm=\"idflow admin\"",
-                ),
+                HeaderValue::from_static(challenge),
             );
         }
         response
@@ -179,6 +188,19 @@ impl Admin {
                 "`{}` holds privileges you do not",
                 user.username
             )))
+        }
+    }
+
+    /// Refuses a change to the caller's own credentials: those go through the account page,
+    /// which asks for the current password and a recent sign-in (an admin token or password
+    /// must not be enough to take over the account behind it).
+    pub fn not_self(&self, user: &User, what: &str) -> Result<(), AdminError> {
+        if self.user.as_ref().is_some_and(|me| me.id == user.id) {
+            Err(AdminError::forbidden(format!(
+                "change your own {what} on your account page"
+            )))
+        } else {
+            Ok(())
         }
     }
 
@@ -247,7 +269,7 @@ pub async fn authenticate(
 /// client still configured with the scopes the token carries (one narrowed since loses them).
 fn bearer(app: &App, token: &str, ip: String, now: u64) -> Result<Admin, AdminError> {
     let claims = crate::http::userinfo::validate_access_token(app, token, now)
-        .map_err(AdminError::unauthorized)?;
+        .map_err(AdminError::invalid_token)?;
     let client_id = claims["client_id"].as_str().unwrap_or_default();
     let config = app.config();
     let allowed = config
@@ -269,7 +291,7 @@ fn bearer(app: &App, token: &str, ip: String, now: u64) -> Result<Admin, AdminEr
             .filter(|s| routes::PRIVILEGES.contains(&s.as_str()))
             .collect();
         if privileges.is_empty() {
-            return Err(AdminError::unauthorized(
+            return Err(AdminError::invalid_token(
                 "the client's token carries no admin privilege",
             ));
         }
@@ -281,7 +303,7 @@ fn bearer(app: &App, token: &str, ip: String, now: u64) -> Result<Admin, AdminEr
         });
     }
     if !scopes.iter().any(|s| s == ADMIN_SCOPE) {
-        return Err(AdminError::unauthorized(
+        return Err(AdminError::invalid_token(
             "the token was not issued for the admin API (it lacks the `admin` scope)",
         ));
     }
@@ -290,7 +312,7 @@ fn bearer(app: &App, token: &str, ip: String, now: u64) -> Result<Admin, AdminEr
         .user(subject)
         .map_err(AdminError::internal)?
         .filter(|u| !u.disabled && !u.locked_at(now))
-        .ok_or_else(|| AdminError::unauthorized("the token's user is not active"))?;
+        .ok_or_else(|| AdminError::invalid_token("the token's user is not active"))?;
     let privileges = basic::privileges(app, &user).map_err(AdminError::internal)?;
     Ok(Admin {
         actor: user.id.clone(),
@@ -348,7 +370,12 @@ pub async fn guard(
         .into_response();
     }
     request.extensions_mut().insert(Arc::new(admin));
-    next.run(request).await
+    let mut response = next.run(request).await;
+    // Users, sessions and the audit log are not for any cache.
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 /// Commits a batch off the async workers.

@@ -234,6 +234,12 @@ pub const ROUTES: &[Route] = &[
 
 /// The route for a method and matched path.
 pub fn find(method: &str, path: &str) -> Option<&'static Route> {
+    // HEAD is answered by the GET handler, and needs what GET needs.
+    let method = if method.eq_ignore_ascii_case("HEAD") {
+        "GET"
+    } else {
+        method
+    };
     ROUTES
         .iter()
         .find(|r| r.method.eq_ignore_ascii_case(method) && r.path == path)

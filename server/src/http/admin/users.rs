@@ -217,6 +217,7 @@ pub async fn change(
     admin.may_manage(&app, &original)?;
     let mut user = original.clone();
     if let Some(email) = change.email {
+        admin.not_self(&original, "email")?;
         let email = email.trim().to_string();
         if !email.eq_ignore_ascii_case(&user.email) {
             user.email_verified = false;
@@ -286,6 +287,7 @@ pub async fn set_password(
     let new: NewPassword = body(&bytes)?;
     let original = load_user(&app, &id)?;
     admin.may_manage(&app, &original)?;
+    admin.not_self(&original, "password")?;
     let mut user = original.clone();
     user.password_hash = Some(hash(&app, new.password).await?);
     user.failed_attempts = 0;
@@ -356,6 +358,7 @@ pub async fn remove_factor(
 ) -> Answer {
     let user = load_user(&app, &id)?;
     admin.may_manage(&app, &user)?;
+    admin.not_self(&user, "factors")?;
     let factors = app.store.factors(&id).map_err(AdminError::internal)?;
     let doomed: Vec<String> = factors
         .iter()
