@@ -101,6 +101,39 @@ async fn hash(app: &App, password: String) -> Result<String, AdminError> {
         .map_err(|why| AdminError::bad(format!("the password is not acceptable: {why}")))
 }
 
+/// Refuses a change that would leave no enabled user holding every privilege: disabling or
+/// deleting `user`, or (with `losing`) taking that role from them. Someone must be able to
+/// administer the server without editing its data directory.
+fn keeps_an_administrator(app: &App, user: &User, losing: Option<&str>) -> Result<(), AdminError> {
+    let everything = |roles: &[String]| -> Result<bool, AdminError> {
+        for role in roles {
+            let found = app.store.role(role).map_err(AdminError::internal)?;
+            if found.is_some_and(|r| r.privileges.iter().any(|p| p == "*")) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    };
+    if user.disabled || !everything(&user.roles)? {
+        return Ok(());
+    }
+    if let Some(role) = losing {
+        let remaining: Vec<String> = user.roles.iter().filter(|r| *r != role).cloned().collect();
+        if everything(&remaining)? {
+            return Ok(());
+        }
+    }
+    for other in app.store.users().map_err(AdminError::internal)? {
+        if other.id != user.id && !other.disabled && everything(&other.roles)? {
+            return Ok(());
+        }
+    }
+    Err(AdminError::conflict(format!(
+        "`{}` is the last enabled user holding every privilege",
+        user.username
+    )))
+}
+
 /// Refuses a role the caller may not hand out: unknown, or with privileges they lack.
 fn check_grant(app: &App, admin: &Admin, role: &str) -> Result<(), AdminError> {
     if !admin.holds("roles:assign") {
@@ -231,6 +264,9 @@ pub async fn change(
         if disabled && admin.user.as_ref().is_some_and(|me| me.id == user.id) {
             return Err(AdminError::bad("you cannot disable yourself"));
         }
+        if disabled && !original.disabled {
+            keeps_an_administrator(&app, &original, None)?;
+        }
         user.disabled = disabled;
     }
     let detail = json!({ "email": user.email, "name": user.name, "disabled": user.disabled });
@@ -257,6 +293,7 @@ pub async fn delete(
     if user.username.eq_ignore_ascii_case(crate::app::ADMIN) {
         return Err(AdminError::forbidden("the built-in `admin` user stays"));
     }
+    keeps_an_administrator(&app, &user, None)?;
     let config = app.config();
     let mut batch = vec![admin.audited("user.delete", &id, json!({ "username": user.username }))];
     batch.extend(crate::provisioning::queue(
@@ -426,6 +463,7 @@ pub async fn revoke(
             "the built-in `admin` user keeps the `admin` role",
         ));
     }
+    keeps_an_administrator(&app, &user, Some(&role))?;
     if !user.roles.contains(&role) {
         return Err(AdminError::not_found(format!(
             "the user does not hold `{role}`"
