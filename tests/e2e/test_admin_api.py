@@ -890,3 +890,14 @@ def test_the_last_enabled_administrator_stays(srv):
     # With the built-in admin enabled again, bob may step down.
     bob.ok("PATCH", f"/users/{ids['admin']}", {"disabled": False})
     assert bob.ok("DELETE", f"/users/{ids['bob']}/roles/admin")["roles"] == []
+
+
+def test_an_admin_token_ends_with_the_sign_in_it_came_from(srv):
+    admin, ids = escalation_setup(srv)
+    tokens, _ = login(srv, "mallory", "mallory-password-123", scope="openid admin")
+    as_mallory = Api(srv, token=tokens["access_token"])
+    assert as_mallory.ok("GET", "/users")["total"] >= 1
+    # An administrator ends mallory's sessions: the token she got from one stops at once.
+    admin.ok("DELETE", f"/users/{ids['mallory']}/sessions")
+    detail = as_mallory.refused("GET", "/users", status=401)
+    assert "has ended" in detail

@@ -313,6 +313,22 @@ fn bearer(app: &App, token: &str, ip: String, now: u64) -> Result<Admin, AdminEr
         .map_err(AdminError::internal)?
         .filter(|u| !u.disabled && !u.locked_at(now))
         .ok_or_else(|| AdminError::invalid_token("the token's user is not active"))?;
+    // The token lives only as long as the sign-in it came from: signing out, a password
+    // change or an administrator ending the session takes the console's access with it. (A
+    // scan of the sessions: admin calls are few; an index by `sid` is for when they are not.)
+    if let Some(sid) = claims["sid"].as_str().filter(|s| !s.is_empty()) {
+        let live = app
+            .store
+            .sessions()
+            .map_err(AdminError::internal)?
+            .iter()
+            .any(|s| s.sid == sid && s.user == user.id && s.expires > now);
+        if !live {
+            return Err(AdminError::invalid_token(
+                "the sign-in this token came from has ended",
+            ));
+        }
+    }
     let privileges = basic::privileges(app, &user).map_err(AdminError::internal)?;
     Ok(Admin {
         actor: user.id.clone(),
