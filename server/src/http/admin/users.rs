@@ -428,24 +428,31 @@ pub async fn grant(
     let user = load_user(&app, &id)?;
     admin.may_manage(&app, &user)?;
     check_grant(&app, &admin, &role)?;
+    let write = Write::GrantRole {
+        user: id.clone(),
+        role: role.clone(),
+    };
+    change_role(&app, &admin, &id, &role, write).await
+}
+
+/// Stores a role given or taken, with its audit entry and provisioning events; the user as
+/// they are now.
+async fn change_role(app: &Arc<App>, admin: &Admin, id: &str, role: &str, write: Write) -> Answer {
+    let (event, provisioning) = match write {
+        Write::GrantRole { .. } => ("user.grant", "role.assigned"),
+        _ => ("user.revoke", "role.unassigned"),
+    };
     let config = app.config();
-    let mut batch = vec![admin.audited(
-        "user.grant",
-        &id,
-        json!({ "role": role, "by": "admin-api" }),
-    )];
+    let mut batch = vec![admin.audited(event, id, json!({ "role": role, "by": "admin-api" }))];
     batch.extend(crate::provisioning::queue(
         &config.provisioning_targets,
-        "role.assigned",
-        &id,
+        provisioning,
+        id,
         now(),
     ));
-    batch.push(Write::GrantRole {
-        user: id.clone(),
-        role,
-    });
-    commit(&app, batch).await?;
-    Ok((StatusCode::OK, Json(view(&load_user(&app, &id)?))))
+    batch.push(write);
+    commit(app, batch).await?;
+    Ok((StatusCode::OK, Json(view(&load_user(app, id)?))))
 }
 
 /// `DELETE /admin/v1/users/{id}/roles/{role}`.
@@ -469,22 +476,9 @@ pub async fn revoke(
             "the user does not hold `{role}`"
         )));
     }
-    let config = app.config();
-    let mut batch = vec![admin.audited(
-        "user.revoke",
-        &id,
-        json!({ "role": role, "by": "admin-api" }),
-    )];
-    batch.extend(crate::provisioning::queue(
-        &config.provisioning_targets,
-        "role.unassigned",
-        &id,
-        now(),
-    ));
-    batch.push(Write::RevokeRole {
+    let write = Write::RevokeRole {
         user: id.clone(),
-        role,
-    });
-    commit(&app, batch).await?;
-    Ok((StatusCode::OK, Json(view(&load_user(&app, &id)?))))
+        role: role.clone(),
+    };
+    change_role(&app, &admin, &id, &role, write).await
 }

@@ -12,14 +12,14 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use idflow_scim::query::{parse_attributes, project};
+use axum::http::{HeaderMap, StatusCode};
 use idflow_scim::{ScimError, patch, urn};
 use serde_json::{Value, json};
 
 use super::resource::version;
 use super::users::{
-    Call, ListRequest, check_version, commit, holds_every_privilege, internal, json_body, query,
+    Call, ListRequest, call, check_version, commit, holds_every_privilege, internal, json_body,
+    query, read_answer,
 };
 use super::{Scim, authenticate, base};
 use crate::app::{App, now};
@@ -400,13 +400,6 @@ async fn list(app: &Arc<App>, request: ListRequest) -> Result<(StatusCode, Value
     .map_err(internal)?
 }
 
-fn if_match(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get(header::IF_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .map(String::from)
-}
-
 /// `GET /scim/v2/Groups`.
 pub async fn get_list(
     State(app): AppState,
@@ -454,47 +447,13 @@ pub async fn get_one(
     Scim(
         async {
             authenticate(&app, &headers, &ip, now()).await?;
-            let params = query(raw)?;
-            let attributes = params
-                .get("attributes")
-                .map(parse_attributes)
-                .transpose()?
-                .unwrap_or_default();
-            let excluded = params
-                .get("excludedAttributes")
-                .map(parse_attributes)
-                .transpose()?
-                .unwrap_or_default();
-            let (role, members) = load(&app, &id)?;
-            let resource = rendered(&app, &role, &members);
-            if let Some(version) = headers
-                .get(header::IF_NONE_MATCH)
-                .and_then(|v| v.to_str().ok())
-                && resource["meta"]["version"].as_str() == Some(version)
-            {
-                return Ok((StatusCode::NOT_MODIFIED, Value::Null));
-            }
-            Ok((StatusCode::OK, project(&resource, &attributes, &excluded)))
+            read_answer(&headers, raw, || {
+                let (role, members) = load(&app, &id)?;
+                Ok(rendered(&app, &role, &members))
+            })
         }
         .await,
     )
-}
-
-/// The arguments every changing handler reads.
-async fn call<'a>(
-    app: &'a Arc<App>,
-    headers: &HeaderMap,
-    ip: Caller,
-) -> Result<Call<'a>, ScimError> {
-    let now = now();
-    let actor = authenticate(app, headers, &ip, now).await?;
-    Ok(Call {
-        app,
-        actor,
-        ip,
-        now,
-        if_match: if_match(headers),
-    })
 }
 
 /// `POST /scim/v2/Groups`.

@@ -347,26 +347,7 @@ pub async fn get_one(
     Scim(
         async {
             authenticate(&app, &headers, &ip, now()).await?;
-            let params = query(raw)?;
-            let attributes = params
-                .get("attributes")
-                .map(parse_attributes)
-                .transpose()?
-                .unwrap_or_default();
-            let excluded = params
-                .get("excludedAttributes")
-                .map(parse_attributes)
-                .transpose()?
-                .unwrap_or_default();
-            let resource = render(&load(&app, &id)?, &base(&app));
-            if let Some(version) = headers
-                .get(header::IF_NONE_MATCH)
-                .and_then(|v| v.to_str().ok())
-                && resource["meta"]["version"].as_str() == Some(version)
-            {
-                return Ok((StatusCode::NOT_MODIFIED, Value::Null));
-            }
-            Ok((StatusCode::OK, project(&resource, &attributes, &excluded)))
+            read_answer(&headers, raw, || Ok(render(&load(&app, &id)?, &base(&app))))
         }
         .await,
     )
@@ -457,6 +438,53 @@ fn if_match(headers: &HeaderMap) -> Option<String> {
         .map(String::from)
 }
 
+/// The authenticated caller of a changing request, as a [`Call`].
+pub(super) async fn call<'a>(
+    app: &'a Arc<App>,
+    headers: &HeaderMap,
+    ip: Caller,
+) -> Result<Call<'a>, ScimError> {
+    let now = now();
+    let actor = authenticate(app, headers, &ip, now).await?;
+    Ok(Call {
+        app,
+        actor,
+        ip,
+        now,
+        if_match: if_match(headers),
+    })
+}
+
+/// The answer to a GET of one resource (`read`, after the query is checked): `304` when
+/// `If-None-Match` names its version, else the resource with the `attributes` or
+/// `excludedAttributes` the query asks for.
+pub(super) fn read_answer(
+    headers: &HeaderMap,
+    raw: Option<String>,
+    read: impl FnOnce() -> Result<Value, ScimError>,
+) -> Result<(StatusCode, Value), ScimError> {
+    let params = query(raw)?;
+    let attributes = params
+        .get("attributes")
+        .map(parse_attributes)
+        .transpose()?
+        .unwrap_or_default();
+    let excluded = params
+        .get("excludedAttributes")
+        .map(parse_attributes)
+        .transpose()?
+        .unwrap_or_default();
+    let resource = read()?;
+    if let Some(version) = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        && resource["meta"]["version"].as_str() == Some(version)
+    {
+        return Ok((StatusCode::NOT_MODIFIED, Value::Null));
+    }
+    Ok((StatusCode::OK, project(&resource, &attributes, &excluded)))
+}
+
 /// A name or address another user holds: 409 `uniqueness`. The built-in administrator's name
 /// is reserved even while no such user exists (start-up creates it when missing).
 fn check_unique(app: &App, user: &User) -> Result<(), ScimError> {
@@ -540,16 +568,8 @@ pub async fn create(
 ) -> Scim {
     Scim(
         async {
-            let now = now();
-            let actor = authenticate(&app, &headers, &ip, now).await?;
             let body = json_body(&headers, &body)?;
-            let call = Call {
-                app: &app,
-                actor,
-                ip,
-                now,
-                if_match: if_match(&headers),
-            };
+            let call = call(&app, &headers, ip).await?;
             create_user(&call, body).await
         }
         .await,
@@ -586,16 +606,8 @@ pub async fn replace(
 ) -> Scim {
     Scim(
         async {
-            let now = now();
-            let actor = authenticate(&app, &headers, &ip, now).await?;
             let body = json_body(&headers, &body)?;
-            let call = Call {
-                app: &app,
-                actor,
-                ip,
-                now,
-                if_match: if_match(&headers),
-            };
+            let call = call(&app, &headers, ip).await?;
             replace_user(&call, &id, body).await
         }
         .await,
@@ -633,16 +645,8 @@ pub async fn patch(
 ) -> Scim {
     Scim(
         async {
-            let now = now();
-            let actor = authenticate(&app, &headers, &ip, now).await?;
             let body = json_body(&headers, &body)?;
-            let call = Call {
-                app: &app,
-                actor,
-                ip,
-                now,
-                if_match: if_match(&headers),
-            };
+            let call = call(&app, &headers, ip).await?;
             patch_user(&call, &id, body).await
         }
         .await,
@@ -741,15 +745,7 @@ pub async fn delete(
 ) -> Scim {
     Scim(
         async {
-            let now = now();
-            let actor = authenticate(&app, &headers, &ip, now).await?;
-            let call = Call {
-                app: &app,
-                actor,
-                ip,
-                now,
-                if_match: if_match(&headers),
-            };
+            let call = call(&app, &headers, ip).await?;
             delete_user(&call, &id).await
         }
         .await,
