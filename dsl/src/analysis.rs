@@ -64,7 +64,9 @@ pub fn analyze(
             };
             let asks_or_decides = matches!(
                 state.kind,
-                StateKind::Authenticate { .. } | StateKind::Decide { .. }
+                StateKind::Authenticate { .. }
+                    | StateKind::Register { .. }
+                    | StateKind::Decide { .. }
             );
             if asks_or_decides && !succeeding.contains(id) {
                 diagnostics.push(
@@ -285,6 +287,8 @@ fn check_credential(ir: &FlowIr, flow_span: Span, diagnostics: &mut Vec<Diagnost
             StateKind::Authenticate {
                 options, enroll, ..
             } => !enroll && !options.is_empty() && !options.contains(&identify),
+            // Creating an account sets its password: the person is who the account says.
+            StateKind::Register { .. } => true,
             _ => false,
         })
         .map(|(id, _)| id.clone())

@@ -81,13 +81,40 @@ pub struct Step {
     /// (`totp`, `passkey`), proving it with a first use, like a required action.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub enroll: Vec<Spanned<AuthRef>>,
+    /// Instead of `authenticate`: let a person who has no account create one (self sign-up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub register: Option<Spanned<Register>>,
     /// How many tries the user gets before the step fails (default 3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempts: Option<Spanned<u32>>,
 }
 
-/// One state of the state form. Exactly one of `authenticate`, `enroll`, `decide`, `do` and
-/// `deny`.
+/// What a `register` step asks and does. The page always asks for a username, an email
+/// address and a password (checked against the password policy); these settings add to that.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Register {
+    /// Profile attributes the page asks for as well, all required (e.g. `name`, `given_name`,
+    /// `family_name`, `phone_number`); stored as the user's attributes, `name` as the display
+    /// name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attributes: Vec<Spanned<String>>,
+    /// Email a code to the address and create the account only once it is typed back; the
+    /// address is then stored as verified.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub verify_email: bool,
+    /// Create the account disabled: the person cannot sign in until an administrator enables
+    /// it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub approval: bool,
+    /// Roles the new account gets. A role that grants privileges is refused at run time: a
+    /// stranger must never be able to sign themselves up into one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<Spanned<String>>,
+}
+
+/// One state of the state form. Exactly one of `authenticate`, `enroll`, `register`, `decide`,
+/// `do` and `deny`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StateDef {
@@ -97,7 +124,10 @@ pub struct StateDef {
     /// Have the identified user enroll one of these factors (`totp`, `passkey`) now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enroll: Option<Vec<Spanned<AuthRef>>>,
-    /// For `authenticate` and `enroll`: how many tries before `fail` (default 3).
+    /// Let a person who has no account create one (self sign-up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub register: Option<Spanned<Register>>,
+    /// For `authenticate`, `enroll` and `register`: how many tries before `fail` (default 3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempts: Option<Spanned<u32>>,
     /// A Rhai script returning a label (a string, or a bool read as "true"/"false").
@@ -115,7 +145,8 @@ pub struct StateDef {
     /// Where to go next: a state id, or for `decide` a map from label to state id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<Spanned<Next>>,
-    /// For `authenticate` and `enroll`: where to go when the attempts are used up (default `deny`).
+    /// For `authenticate`, `enroll` and `register`: where to go when the attempts are used up
+    /// (default `deny`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fail: Option<Spanned<String>>,
 }

@@ -72,7 +72,7 @@ codes! {
     NoCredential = "F061", "a path reaches success without verifying any credential";
     EnrollWithoutCredential = "F062", "a path reaches an `enroll` step without verifying any credential first";
     NoBody = "F070", "a flow needs exactly one of `steps` or `states`";
-    StateKind = "F071", "a state needs exactly one of `authenticate`, `enroll`, `decide`, `do` or `deny`";
+    StateKind = "F071", "a state needs exactly one of `authenticate`, `enroll`, `register`, `decide`, `do` or `deny`";
     MisplacedField = "F072", "a field that does not apply to this kind of state";
     OutOfRange = "F073", "a number outside its allowed range";
     BadDuration = "F074", "a duration that is not a number followed by s, m, h or d";

@@ -26,6 +26,20 @@ fn label(kind: &StateKind) -> String {
             let verb = if *enroll { "enroll" } else { "authenticate" };
             format!("{verb} {}, {attempts} attempts", options.join(" | "))
         }
+        StateKind::Register {
+            verify_email,
+            approval,
+            ..
+        } => {
+            let mut label = "register".to_string();
+            if *verify_email {
+                label.push_str(", email verified");
+            }
+            if *approval {
+                label.push_str(", approval");
+            }
+            label
+        }
         StateKind::Decide { .. } => "decide".into(),
         StateKind::Action { actions } => format!("{} action(s)", actions.len()),
         StateKind::Success => "success".into(),
@@ -269,7 +283,7 @@ fn svg(ir: &FlowIr, uncovered: &dyn Fn(&str, &str) -> bool) -> String {
             continue;
         };
         let fill = match state.kind {
-            StateKind::Authenticate { .. } => "#dbe9ff",
+            StateKind::Authenticate { .. } | StateKind::Register { .. } => "#dbe9ff",
             StateKind::Decide { .. } => "#fff3c4",
             StateKind::Action { .. } => "#ececec",
             StateKind::Success => "#d3f5dc",

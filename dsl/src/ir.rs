@@ -98,6 +98,24 @@ pub enum StateKind {
         #[serde(default, skip_serializing_if = "is_false")]
         enroll: bool,
     },
+    /// Let a person with no account create one (self sign-up): `success` once the account
+    /// exists, with the new user identified; `failure` after `attempts` wrong email codes.
+    Register {
+        /// Profile attributes asked besides username, email and password, sorted.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        attributes: Vec<String>,
+        /// The address must be proven with an emailed code before the account is created.
+        #[serde(default, skip_serializing_if = "is_false")]
+        verify_email: bool,
+        /// The account is created disabled, for an administrator to enable.
+        #[serde(default, skip_serializing_if = "is_false")]
+        approval: bool,
+        /// Roles the new account gets, sorted.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        roles: Vec<String>,
+        /// Wrong email codes before the `failure` transition.
+        attempts: u32,
+    },
     /// Run a Rhai script; its result (a string, or a bool as "true"/"false") is the label taken.
     /// Any other result, an error or a limit breach takes the `error` label.
     Decide {
@@ -121,6 +139,13 @@ pub enum StateKind {
 fn is_false(b: &bool) -> bool {
     !*b
 }
+
+/// Fields a `register` page always asks for, so `attributes` may not name them.
+pub const REGISTER_FIELDS: &[&str] = &["username", "email", "password"];
+
+/// The name a passed `register` state records as its authenticator (in `context.steps`, the
+/// trace and the session).
+pub const REGISTER: &str = "register";
 
 /// Authenticators a user can enroll during a login (`enroll` steps).
 pub const ENROLLABLE: &[&str] = &["totp", "passkey"];

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use crate::ast::{Action, AuthRef, FlowDoc, Invariant, JitRule, Next, StateDef, Step};
+use crate::ast::{Action, AuthRef, FlowDoc, Invariant, JitRule, Next, Register, StateDef, Step};
 use crate::span::Spanned;
 
 /// Prints `doc` in the `.flow` syntax. Fails only for text the DSL cannot hold: a script
@@ -116,7 +116,7 @@ impl Printer {
             None => format!("step {} {{", step.id.value),
         };
         self.line(1, &header);
-        if !step.authenticate.is_empty() || step.enroll.is_empty() {
+        if !step.authenticate.is_empty() || (step.enroll.is_empty() && step.register.is_none()) {
             self.line(
                 2,
                 &format!("authenticate {}", auth_refs(&step.authenticate)),
@@ -125,11 +125,37 @@ impl Printer {
         if !step.enroll.is_empty() {
             self.line(2, &format!("enroll {}", auth_refs(&step.enroll)));
         }
+        if let Some(register) = &step.register {
+            self.register(register);
+        }
         if let Some(attempts) = &step.attempts {
             self.line(2, &format!("attempts {}", attempts.value));
         }
         self.line(1, "}");
         Ok(())
+    }
+
+    fn register(&mut self, register: &Register) {
+        self.line(2, "register {");
+        if !register.attributes.is_empty() {
+            let names: Vec<&str> = register
+                .attributes
+                .iter()
+                .map(|a| a.value.as_str())
+                .collect();
+            self.line(3, &format!("attributes {}", names.join(", ")));
+        }
+        if register.verify_email {
+            self.line(3, "verify_email");
+        }
+        if register.approval {
+            self.line(3, "approval");
+        }
+        if !register.roles.is_empty() {
+            let names: Vec<&str> = register.roles.iter().map(|r| r.value.as_str()).collect();
+            self.line(3, &format!("roles {}", names.join(", ")));
+        }
+        self.line(2, "}");
     }
 
     fn state(&mut self, id: &str, state: &StateDef) -> Result<(), String> {
@@ -139,6 +165,9 @@ impl Printer {
         }
         if let Some(refs) = &state.enroll {
             self.line(2, &format!("enroll {}", auth_refs(refs)));
+        }
+        if let Some(register) = &state.register {
+            self.register(register);
         }
         if let Some(attempts) = &state.attempts {
             self.line(2, &format!("attempts {}", attempts.value));

@@ -113,6 +113,11 @@ pub const API: &[ApiRoot] = &[
             ("risk", "int", "risk score 0-100 computed by the server"),
             ("hour", "int", "hour of day 0-23 (server time zone)"),
             ("weekday", "int", "day of week, 1 = Monday"),
+            (
+                "signup",
+                "bool",
+                "the person asked to create an account (OpenID Connect prompt=create, or the login page's \"Create an account\" link)",
+            ),
         ],
         methods: &[
             (

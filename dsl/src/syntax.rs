@@ -7,7 +7,7 @@ use pest::iterators::Pair;
 
 use crate::ast::{
     Action, AuthRef, Entries, FlowDoc, Invariant, JitCreate, JitPrompt, JitRule, LockUser, Next,
-    ProvisioningTrigger, StateDef, Step,
+    ProvisioningTrigger, Register, StateDef, Step,
 };
 use crate::diagnostic::{Code, Diagnostic};
 use crate::span::{Span, Spanned};
@@ -239,6 +239,7 @@ impl Builder {
             when: None,
             authenticate: Vec::new(),
             enroll: Vec::new(),
+            register: None,
             attempts: None,
         };
         let mut seen = Vec::new();
@@ -250,6 +251,7 @@ impl Builder {
                 Rule::when => step.when = parts(item).next().map(|p| body(&p)),
                 Rule::authenticate => step.authenticate.extend(parts(item).map(auth_ref)),
                 Rule::enroll => step.enroll.extend(parts(item).map(auth_ref)),
+                Rule::register => step.register = Some(self.register(item)),
                 Rule::attempts => step.attempts = parts(item).next().map(|p| self.number(&p)),
                 _ => {}
             }
@@ -279,6 +281,7 @@ impl Builder {
                     .enroll
                     .get_or_insert_with(Vec::new)
                     .extend(parts(item).map(auth_ref)),
+                Rule::register => state.register = Some(self.register(item)),
                 Rule::attempts => state.attempts = parts(item).next().map(|p| self.number(&p)),
                 Rule::decide => state.decide = parts(item).next().map(|p| body(&p)),
                 Rule::do_block => {
@@ -421,6 +424,25 @@ impl Builder {
             }
         }
         create
+    }
+
+    fn register(&mut self, pair: Pair<Rule>) -> Spanned<Register> {
+        let span = span_of(&pair);
+        let mut register = Register::default();
+        let mut seen = Vec::new();
+        for item in parts(pair) {
+            if !self.once(&mut seen, &item) {
+                continue;
+            }
+            match item.as_rule() {
+                Rule::attributes => register.attributes.extend(parts(item).map(|p| text(&p))),
+                Rule::verify_email => register.verify_email = true,
+                Rule::approval => register.approval = true,
+                Rule::roles => register.roles.extend(parts(item).map(|p| text(&p))),
+                _ => {}
+            }
+        }
+        Spanned::new(register, span)
     }
 }
 

@@ -317,6 +317,9 @@ fn create(
             username,
             attributes,
             roles: create.roles.clone(),
+            email_verified: false,
+            disabled: false,
+            signup: false,
         },
         Effect::LinkIdentity {
             user: id.clone(),
@@ -324,26 +327,36 @@ fn create(
             subject: subject.to_string(),
         },
     ];
-    effects.extend(create.roles.iter().map(|role| Effect::AssignRole {
-        user: id.clone(),
-        role: role.clone(),
-    }));
-    for trigger in &flow.ir.provisioning {
-        for event in ["user.created", "role.assigned"] {
-            let fires = trigger.on.iter().any(|e| e == event)
-                && (event == "user.created" || !create.roles.is_empty());
-            if fires {
-                effects.push(Effect::Provision {
-                    target: trigger.to.clone(),
-                    event: event.into(),
-                    user: id.clone(),
-                });
-            }
-        }
-    }
+    effects.extend(roles_and_triggers(flow, &id, &create.roles));
     run.note(
         &run.state.clone(),
         format!("JIT creates {id} ({})", user.username),
     );
     Ok((user, effects))
+}
+
+/// What follows creating account `id` with `roles` (by JIT or sign-up): each role assigned,
+/// and the flow's provisioning triggers on `user.created` and, with roles, `role.assigned`.
+pub(crate) fn roles_and_triggers(flow: &LoadedFlow, id: &str, roles: &[String]) -> Vec<Effect> {
+    let mut effects: Vec<Effect> = roles
+        .iter()
+        .map(|role| Effect::AssignRole {
+            user: id.to_string(),
+            role: role.clone(),
+        })
+        .collect();
+    for trigger in &flow.ir.provisioning {
+        for event in ["user.created", "role.assigned"] {
+            let fires = trigger.on.iter().any(|e| e == event)
+                && (event == "user.created" || !roles.is_empty());
+            if fires {
+                effects.push(Effect::Provision {
+                    target: trigger.to.clone(),
+                    event: event.into(),
+                    user: id.to_string(),
+                });
+            }
+        }
+    }
+    effects
 }

@@ -7,6 +7,8 @@
 //! terminal. Every transition is bounded: a state's `visits`, an authenticate state's attempts,
 //! and a hard cap on transitions per step for IR that did not come from `flow check`.
 
+mod register;
+
 use std::collections::BTreeMap;
 
 use idflow_dsl::ir::{self, ActionIr, AuthOption, StateKind};
@@ -313,6 +315,7 @@ fn step_into(ctx: &mut Ctx, run: &mut Run, id: &str) -> Flowing {
             None => Flowing::Stop(prompt(ctx, run, None)),
         },
         StateKind::Authenticate { .. } => Flowing::Stop(prompt(ctx, run, None)),
+        StateKind::Register { .. } => register::enter(ctx, run, id),
         StateKind::Decide { script } => decide(ctx, run, id, script),
         StateKind::Action { actions } => act(ctx, run, id, actions),
         StateKind::Success => Flowing::Stop(complete(ctx, run)),
@@ -599,6 +602,9 @@ fn on_input(ctx: &mut Ctx, run: &mut Run, input: Input) -> Flowing {
             }),
         };
     }
+    if let Some(asks) = register::asks(ctx, run) {
+        return register::on_input(ctx, run, asks, input);
+    }
     let Some((offered, attempts, enrolling)) = options(ctx, run) else {
         return Flowing::Stop(deny(run, "no input is expected here"));
     };
@@ -748,6 +754,9 @@ fn on_input(ctx: &mut Ctx, run: &mut Run, input: Input) -> Flowing {
             }
         }
         Input::Answer { .. } => Flowing::Stop(prompt(ctx, run, Some("nothing was asked".into()))),
+        Input::Registered { .. } => {
+            Flowing::Stop(prompt(ctx, run, Some("there is no sign-up here".into())))
+        }
         Input::Cancel => Flowing::Stop(deny(run, "cancelled")),
     }
 }

@@ -32,6 +32,9 @@ pub struct Request {
     pub hour: i64,
     /// Day of week, 1 = Monday.
     pub weekday: i64,
+    /// The person asked to create an account: OpenID Connect `prompt=create`, or the login
+    /// page's "Create an account" link. Flows route to their `register` state on it.
+    pub signup: bool,
 }
 
 /// A user as the engine sees one: a snapshot the server loads from the store. Scripts read it
@@ -119,6 +122,16 @@ pub enum Input {
         #[serde(default)]
         password_set: bool,
     },
+    /// A person filled in a `register` state's form (and, when it asks, proved their address
+    /// with the emailed code). The server has checked what it can (a free username, the
+    /// password policy) and chosen the new account's id.
+    Registered {
+        /// The account to create: id, username, email and the attributes typed.
+        user: UserView,
+        /// The address was proven with an emailed code.
+        #[serde(default)]
+        email_verified: bool,
+    },
     /// The user gave up.
     Cancel,
 }
@@ -154,6 +167,26 @@ pub enum Output {
         idp: String,
         /// What to ask: `consent`, `username`, `password`.
         ask: Vec<String>,
+    },
+    /// Ask a person for what creating an account needs (a `register` state).
+    Register {
+        /// The register state asking.
+        state: String,
+        /// Profile attributes to ask besides username, email and password.
+        attributes: Vec<String>,
+        /// A code is emailed to the address and must be typed back before the account exists.
+        verify_email: bool,
+        /// Wrong codes left in this state.
+        attempts_left: u32,
+        /// Why the last input was not accepted, when it was not.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// An account was created but cannot sign in until an administrator approves it: the
+    /// login ends here without signing anyone in.
+    AwaitingApproval {
+        /// The new account.
+        subject: String,
     },
     /// The login succeeded.
     Complete {
@@ -195,9 +228,9 @@ pub struct UiHint {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Effect {
-    /// Create a user (JIT).
+    /// Create a user (JIT, or self sign-up at a `register` state).
     CreateUser {
-        /// The id the engine chose (stable for one upstream account).
+        /// The id (for JIT stable for one upstream account; for sign-up the server's choice).
         id: String,
         /// The username.
         username: String,
@@ -205,6 +238,16 @@ pub enum Effect {
         attributes: BTreeMap<String, Value>,
         /// Roles.
         roles: Vec<String>,
+        /// The account's email address was proven (an emailed code at sign-up).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        email_verified: bool,
+        /// The account is created disabled, awaiting an administrator's approval.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        disabled: bool,
+        /// The person created it themself at a `register` state (self sign-up), rather than
+        /// a JIT rule for an upstream login.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        signup: bool,
     },
     /// Link an upstream account to a local user, so the next login maps to it directly.
     LinkIdentity {

@@ -129,6 +129,7 @@ impl Sandbox {
             .register_get("risk", |r: &mut Request| r.risk)
             .register_get("hour", |r: &mut Request| r.hour)
             .register_get("weekday", |r: &mut Request| r.weekday)
+            .register_get("signup", |r: &mut Request| r.signup)
             .register_fn("ip_in", |r: &mut Request, cidr: &str| ip_in(&r.ip, cidr))
             .register_fn("acr_requested", |r: &mut Request, acr: &str| {
                 r.acr_values.iter().any(|a| a == acr)

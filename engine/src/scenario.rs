@@ -112,6 +112,19 @@ pub enum StepSpec {
         #[serde(default)]
         password_set: bool,
     },
+    /// A person signs up at a `register` state; the new account's id is `new-USERNAME`.
+    Register {
+        /// The chosen username.
+        username: String,
+        /// The address.
+        email: String,
+        /// The profile attributes typed.
+        #[serde(default)]
+        attributes: BTreeMap<String, Value>,
+        /// The address was proven with the emailed code.
+        #[serde(default)]
+        email_verified: bool,
+    },
     /// The user cancels.
     Cancel(bool),
 }
@@ -120,7 +133,8 @@ pub enum StepSpec {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Expect {
-    /// `complete`, `denied`, `prompt`, `redirect` or `confirm`.
+    /// `complete`, `denied`, `prompt`, `redirect`, `confirm`, `register` or
+    /// `awaiting_approval`.
     pub outcome: String,
     /// Every state entered, in order.
     #[serde(default)]
@@ -194,6 +208,8 @@ fn output_kind(output: &Output) -> &'static str {
         Output::Prompt { .. } => "prompt",
         Output::Redirect { .. } => "redirect",
         Output::Confirm { .. } => "confirm",
+        Output::Register { .. } => "register",
+        Output::AwaitingApproval { .. } => "awaiting_approval",
         Output::Complete { .. } => "complete",
         Output::Denied { .. } => "denied",
     }
@@ -240,7 +256,9 @@ pub fn run(engine: &Engine, flow: &LoadedFlow, scenario: &Scenario) -> Outcome {
     if output_kind(&output) != expect.outcome {
         let detail = match &output {
             Output::Denied { reason } => format!(" ({reason})"),
-            Output::Prompt { state, .. } => format!(" at `{state}`"),
+            Output::Prompt { state, .. } | Output::Register { state, .. } => {
+                format!(" at `{state}`")
+            }
             _ => String::new(),
         };
         failures.push(format!(
@@ -259,9 +277,14 @@ pub fn run(engine: &Engine, flow: &LoadedFlow, scenario: &Scenario) -> Outcome {
         ));
     }
     match &output {
-        Output::Prompt { state, .. } => {
+        Output::Prompt { state, .. } | Output::Register { state, .. } => {
             if let Some(expected) = expect.state.as_ref().filter(|e| *e != state) {
                 failures.push(format!("prompt is at `{state}`, expected `{expected}`"));
+            }
+        }
+        Output::AwaitingApproval { subject } => {
+            if let Some(expected) = expect.subject.as_ref().filter(|e| *e != subject) {
+                failures.push(format!("subject is {subject}, expected {expected}"));
             }
         }
         Output::Denied { reason } => {
@@ -413,6 +436,21 @@ fn to_input(spec: &StepSpec, scenario: &Scenario, directory: &Fixtures) -> Resul
             consent: *consent,
             username: username.clone(),
             password_set: *password_set,
+        },
+        StepSpec::Register {
+            username,
+            email,
+            attributes,
+            email_verified,
+        } => Input::Registered {
+            user: UserView {
+                id: format!("new-{username}"),
+                username: username.clone(),
+                email: email.clone(),
+                attributes: attributes.clone(),
+                ..UserView::default()
+            },
+            email_verified: *email_verified,
         },
         StepSpec::Cancel(_) => Input::Cancel,
     })

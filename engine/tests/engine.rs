@@ -742,3 +742,115 @@ fn steps_a_session_carried_count_only_for_the_session_user() {
         step.output
     );
 }
+
+fn newcomer(id: &str, email: &str) -> Input {
+    Input::Registered {
+        user: UserView {
+            id: id.into(),
+            username: id.into(),
+            email: email.into(),
+            ..UserView::default()
+        },
+        email_verified: false,
+    }
+}
+
+#[test]
+fn a_sign_up_that_needs_approval_creates_a_disabled_account_and_signs_nobody_in() {
+    let engine = Engine::new();
+    let flow = load(
+        &engine,
+        "flow: f\nsteps:\n  - id: join\n    register: { approval: true, roles: [member] }\n",
+    );
+    let directory = Fixtures::default();
+    let step = engine.start(&flow, Request::default(), 0, &directory);
+    assert!(
+        matches!(&step.output, Output::Register { state, verify_email: false, .. } if state == "join"),
+        "{:?}",
+        step.output
+    );
+    let step = engine.advance(
+        &flow,
+        step.run,
+        newcomer("n1", "n1@example.com"),
+        1,
+        &directory,
+    );
+    assert_eq!(
+        step.output,
+        Output::AwaitingApproval {
+            subject: "n1".into()
+        }
+    );
+    assert_eq!(step.run.status, Status::Denied);
+    let created = step.effects.iter().find_map(|effect| match effect {
+        idflow_engine::model::Effect::CreateUser {
+            id,
+            disabled,
+            signup,
+            roles,
+            ..
+        } => Some((id.clone(), *disabled, *signup, roles.clone())),
+        _ => None,
+    });
+    assert_eq!(
+        created,
+        Some(("n1".into(), true, true, vec!["member".to_string()]))
+    );
+    // The finished run answers nothing more: a later input does not sign anyone in.
+    let after = engine.advance(
+        &flow,
+        step.run,
+        newcomer("n2", "n2@example.com"),
+        2,
+        &directory,
+    );
+    assert!(
+        matches!(after.output, Output::Denied { .. }),
+        "{:?}",
+        after.output
+    );
+    assert!(after.effects.is_empty());
+}
+
+#[test]
+fn a_sign_up_without_approval_identifies_the_new_user_for_the_steps_after_it() {
+    let engine = Engine::new();
+    let flow = load(
+        &engine,
+        "flow: f\nsteps:\n  - id: join\n    register: { attributes: [name] }\n  - id: second\n    enroll: [totp]\n",
+    );
+    let directory = Fixtures::default();
+    let step = engine.start(&flow, Request::default(), 0, &directory);
+    // An attribute the flow does not ask for is not stored; one it asks for must be there.
+    let mut input = newcomer("n1", "n1@example.com");
+    if let Input::Registered { user, .. } = &mut input {
+        user.attributes.insert("role".into(), "admin".into());
+    }
+    let step = engine.advance(&flow, step.run, input.clone(), 1, &directory);
+    assert!(
+        matches!(&step.output, Output::Register { error: Some(e), .. } if e.contains("name")),
+        "{:?}",
+        step.output
+    );
+    assert!(step.effects.is_empty());
+    if let Input::Registered { user, .. } = &mut input {
+        user.attributes.insert("name".into(), "Nia".into());
+    }
+    let step = engine.advance(&flow, step.run, input, 2, &directory);
+    // The new account may enroll a factor at once: creating it proved who this is.
+    assert!(
+        matches!(&step.output, Output::Prompt { state, enroll: true, .. } if state == "second"),
+        "{:?}",
+        step.output
+    );
+    let attributes = step.effects.iter().find_map(|effect| match effect {
+        idflow_engine::model::Effect::CreateUser { attributes, .. } => Some(attributes.clone()),
+        _ => None,
+    });
+    let attributes = attributes.expect("created");
+    assert_eq!(attributes.get("name"), Some(&"Nia".into()));
+    assert_eq!(attributes.get("email"), Some(&"n1@example.com".into()));
+    assert!(!attributes.contains_key("role"));
+    assert_eq!(step.run.user.as_ref().map(|u| u.id.as_str()), Some("n1"));
+}

@@ -49,7 +49,7 @@ pub fn effect_writes(
                     &user,
                     ip,
                     now,
-                    serde_json::json!({ "role": role, "by": "jit" }),
+                    serde_json::json!({ "role": role, "by": "flow" }),
                 ));
                 writes.extend(crate::provisioning::queue(
                     targets,
@@ -64,6 +64,9 @@ pub fn effect_writes(
                 username,
                 attributes,
                 roles: _,
+                email_verified,
+                disabled,
+                signup,
             } => {
                 // Roles arrive as their own `AssignRole` effects.
                 writes.push(audit(
@@ -71,14 +74,16 @@ pub fn effect_writes(
                     &id,
                     ip,
                     now,
-                    serde_json::json!({ "username": username, "by": "jit" }),
+                    serde_json::json!({
+                        "username": username,
+                        "by": if signup { "signup" } else { "jit" },
+                        "awaiting_approval": disabled,
+                    }),
                 ));
-                writes.push(Write::CreateUser(jit_user(
-                    id.clone(),
-                    username,
-                    attributes,
-                    now,
-                )));
+                let mut user = flow_user(id.clone(), username, attributes, now);
+                user.email_verified = email_verified;
+                user.disabled = disabled;
+                writes.push(Write::CreateUser(user));
                 writes.extend(crate::provisioning::queue(
                     targets,
                     "user.created",
@@ -110,10 +115,11 @@ pub fn effect_writes(
     writes
 }
 
-/// The local account a JIT rule creates. Only the attributes the rule maps explicitly become
-/// the email and display name (an upstream value the rule did not ask for is not trusted), and
-/// the address is not marked verified: the rule decides who links by it, not who receives mail.
-fn jit_user(id: String, username: String, attributes: BTreeMap<String, Value>, now: u64) -> User {
+/// The local account a flow creates (a JIT rule, or a sign-up). Only the attributes the flow
+/// names explicitly become the email and display name (an upstream value a rule did not ask for
+/// is not trusted); the address is verified only when the effect says it was proven (a JIT
+/// rule decides who links by it, not who receives mail).
+fn flow_user(id: String, username: String, attributes: BTreeMap<String, Value>, now: u64) -> User {
     let text = |name: &str| {
         attributes
             .get(name)
@@ -123,7 +129,10 @@ fn jit_user(id: String, username: String, attributes: BTreeMap<String, Value>, n
     };
     let mut user = User::new(id, username, now);
     user.email = text("email");
-    user.name = text("display_name");
+    user.name = match text("display_name") {
+        name if name.is_empty() => text("name"),
+        name => name,
+    };
     user.attributes = attributes;
     user
 }
@@ -161,6 +170,9 @@ mod tests {
                 username: "ann@acme.example".into(),
                 attributes,
                 roles: vec!["partner".into()],
+                email_verified: false,
+                disabled: false,
+                signup: false,
             },
             Effect::LinkIdentity {
                 user: "jit-1".into(),

@@ -1,8 +1,10 @@
-"""The account page's password and sessions: a person changes their password with the current
-one (and their other sessions end), sees where they are signed in, and signs out everywhere
-else."""
+"""The account page's password, factors and sessions: a person changes their password with the
+current one (and their other sessions end), sets up an authenticator app, sees where they are
+signed in, and signs out everywhere else."""
 
 import re
+
+import pyotp
 
 from conftest import ALICE, Browser, error_text
 
@@ -101,3 +103,29 @@ def test_sessions_are_listed_and_the_others_can_be_ended(make_server):
     assert is_signed_in(laptop, server) and not is_signed_in(phone, server)
     assert len(re.findall(r"<tr><td>", account(laptop, server)[0])) == 1
     assert server.audit("session.end_others")
+
+
+def test_an_authenticator_app_set_up_on_the_account_page_is_asked_at_the_next_step_up(make_server):
+    server = make_server()
+    browser = signed_in(server)
+    page, csrf = account(browser, server)
+    assert 'id="setup-totp"' in page, "a user without an app is offered one"
+    setup = browser.go(server.url("/?setup=totp")).text
+    secret = re.search(r'<code id="totp-secret">([^<]*)</code>', setup).group(1)
+    assert setup.count("<li><code>") == 10, "recovery codes come with the app"
+    assert re.search(r'<code id="totp-secret">([^<]*)</code>', browser.go(server.url("/?setup=totp")).text).group(1) == secret, \
+        "a reload shows the same key, not a new one"
+    totp = pyotp.TOTP(secret)
+
+    wrong_code = str((int(totp.now()) + 1) % 1_000_000).zfill(6)
+    wrong = browser.go(server.url("/account/totp"), "POST", {"csrf": csrf, "code": wrong_code})
+    assert wrong.status_code == 422 and "wrong" in error_text(wrong.text), error_text(wrong.text)
+    forged = browser.go(server.url("/account/totp"), "POST", {"csrf": "forged", "code": totp.now()})
+    assert forged.status_code == 403
+
+    done = browser.go(server.url("/account/totp"), "POST", {"csrf": csrf, "code": totp.now()})
+    assert done.status_code == 200, done.text
+    assert 'data-kind="totp"' in done.text and 'data-kind="recovery_code"' in done.text
+    assert 'id="setup-totp"' not in done.text, "one app is enough: no second offer"
+    [added] = server.audit("factor.added")
+    assert added["detail"] == {"kind": "totp"} and added["subject"] == added["actor"]

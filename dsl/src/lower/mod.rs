@@ -15,9 +15,9 @@ use locate::{locate_in_script, locate_word};
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::ast::{AuthRef, FlowDoc};
+use crate::ast::{AuthRef, FlowDoc, Register};
 use crate::diagnostic::{Code, Diagnostic, did_you_mean};
-use crate::ir::{self, AuthOption, FlowIr, State};
+use crate::ir::{self, AuthOption, FlowIr, State, StateKind};
 use crate::names::{BUILTIN_AUTHENTICATORS, Names};
 use crate::script::{ScriptChecker, ScriptFacts};
 use crate::script_api::ScriptContext;
@@ -269,6 +269,50 @@ impl Lowerer<'_> {
             None => d.with_hint(format!("declare the {what} in the configuration")),
         };
         self.diagnostics.push(d);
+    }
+
+    /// The state kind of a `register`: its attributes checked (valid ids, none twice, none of
+    /// the fields the page always asks) and sorted, with `attempts` for the email code.
+    fn register_kind(&mut self, register: &Spanned<Register>, attempts: u32) -> StateKind {
+        let mut attributes = BTreeSet::new();
+        for attribute in &register.attributes {
+            if !self.check_id(attribute) {
+                continue;
+            }
+            if ir::REGISTER_FIELDS.contains(&attribute.value.as_str()) {
+                self.diagnostics.push(
+                    Diagnostic::error(
+                        Code::Shape,
+                        attribute.span,
+                        format!("`{}` is always asked by `register`", attribute.value),
+                    )
+                    .with_hint("list only the profile attributes asked besides username, email and password"),
+                );
+            } else if !attributes.insert(attribute.value.clone()) {
+                self.error(
+                    Code::DuplicateId,
+                    attribute.span,
+                    format!("attribute `{}` is listed twice", attribute.value),
+                );
+            }
+        }
+        let mut roles = BTreeSet::new();
+        for role in &register.roles {
+            if self.check_id(role) && !roles.insert(role.value.clone()) {
+                self.error(
+                    Code::DuplicateId,
+                    role.span,
+                    format!("role `{}` is listed twice", role.value),
+                );
+            }
+        }
+        StateKind::Register {
+            attributes: attributes.into_iter().collect(),
+            verify_email: register.verify_email,
+            approval: register.approval,
+            roles: roles.into_iter().collect(),
+            attempts,
+        }
     }
 
     /// The options of an `enroll`: only authenticators a user can set up during a login.

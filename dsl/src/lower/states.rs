@@ -64,6 +64,7 @@ impl Lowerer<'_> {
         let kinds = [
             def.authenticate.is_some(),
             def.enroll.is_some(),
+            def.register.is_some(),
             def.decide.is_some(),
             def.actions.is_some(),
             def.deny.is_some(),
@@ -74,7 +75,7 @@ impl Lowerer<'_> {
                     Code::StateKind,
                     id.span,
                     format!(
-                        "state `{}` must have exactly one of authenticate, enroll, decide, do, deny",
+                        "state `{}` must have exactly one of authenticate, enroll, register, decide, do, deny",
                         id.value
                     ),
                 )
@@ -151,6 +152,24 @@ impl Lowerer<'_> {
                 attempts: attempts.unwrap_or(DEFAULT_ATTEMPTS),
                 enroll,
             }
+        } else if let Some(register) = &def.register {
+            let attempts = self
+                .ranged(
+                    def.attempts.as_ref(),
+                    Some(DEFAULT_ATTEMPTS),
+                    MAX_ATTEMPTS,
+                    "attempts",
+                )
+                .unwrap_or(DEFAULT_ATTEMPTS);
+            if let Some(next) = next_one(self, "register") {
+                transitions.insert(ir::LABEL_SUCCESS.to_string(), next);
+            }
+            let fail = match &def.fail {
+                Some(fail) => resolve(self, &fail.value, fail.span),
+                None => ends.deny.to_string(),
+            };
+            transitions.insert(ir::LABEL_FAILURE.to_string(), fail);
+            self.register_kind(register, attempts)
         } else if let Some(script) = &def.decide {
             misplaced(
                 self,

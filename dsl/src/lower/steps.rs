@@ -1,4 +1,5 @@
-//! The step form: each step becomes an `authenticate` state (an enrolling one for `enroll`), preceded by a `decide` guard
+//! The step form: each step becomes an `authenticate` state (an enrolling one for `enroll`), or
+//! a `register` state, preceded by a `decide` guard
 //! (`STEP.when`, labels true/false) when it has a `when`.
 
 use std::collections::BTreeMap;
@@ -23,48 +24,63 @@ impl Lowerer<'_> {
                 .map(entry)
                 .unwrap_or_else(|| ends.success.to_string());
             let enroll = !step.enroll.is_empty();
-            if !enroll && step.authenticate.is_empty() {
-                self.diagnostics.push(
+            let kinds = [
+                !step.authenticate.is_empty(),
+                enroll,
+                step.register.is_some(),
+            ];
+            match kinds.iter().filter(|k| **k).count() {
+                0 => self.diagnostics.push(
                     crate::diagnostic::Diagnostic::error(
                         Code::Shape,
                         step.id.span,
-                        format!("step `{}` needs `authenticate` or `enroll`", step.id.value),
+                        format!(
+                            "step `{}` needs `authenticate`, `enroll` or `register`",
+                            step.id.value
+                        ),
                     )
                     .with_hint("e.g. `authenticate: [password]`"),
-                );
-            } else if enroll && !step.authenticate.is_empty() {
-                self.error(
+                ),
+                1 => {}
+                _ => self.error(
                     Code::Shape,
                     step.id.span,
                     format!(
-                        "step `{}` has both `authenticate` and `enroll`; a step does one",
+                        "step `{}` has more than one of `authenticate`, `enroll` and `register`; a step does one",
                         step.id.value
                     ),
-                );
+                ),
             }
-            let options = if enroll {
-                self.enroll_options(&step.enroll, step.id.span)
-            } else if step.authenticate.is_empty() {
-                Vec::new()
-            } else {
-                self.options(&step.authenticate, step.id.span)
+            let attempts = self
+                .ranged(
+                    step.attempts.as_ref(),
+                    Some(DEFAULT_ATTEMPTS),
+                    MAX_ATTEMPTS,
+                    "attempts",
+                )
+                .unwrap_or(DEFAULT_ATTEMPTS);
+            let kind = match &step.register {
+                Some(register) if step.authenticate.is_empty() && !enroll => {
+                    self.register_kind(register, attempts)
+                }
+                _ => StateKind::Authenticate {
+                    options: if enroll {
+                        self.enroll_options(&step.enroll, step.id.span)
+                    } else if step.authenticate.is_empty() {
+                        Vec::new()
+                    } else {
+                        self.options(&step.authenticate, step.id.span)
+                    },
+                    attempts,
+                    enroll,
+                },
             };
-            let attempts = self.ranged(
-                step.attempts.as_ref(),
-                Some(DEFAULT_ATTEMPTS),
-                MAX_ATTEMPTS,
-                "attempts",
-            );
             let transitions = BTreeMap::from([
                 (ir::LABEL_SUCCESS.to_string(), next.clone()),
                 (ir::LABEL_FAILURE.to_string(), ends.deny.to_string()),
             ]);
             let state = State {
-                kind: StateKind::Authenticate {
-                    options,
-                    attempts: attempts.unwrap_or(DEFAULT_ATTEMPTS),
-                    enroll,
-                },
+                kind,
                 max_visits: None,
                 transitions,
             };

@@ -1,5 +1,5 @@
-//! The account page at `/`: who is signed in, their second factors (listed, removable, and a
-//! passkey can be added), their password (changed with the current one), their sessions (the
+//! The account page at `/`: who is signed in, their second factors (listed, removable; a
+//! passkey or an authenticator app can be added), their password (changed with the current one), their sessions (the
 //! others can be ended), and a way to sign in or out without an application.
 //!
 //! Every change is a POST carrying the session's CSRF token and is audited.
@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Serialize;
@@ -33,16 +33,30 @@ struct FactorView {
     detail: String,
 }
 
-/// `GET /`.
-pub async fn page(State(app): AppState, headers: HeaderMap) -> Response {
+/// `GET /`; `GET /?setup=totp` also shows the set-up of an authenticator app.
+pub async fn page(State(app): AppState, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
     let session = match current_session(&app, &headers, now()) {
         Ok(session) => session,
         Err(response) => return response,
     };
-    render(&app, session.as_ref(), None).await
+    let params = Params::parse(query.unwrap_or_default().as_bytes()).unwrap_or_default();
+    let setup_totp = params.get("setup") == Some("totp");
+    render_page(&app, session.as_ref(), None, setup_totp).await
 }
 
 async fn render(app: &Arc<App>, session: Option<&Session>, message: Option<&str>) -> Response {
+    render_page(app, session, message, false).await
+}
+
+/// The account page; `setup_totp` adds an authenticator app's set-up (QR code, key and
+/// recovery codes, kept in a challenge of the session so a reload shows the same ones) when
+/// the sign-in is recent and the user has no app yet.
+async fn render_page(
+    app: &Arc<App>,
+    session: Option<&Session>,
+    message: Option<&str>,
+    setup_totp: bool,
+) -> Response {
     let now = now();
     let Some(session) = session else {
         return app.pages.render(
@@ -67,6 +81,7 @@ async fn render(app: &Arc<App>, session: Option<&Session>, message: Option<&str>
         Ok(factors) => factors,
         Err(error) => return server_error(app, &error),
     };
+    let has_totp = factors.iter().any(|f| f.kind == FactorKind::Totp);
     let factors: Vec<FactorView> = factors
         .into_iter()
         .map(|f| FactorView {
@@ -106,6 +121,29 @@ async fn render(app: &Arc<App>, session: Option<&Session>, message: Option<&str>
             }
         },
     };
+    let totp = if setup_totp && !has_totp && recent(app, session, now) {
+        match crate::mfa::totp::enrollment(
+            &app.mfa,
+            store,
+            &session.key,
+            &user,
+            now,
+            app.config().tokens.login_seconds,
+        ) {
+            Ok((view, write)) => {
+                let store = Arc::clone(&app.store);
+                let stored = blocking(move || store.commit_unflushed(write.into_iter().collect()));
+                match stored.await {
+                    Ok(Ok(())) => Some(view),
+                    Ok(Err(error)) => return server_error(app, &error),
+                    Err(error) => return server_error(app, &error),
+                }
+            }
+            Err(error) => return server_error(app, &error),
+        }
+    } else {
+        None
+    };
     let sessions = match blocking({
         let store = Arc::clone(&app.store);
         move || store.sessions()
@@ -137,6 +175,7 @@ async fn render(app: &Arc<App>, session: Option<&Session>, message: Option<&str>
             "user": user.username, "csrf": session.csrf, "factors": factors,
             "passkey_options": options, "message": message, "recent": recent(app, session, now),
             "has_password": user.password_hash.is_some(), "sessions": sessions,
+            "can_add_totp": !has_totp, "totp": totp,
         }),
     )
 }
@@ -225,6 +264,63 @@ pub async fn add_passkey(
         }
         Ok(crate::mfa::Checked::Refused(reason)) => {
             let mut response = render(&app, Some(&session), Some(&reason)).await;
+            *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+            response
+        }
+        Err(error) => server_error(&app, &error),
+    }
+}
+
+/// `POST /account/totp`: finish setting up an authenticator app with its first code.
+pub async fn add_totp(
+    State(app): AppState,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params = Params::parse(&body).unwrap_or_default();
+    let session = match authorized(&app, &headers, &params) {
+        Ok(session) => session,
+        Err(response) => return response,
+    };
+    let user = match app.store.user(&session.user) {
+        Ok(Some(user)) => user,
+        Ok(None) => return render(&app, None, None).await,
+        Err(error) => return server_error(&app, &error),
+    };
+    let has_totp = match app.store.factors(&user.id) {
+        Ok(factors) => factors.iter().any(|f| f.kind == FactorKind::Totp),
+        Err(error) => return server_error(&app, &error),
+    };
+    if has_totp {
+        return render(
+            &app,
+            Some(&session),
+            Some("An authenticator app is set up already."),
+        )
+        .await;
+    }
+    let checked = crate::mfa::totp::finish_enrollment(
+        &app.mfa,
+        app.store.as_ref(),
+        &session.key,
+        &user,
+        params.get("code").unwrap_or_default().trim(),
+        now(),
+    );
+    match checked {
+        Ok(crate::mfa::Checked::Passed(mut writes)) => {
+            writes.push(audit_change(
+                "factor.added",
+                &user.id,
+                addr,
+                serde_json::json!({ "kind": "totp" }),
+            ));
+            apply(&app, writes).await
+        }
+        Ok(crate::mfa::Checked::Refused(reason)) => {
+            let message = super::login::sentence(&reason);
+            let mut response = render_page(&app, Some(&session), Some(&message), true).await;
             *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
             response
         }

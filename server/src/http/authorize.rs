@@ -131,7 +131,7 @@ async fn authorize(
     let prompt = params.list("prompt");
     if prompt
         .iter()
-        .any(|p| !["none", "login", "consent", "select_account"].contains(&p.as_str()))
+        .any(|p| !["none", "login", "consent", "select_account", "create"].contains(&p.as_str()))
     {
         return error("invalid_request", "unknown prompt value");
     }
@@ -157,6 +157,7 @@ async fn authorize(
         acr_values: params.list("acr_values"),
         login_hint: params.take("login_hint"),
         fresh: prompt.iter().any(|p| p == "login") || max_age == Some(0),
+        signup: prompt.iter().any(|p| p == "create"),
     };
     let now = now();
     if app
@@ -398,6 +399,7 @@ pub async fn start_login(
         hour: ((now / 3600) % 24) as i64,
         // 1970-01-01 was a Thursday (4).
         weekday: (((now / 86_400) + 3) % 7 + 1) as i64,
+        signup: request.as_ref().is_some_and(|r| r.signup),
     };
     let directory = crate::directory::StoreDirectory::new(app.store.as_ref(), now);
     let (replaces, carried) = match sso {

@@ -39,7 +39,7 @@ pub async fn configuration(State(app): AppState) -> Response {
         "request_parameter_supported": false,
         "request_uri_parameter_supported": false,
         "authorization_response_iss_parameter_supported": true,
-        "prompt_values_supported": ["none", "login", "consent", "select_account"],
+        "prompt_values_supported": ["none", "login", "consent", "select_account", "create"],
     });
     cached(Json(document).into_response())
 }

@@ -146,6 +146,7 @@ pub fn router(app: Arc<App>) -> Router {
             get(wsfed::metadata),
         )
         .route("/account/factors/remove", post(account::remove_factor))
+        .route("/account/totp", post(account::add_totp))
         .route("/account/password", post(account::change_password))
         .route(
             "/account/sessions/end-others",

@@ -29,6 +29,10 @@ impl Pages {
             ("layout.html", include_str!("../../templates/layout.html")),
             ("login.html", include_str!("../../templates/login.html")),
             ("confirm.html", include_str!("../../templates/confirm.html")),
+            (
+                "register.html",
+                include_str!("../../templates/register.html"),
+            ),
             ("post.html", include_str!("../../templates/post.html")),
             ("message.html", include_str!("../../templates/message.html")),
             ("account.html", include_str!("../../templates/account.html")),

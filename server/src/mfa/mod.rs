@@ -8,6 +8,7 @@
 pub mod email_otp;
 pub mod passkey;
 pub mod recovery;
+pub mod signup;
 pub mod totp;
 
 use idflow_engine::UserView;

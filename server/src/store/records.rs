@@ -185,6 +185,10 @@ pub struct AuthorizeRequest {
     /// provider the flow sends the user to is asked for one too.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub fresh: bool,
+    /// The client asked for the sign-up page (`prompt=create`, OpenID Connect Prompt Create):
+    /// flows see it as `request.signup`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub signup: bool,
 }
 
 /// A login in progress: the engine's run plus what the browser and protocol need.

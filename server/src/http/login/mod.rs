@@ -6,14 +6,16 @@
 //! carries the login's CSRF token; both are checked before anything else.
 //!
 //! One module per part: `render` (the page for a prompt, with each option's ceremony), `input`
-//! (a submitted form checked into the engine's input), `email` (sending a code).
+//! (a submitted form checked into the engine's input), `email` (sending a code), `confirm`
+//! (a JIT prompt), `register` (self sign-up).
 
 mod confirm;
 mod email;
 mod input;
+mod register;
 mod render;
 
-pub use render::script_json;
+pub use render::{script_json, sentence};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -136,6 +138,9 @@ pub async fn submit(
         };
         return advance(&app, &handle, login, step, addr, now).await;
     }
+    if matches!(login.output, Output::Register { .. }) {
+        return register::submit(&app, &handle, login, &params, addr, now).await;
+    }
     let Output::Prompt {
         options, enroll, ..
     } = &login.output
@@ -144,6 +149,18 @@ pub async fn submit(
     };
     let enroll = *enroll;
     let chosen = params.get("option").unwrap_or_default();
+    if chosen == "signup" {
+        if !register::offered(&app, &login) {
+            return render(
+                &app,
+                &handle,
+                &login,
+                Some("Creating an account is not offered here."),
+            )
+            .await;
+        }
+        return restart(&app, &handle, login, true, addr, now).await;
+    }
     let mut writes = Vec::new();
     let mut throttle_key: Option<String> = None;
     let input = if chosen == "cancel" {
@@ -235,6 +252,41 @@ pub async fn submit(
     advance(&app, &handle, login, step, addr, now).await
 }
 
+/// Starts the login's flow over on the version it runs, with `request.signup` set to `signup`:
+/// the "Create an account" link, and "Sign in instead" on the sign-up page.
+async fn restart(
+    app: &Arc<App>,
+    handle: &str,
+    login: Login,
+    signup: bool,
+    addr: SocketAddr,
+    now: u64,
+) -> Response {
+    let Some(flow) = crate::app::flow_version(app, &login.run.version) else {
+        return app.pages.message(
+            StatusCode::CONFLICT,
+            "This sign-in cannot continue",
+            "The login flow changed and the version this sign-in started on is gone. Start again.",
+        );
+    };
+    let mut request = login.run.request.clone();
+    request.signup = signup;
+    let directory = crate::directory::StoreDirectory::new(app.store.as_ref(), now);
+    let step = app.engine.start(&flow, request, now, &directory);
+    let read_seq = login.seq;
+    let mut login = login;
+    login.run = step.run;
+    login.output = step.output;
+    login.seq = read_seq + 1;
+    let writes = effect_writes(
+        step.effects,
+        &app.config().provisioning_targets,
+        &addr.ip().to_string(),
+        now,
+    );
+    continue_login(app, handle, Some(read_seq), login, writes, addr, now).await
+}
+
 /// One answer to the login's current question, checked into the engine's input.
 struct Step {
     input: Input,
@@ -275,8 +327,9 @@ async fn advance(
     let mut login = login;
     let step = app.engine.advance(&flow, login.run, input, now, &directory);
     let outcome = match &step.output {
-        Output::Prompt { error: Some(_), .. } => "failed",
-        Output::Prompt { .. } => "passed",
+        Output::Prompt { error: Some(_), .. } | Output::Register { error: Some(_), .. } => "failed",
+        Output::Prompt { .. } | Output::Register { .. } => "passed",
+        Output::AwaitingApproval { .. } => "registered",
         Output::Complete { .. } => "complete",
         Output::Denied { .. } => "denied",
         Output::Redirect { .. } | Output::Confirm { .. } => "federated",
@@ -389,7 +442,10 @@ pub async fn continue_login(
         }),
     };
     match login.output.clone() {
-        Output::Prompt { .. } | Output::Redirect { .. } | Output::Confirm { .. } => {
+        Output::Prompt { .. }
+        | Output::Register { .. }
+        | Output::Redirect { .. }
+        | Output::Confirm { .. } => {
             // A login that has had no input yet is worth nothing if lost: it need not wait for
             // a flush (see `Store::commit_unflushed`).
             let fresh = read_seq.is_none() && batch.is_empty();
@@ -505,6 +561,24 @@ pub async fn continue_login(
                 ),
             );
             response
+        }
+        Output::AwaitingApproval { subject } => {
+            batch.extend(last_write(None));
+            batch.push(audit(
+                "signup.awaiting_approval",
+                &subject,
+                &ip,
+                now,
+                serde_json::json!({ "flow": flow }),
+            ));
+            if let Err(response) = commit_step(app, batch, false).await {
+                return response;
+            }
+            app.pages.message(
+                StatusCode::OK,
+                "Your account awaits approval",
+                "Your account was created. An administrator must approve it before you can sign in; once they have, sign in from the application again.",
+            )
         }
         Output::Denied { reason } => {
             let subject = login

@@ -277,6 +277,7 @@ pub(super) async fn render(
                 serde_json::json!({
                     "handle": handle, "csrf": login.csrf, "options": options, "enroll": enroll,
                     "error": error, "application": application, "attempts_left": attempts_left,
+                    "signup": !enroll && super::register::offered(app, login),
                 }),
             )
         }
@@ -284,7 +285,10 @@ pub(super) async fn render(
             crate::http::federation::redirect(app, handle, login, idp).await
         }
         Output::Confirm { .. } => super::confirm::page(app, handle, login, override_error),
-        Output::Complete { .. } | Output::Denied { .. } => expired(app),
+        Output::Register { .. } => super::register::page(app, handle, login, override_error, None),
+        Output::Complete { .. } | Output::Denied { .. } | Output::AwaitingApproval { .. } => {
+            expired(app)
+        }
     }
 }
 
@@ -307,7 +311,7 @@ pub(super) fn application_name(app: &App, login: &Login) -> Option<String> {
 }
 
 /// The engine's short error as a sentence for the page.
-pub(super) fn sentence(text: &str) -> String {
+pub fn sentence(text: &str) -> String {
     let mut chars = text.chars();
     match chars.next() {
         Some(first) => {
