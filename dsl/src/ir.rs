@@ -143,6 +143,10 @@ fn is_false(b: &bool) -> bool {
 /// Fields a `register` page always asks for, so `attributes` may not name them.
 pub const REGISTER_FIELDS: &[&str] = &["username", "email", "password"];
 
+/// User attributes the server keeps for itself (a SCIM client's document and its time), which
+/// a person signing up must not set.
+pub const RESERVED_ATTRIBUTES: &[&str] = &["scim", "scim_modified"];
+
 /// The name a passed `register` state records as its authenticator (in `context.steps`, the
 /// trace and the session).
 pub const REGISTER: &str = "register";

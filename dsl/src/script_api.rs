@@ -46,6 +46,11 @@ pub const API: &[ApiRoot] = &[
             ),
             ("username", "string", "the username"),
             ("email", "string", "the primary email address"),
+            (
+                "email_verified",
+                "bool",
+                "the address was proven (an emailed code at sign-up)",
+            ),
             ("roles", "array of strings", "role names"),
             ("groups", "array of strings", "group names"),
             ("attributes", "map", "user attributes"),

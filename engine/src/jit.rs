@@ -143,7 +143,21 @@ pub fn resolve(
             }
             let found = claim_text(&run.upstream_claims, attribute)
                 .filter(|_| !unverified)
-                .and_then(|value| directory.find_user(attribute, &value));
+                .and_then(|value| directory.find_user(attribute, &value))
+                .filter(|user| {
+                    // An address typed at a sign-up and never proven says nothing about who
+                    // owns the account: linking by it would hand the upstream identity to
+                    // whoever typed it.
+                    let unproven =
+                        attribute == "email" && user.self_registered && !user.email_verified;
+                    if unproven {
+                        run.note(
+                            &state,
+                            format!("JIT rule {index} does not link {} by email: the address was typed at sign-up and never proven", user.id),
+                        );
+                    }
+                    !unproven
+                });
             if let Some(user) = found {
                 run.jit_rules.push(index);
                 if user.disabled {

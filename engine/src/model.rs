@@ -48,6 +48,12 @@ pub struct UserView {
     pub username: String,
     /// The primary email address.
     pub email: String,
+    /// The address was proven (an emailed code at sign-up).
+    pub email_verified: bool,
+    /// The person created the account themself at a `register` state. With an address never
+    /// proven, it must not be linked to an upstream identity by that address: anyone can type
+    /// someone else's address at a sign-up.
+    pub self_registered: bool,
     /// Role names.
     pub roles: Vec<String>,
     /// Group names.

@@ -89,6 +89,7 @@ impl Sandbox {
             .register_get("id", |u: &mut UserView| u.id.clone())
             .register_get("username", |u: &mut UserView| u.username.clone())
             .register_get("email", |u: &mut UserView| u.email.clone())
+            .register_get("email_verified", |u: &mut UserView| u.email_verified)
             .register_get("roles", |u: &mut UserView| strings(&u.roles))
             .register_get("groups", |u: &mut UserView| strings(&u.groups))
             .register_get("attributes", |u: &mut UserView| to_map(&u.attributes))
@@ -212,6 +213,8 @@ mod tests {
             id: "u1".into(),
             username: "alice".into(),
             email: "alice@acme.example".into(),
+            email_verified: true,
+            self_registered: false,
             roles: vec!["admin".into()],
             groups: vec!["staff".into()],
             attributes: BTreeMap::from([("dept".into(), Value::String("hr".into()))]),

@@ -48,8 +48,10 @@ impl Directory for StoreDirectory<'_> {
                 .filter(|u| attribute != "email" || u.email.eq_ignore_ascii_case(value))
                 .and_then(|u| crate::mfa::user_view(self.store, &u, self.now).ok()),
             Err(error) => {
-                // The engine's lookups cannot fail; a store error reads as "no such user",
-                // which denies rather than admits.
+                // The engine's lookups cannot fail; a store error reads as "no such user".
+                // That denies a login or a link; for a sign-up's checks that a name is free,
+                // the store's own uniqueness of usernames and addresses still refuses the
+                // account.
                 tracing::error!(%error, "directory lookup failed");
                 None
             }

@@ -83,6 +83,7 @@ pub fn effect_writes(
                 let mut user = flow_user(id.clone(), username, attributes, now);
                 user.email_verified = email_verified;
                 user.disabled = disabled;
+                user.self_registered = signup;
                 writes.push(Write::CreateUser(user));
                 writes.extend(crate::provisioning::queue(
                     targets,

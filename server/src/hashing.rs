@@ -1,4 +1,5 @@
-//! Password verification on a fixed set of threads, each keeping its argon2 memory between
+//! Password verification (and the hashing of passwords people choose without signing in: a
+//! sign-up, a JIT prompt) on a fixed set of threads, each keeping its argon2 memory between
 //! logins. Bounds both concurrency (a burst of attempts queues instead of starting hundreds of
 //! 19 MiB hashes) and memory (threads × `memory_kib`, steady, instead of what the allocator
 //! keeps after every thread of the blocking pool has hashed once).
@@ -6,15 +7,21 @@
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
-use idflow_authenticators::{PasswordHasher, Scratch};
+use idflow_authenticators::{PasswordError, PasswordHasher, Scratch};
 use tokio::sync::oneshot;
 
-struct Job {
-    password: String,
-    /// The stored hash; `None` verifies against the decoy (no such user, or the account may
-    /// not log in).
-    hash: Option<String>,
-    answer: oneshot::Sender<bool>,
+enum Job {
+    Verify {
+        password: String,
+        /// The stored hash; `None` verifies against the decoy (no such user, or the account
+        /// may not log in).
+        hash: Option<String>,
+        answer: oneshot::Sender<bool>,
+    },
+    Hash {
+        password: String,
+        answer: oneshot::Sender<Result<String, PasswordError>>,
+    },
 }
 
 /// The verification threads.
@@ -42,11 +49,22 @@ impl PasswordPool {
                         let Ok(job) = job else {
                             return; // the pool was dropped
                         };
-                        let verified = match &job.hash {
-                            Some(hash) => hasher.verify_in(&job.password, hash, &mut scratch),
-                            None => hasher.verify_decoy_in(&job.password, &mut scratch),
-                        };
-                        let _ = job.answer.send(verified);
+                        match job {
+                            Job::Verify {
+                                password,
+                                hash,
+                                answer,
+                            } => {
+                                let verified = match &hash {
+                                    Some(hash) => hasher.verify_in(&password, hash, &mut scratch),
+                                    None => hasher.verify_decoy_in(&password, &mut scratch),
+                                };
+                                let _ = answer.send(verified);
+                            }
+                            Job::Hash { password, answer } => {
+                                let _ = answer.send(hasher.hash(&password));
+                            }
+                        }
                     }
                 })?;
         }
@@ -62,12 +80,29 @@ impl PasswordPool {
             .jobs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .send(Job {
+            .send(Job::Verify {
                 password,
                 hash,
                 answer,
             });
         // A pool whose threads are gone verifies nothing: fail closed.
         sent.is_ok() && answered.await.unwrap_or(false)
+    }
+
+    /// The hash of a new `password` (after the policy's checks), made on the pool's threads:
+    /// for passwords chosen by people who have not signed in, so that a flood of sign-up forms
+    /// queues instead of starting a 19 MiB hash each.
+    pub async fn hash(&self, password: String) -> Result<String, PasswordError> {
+        let (answer, answered) = oneshot::channel();
+        let sent = self
+            .jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(Job::Hash { password, answer });
+        let gone = || PasswordError::BadParameters("the hashing threads are gone".into());
+        if sent.is_err() {
+            return Err(gone());
+        }
+        answered.await.unwrap_or_else(|_| Err(gone()))
     }
 }

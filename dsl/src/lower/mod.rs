@@ -288,6 +288,12 @@ impl Lowerer<'_> {
                     )
                     .with_hint("list only the profile attributes asked besides username, email and password"),
                 );
+            } else if ir::RESERVED_ATTRIBUTES.contains(&attribute.value.as_str()) {
+                self.error(
+                    Code::Shape,
+                    attribute.span,
+                    format!("`{}` is an attribute idflow sets itself", attribute.value),
+                );
             } else if !attributes.insert(attribute.value.clone()) {
                 self.error(
                     Code::DuplicateId,

@@ -54,10 +54,15 @@ pub(super) fn enter(ctx: &Ctx, run: &mut Run, id: &str) -> Flowing {
         format!("{who} already has an account: nothing to register"),
     );
     if run.carried_user.as_deref() == Some(who.as_str()) {
+        let known = |step: &crate::model::StepRecord| {
+            run.steps.iter().any(|s| {
+                s.authenticator == step.authenticator && s.idp == step.idp && s.at == step.at
+            })
+        };
         let carried: Vec<_> = run
             .carried
             .iter()
-            .filter(|step| !step.enrolled && !run.steps.contains(step))
+            .filter(|step| !step.enrolled && !known(step))
             .map(|step| crate::model::StepRecord {
                 state: id.to_string(),
                 carried: true,
@@ -158,6 +163,24 @@ fn registered(
     }
     if asks.verify_email && !email_verified {
         return refuse(ctx, run, "the email address has not been verified");
+    }
+    // What `identified` would deny for, checked before anything is created: an account made
+    // for a login that then fails would be left behind.
+    if run.locked {
+        return Flowing::Stop(deny(run, "account locked"));
+    }
+    let typed = run.identifier.clone();
+    if !typed.is_empty()
+        && !user.username.eq_ignore_ascii_case(&typed)
+        && !user.email.eq_ignore_ascii_case(&typed)
+    {
+        return refuse(
+            ctx,
+            run,
+            &format!(
+                "use `{typed}`, which you typed to sign in, as the username or the email address"
+            ),
+        );
     }
     // The server checked these when the form came in; an account created since must not be
     // created twice, and an id must never name an existing account.

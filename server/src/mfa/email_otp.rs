@@ -90,6 +90,32 @@ fn shown_recipient(typed: &str, recipient: Option<&str>) -> String {
     }
 }
 
+/// Counts one code mail for `limit_key` (what was asked for) from client `ip`, or says how long
+/// to wait: one per `email_resend_seconds` and `email_codes_per_hour` an hour for the key, and
+/// [`PER_CLIENT_FACTOR`] times that per client (asking for codes for ever new names from one
+/// place is refused too).
+pub fn admit_mail(mfa: &Mfa, limit_key: &str, ip: &str, now: u64) -> Result<(), NotSent> {
+    let settings = &mfa.settings;
+    let recent_key = format!("{limit_key} recent");
+    let client_key = format!("email ip {}", crate::throttle::client_block(ip));
+    mfa.email_sends
+        .admit(
+            &[
+                (&recent_key, settings.email_resend_seconds, 1),
+                (limit_key, 3600, settings.email_codes_per_hour),
+                (
+                    &client_key,
+                    3600,
+                    settings
+                        .email_codes_per_hour
+                        .saturating_mul(PER_CLIENT_FACTOR),
+                ),
+            ],
+            now,
+        )
+        .map_err(NotSent::Throttled)
+}
+
 /// Sends a code to `user` (when there is one with an address) for `owner`. Returns the
 /// challenge write: stored even when there is no user, so that the page and the timing are the
 /// same either way, and any code typed then simply fails.
@@ -113,25 +139,7 @@ pub async fn send(
     } else {
         format!("email typed {}", typed.to_lowercase())
     };
-    let recent_key = format!("{limit_key} recent");
-    // And per client: asking for codes for ever new names from one place is refused too.
-    let client_key = format!("email ip {}", crate::throttle::client_block(ip));
-    mfa.email_sends
-        .admit(
-            &[
-                (&recent_key, settings.email_resend_seconds, 1),
-                (&limit_key, 3600, settings.email_codes_per_hour),
-                (
-                    &client_key,
-                    3600,
-                    settings
-                        .email_codes_per_hour
-                        .saturating_mul(PER_CLIENT_FACTOR),
-                ),
-            ],
-            now,
-        )
-        .map_err(NotSent::Throttled)?;
+    admit_mail(mfa, &limit_key, ip, now)?;
     let key = challenge_key(owner, PURPOSE);
     let mut random = [0u8; 4];
     aws_lc_rs::rand::fill(&mut random).map_err(|_| NotSent::Failed)?;

@@ -5,14 +5,16 @@
 //!
 //! An address that already has an account gets a message saying so instead of a code, and the
 //! page looks the same: signing up must not tell a stranger which addresses have accounts.
-//! Sending is limited like email sign-in codes, per address and per client.
+//! Sending is limited like email sign-in codes, per address (counted apart from sign-in codes,
+//! and with any `+tag` dropped, so that sign-up mail cannot be multiplied with tags or used to
+//! throttle someone's own sign-in) and per client.
 
 use std::collections::BTreeMap;
 
 use idflow_authenticators::email_code::{self, CodeError};
 use serde::{Deserialize, Serialize};
 
-use super::email_otp::{NotSent, PER_CLIENT_FACTOR, mask};
+use super::email_otp::{NotSent, admit_mail, mask};
 use super::{Mfa, challenge_data, challenge_key};
 use crate::mail::Mail;
 use crate::store::{Challenge, Store, Write};
@@ -20,8 +22,8 @@ use crate::store::{Challenge, Store, Write};
 /// Purpose of a sign-up's challenge key.
 pub const PURPOSE: &str = "signup";
 
-/// Wrong codes one emailed code survives (the state's `attempts` usually ends the sign-up
-/// first).
+/// Wrong codes one emailed code survives, whatever the state's `attempts` (which a person can
+/// start again by starting the sign-up again; the code cannot).
 pub const MAX_TRIES: u32 = 5;
 
 /// What a person filled in on a `register` page, waiting for the emailed code.
@@ -73,26 +75,12 @@ pub async fn send(
     now: u64,
 ) -> Result<Write, NotSent> {
     let settings = &mfa.settings;
-    let address = details.email.to_lowercase();
-    let limit_key = format!("email typed {address}");
-    let recent_key = format!("{limit_key} recent");
-    let client_key = format!("email ip {}", crate::throttle::client_block(ip));
-    mfa.email_sends
-        .admit(
-            &[
-                (&recent_key, settings.email_resend_seconds, 1),
-                (&limit_key, 3600, settings.email_codes_per_hour),
-                (
-                    &client_key,
-                    3600,
-                    settings
-                        .email_codes_per_hour
-                        .saturating_mul(PER_CLIENT_FACTOR),
-                ),
-            ],
-            now,
-        )
-        .map_err(NotSent::Throttled)?;
+    admit_mail(
+        mfa,
+        &format!("signup to {}", mailbox(&details.email)),
+        ip,
+        now,
+    )?;
     let key = challenge_key(owner, PURPOSE);
     let mut random = [0u8; 4];
     aws_lc_rs::rand::fill(&mut random).map_err(|_| NotSent::Failed)?;
@@ -136,9 +124,21 @@ pub async fn send(
     }))
 }
 
+/// The mailbox an address delivers to, for counting mail: lower case, without a `+tag`.
+fn mailbox(address: &str) -> String {
+    let address = address.to_lowercase();
+    match address.split_once('@') {
+        Some((local, domain)) => {
+            let local = local.split_once('+').map_or(local, |(base, _)| base);
+            format!("{local}@{domain}")
+        }
+        None => address,
+    }
+}
+
 /// What checking a typed sign-up code found.
 #[derive(Debug)]
-pub enum Checked {
+pub enum CodeCheck {
     /// The code is right: create the account from these details, spending the code with
     /// [`spend`] in the same transaction.
     Passed(Details),
@@ -152,32 +152,37 @@ pub fn spend(owner: &str) -> Write {
 }
 
 /// Checks a typed code for login `owner`.
-pub fn check(store: &dyn Store, owner: &str, typed: &str, now: u64) -> Result<Checked, String> {
+pub fn check(store: &dyn Store, owner: &str, typed: &str, now: u64) -> Result<CodeCheck, String> {
     let key = challenge_key(owner, PURPOSE);
     let Some(challenge) = store.challenge(&key, now).map_err(|e| e.to_string())? else {
-        return Ok(Checked::Refused(
+        return Ok(CodeCheck::Refused(
             "the code has expired; start again".into(),
             Vec::new(),
         ));
     };
     let Some(mut waiting) = challenge_data::<Waiting>(&challenge) else {
-        return Ok(Checked::Refused("start again".into(), Vec::new()));
+        return Ok(CodeCheck::Refused("start again".into(), Vec::new()));
     };
-    let verdict = if waiting.hash.is_empty() {
-        Err(CodeError::Wrong)
+    // An address that has an account was sent no code: its empty hash is checked as a hash
+    // no code matches, so every answer (a malformed code too) is the same as for a free one.
+    let decoy;
+    let hash = if waiting.hash.is_empty() {
+        decoy = email_code::hash("no code was sent", &key);
+        &decoy
     } else {
-        email_code::verify(typed, &key, &waiting.hash)
+        &waiting.hash
     };
+    let verdict = email_code::verify(typed, &key, hash);
     match verdict {
-        Ok(()) => Ok(Checked::Passed(waiting.details)),
-        Err(CodeError::Format) => Ok(Checked::Refused(
+        Ok(()) => Ok(CodeCheck::Passed(waiting.details)),
+        Err(CodeError::Format) => Ok(CodeCheck::Refused(
             "the code in the email is six digits".into(),
             Vec::new(),
         )),
         Err(CodeError::Wrong) => {
             waiting.tries += 1;
             if waiting.tries >= MAX_TRIES {
-                return Ok(Checked::Refused(
+                return Ok(CodeCheck::Refused(
                     "too many wrong codes; start again".into(),
                     vec![Write::TakeChallenge(key)],
                 ));
@@ -186,7 +191,7 @@ pub fn check(store: &dyn Store, owner: &str, typed: &str, now: u64) -> Result<Ch
                 data: serde_json::to_value(&waiting).map_err(|e| e.to_string())?,
                 ..challenge
             };
-            Ok(Checked::Refused(
+            Ok(CodeCheck::Refused(
                 "that code is wrong; check the latest email".into(),
                 vec![Write::PutChallenge(again)],
             ))
@@ -237,34 +242,55 @@ mod tests {
         let (store, dir) = store();
         let key = challenge_key("login", PURPOSE);
         put(&store, email_code::hash("123456", &key));
-        let Checked::Refused(why, writes) = check(&store, "login", "000000", 1).expect("check")
+        let CodeCheck::Refused(why, writes) = check(&store, "login", "000000", 1).expect("check")
         else {
             panic!("a wrong code passed");
         };
         assert!(why.contains("wrong"), "{why}");
         store.commit(writes).expect("count");
-        let Checked::Passed(found) = check(&store, "login", "123456", 1).expect("check") else {
+        let CodeCheck::Passed(found) = check(&store, "login", "123456", 1).expect("check") else {
             panic!("the right code was refused");
         };
         assert_eq!(found, details());
         store.commit(vec![spend("login")]).expect("spend");
         assert!(matches!(
             check(&store, "login", "123456", 1).expect("check"),
-            Checked::Refused(..)
+            CodeCheck::Refused(..)
         ));
         let _ = std::fs::remove_dir_all(dir);
     }
 
-    #[test]
-    fn no_code_passes_for_an_address_that_has_an_account() {
-        let (store, dir) = store();
-        put(&store, String::new());
-        for typed in ["000000", "123456", "999999"] {
-            assert!(matches!(
-                check(&store, "login", typed, 1).expect("check"),
-                Checked::Refused(..)
-            ));
+    fn refusal(store: &dyn Store, typed: &str) -> String {
+        match check(store, "login", typed, 1).expect("check") {
+            CodeCheck::Refused(why, writes) => {
+                store.commit(writes).expect("count");
+                why
+            }
+            CodeCheck::Passed(_) => panic!("{typed} passed"),
         }
-        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn no_code_passes_for_an_address_that_has_an_account_and_the_answers_are_the_same() {
+        let (taken, taken_dir) = store();
+        put(&taken, String::new());
+        let (free, free_dir) = store();
+        put(
+            &free,
+            email_code::hash("123456", &challenge_key("login", PURPOSE)),
+        );
+        for typed in [
+            "x", "12345", "000000", "999999", "111111", "222222", "333333",
+        ] {
+            assert_eq!(refusal(&taken, typed), refusal(&free, typed), "{typed}");
+        }
+        let _ = std::fs::remove_dir_all(taken_dir);
+        let _ = std::fs::remove_dir_all(free_dir);
+    }
+
+    #[test]
+    fn mail_is_counted_per_mailbox_whatever_the_tag_or_case() {
+        assert_eq!(mailbox("Victim+1@Example.com"), "victim@example.com");
+        assert_eq!(mailbox("victim@example.com"), "victim@example.com");
     }
 }

@@ -39,6 +39,21 @@ impl std::fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
+impl StoreError {
+    /// Why, when a batch failed because a username or email address it claims is taken (by
+    /// another user, or by a write that won a race): bad input, not a broken store.
+    pub fn name_taken(&self) -> Option<&str> {
+        match self {
+            StoreError::Failed(why)
+                if why.contains("is taken") || why.contains("another user's") =>
+            {
+                Some(why)
+            }
+            _ => None,
+        }
+    }
+}
+
 /// Shorthand for store results.
 pub type StoreResult<T> = Result<T, StoreError>;
 

@@ -44,6 +44,9 @@ pub struct User {
     /// Creation time.
     #[serde(default)]
     pub created: u64,
+    /// Created by the person themself at a `register` state (self sign-up).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub self_registered: bool,
 }
 
 impl User {
@@ -62,6 +65,7 @@ impl User {
             failed_attempts: 0,
             locked_until: 0,
             created: now,
+            self_registered: false,
         }
     }
 
@@ -76,6 +80,8 @@ impl User {
             id: self.id.clone(),
             username: self.username.clone(),
             email: self.email.clone(),
+            email_verified: self.email_verified,
+            self_registered: self.self_registered,
             roles: self.roles.clone(),
             groups: Vec::new(),
             attributes: self.attributes.clone(),

@@ -72,12 +72,8 @@ pub(super) async fn answer(
         let Some(username) = username else {
             return again("Choose a username.");
         };
-        if username.len() > 64
-            || username
-                .chars()
-                .any(|c| c.is_control() || c.is_whitespace())
-        {
-            return again("A username is at most 64 characters, without spaces.");
+        if let Err(rule) = super::new_account::check_username(username) {
+            return again(rule);
         }
         match app.store.user_by_login(username) {
             Ok(None) => {}
@@ -88,15 +84,13 @@ pub(super) async fn answer(
     let mut password_hash = None;
     if asks("password") {
         let password = params.get("password").unwrap_or_default();
-        if password != params.get("password2").unwrap_or_default() {
-            return again("The two passwords are not the same.");
-        }
-        let hasher = app.passwords.clone();
-        let password = password.to_string();
-        match crate::http::blocking(move || hasher.hash(&password)).await {
-            Ok(Ok(hash)) => password_hash = Some(hash),
-            Ok(Err(why)) => return again(&super::render::sentence(&why.to_string())),
-            Err(error) => return Err(server_error(app, &error)),
+        let repeated = params.get("password2").unwrap_or_default();
+        match super::new_account::new_password_hash(app, password, repeated).await {
+            Ok(hash) => password_hash = Some(hash),
+            Err(super::new_account::PasswordProblem::Again(why)) => return again(&why),
+            Err(super::new_account::PasswordProblem::Broken(why)) => {
+                return Err(server_error(app, &why));
+            }
         }
     }
     let input = Input::Answer {

@@ -12,6 +12,7 @@
 mod confirm;
 mod email;
 mod input;
+mod new_account;
 mod register;
 mod render;
 
@@ -278,12 +279,16 @@ async fn restart(
     login.run = step.run;
     login.output = step.output;
     login.seq = read_seq + 1;
-    let writes = effect_writes(
+    let mut writes = effect_writes(
         step.effects,
         &app.config().provisioning_targets,
         &addr.ip().to_string(),
         now,
     );
+    // Sign-up details waiting for a code belong to the sign-up being left.
+    if crate::mfa::signup::waiting(app.store.as_ref(), &login.key, now).is_some() {
+        writes.push(crate::mfa::signup::spend(&login.key));
+    }
     continue_login(app, handle, Some(read_seq), login, writes, addr, now).await
 }
 
@@ -682,6 +687,12 @@ pub(super) async fn commit_step(
             StatusCode::CONFLICT,
             "This sign-in changed in another window",
             "Go back to the window where you are signing in and continue there.",
+        )),
+        // Two people signing up with one name at once: the second learns it here.
+        Ok(Err(error)) if error.name_taken().is_some() => Err(app.pages.message(
+            StatusCode::CONFLICT,
+            "That name was taken a moment ago",
+            "Someone else chose this username or email address while you were signing up. Return to the application and sign up again with another.",
         )),
         Ok(Err(error)) => Err(server_error(app, &error)),
         Err(error) => Err(server_error(app, &error)),

@@ -20,17 +20,17 @@ use crate::effects::audit;
 use crate::http::authorize::{server_error, to_login_page};
 use crate::http::params::Params;
 use crate::mfa::email_otp::NotSent;
-use crate::mfa::signup::{self, Checked, Details};
-use crate::store::{Login, Write};
+use crate::mfa::signup::{self, CodeCheck, Details};
+use crate::store::Login;
 
+use super::new_account::{PasswordProblem, new_password_hash};
 use super::{Step, advance, commit_step};
 
 /// Sign-ups one client address may start an hour (a household or office shares one); it
 /// bounds how fast one place can fill the directory when a flow does not verify addresses.
 pub const SIGNUPS_PER_CLIENT_HOUR: u32 = 30;
 
-/// Longest username, attribute value and email address accepted.
-const MAX_USERNAME: usize = 64;
+/// Longest attribute value and email address accepted.
 const MAX_VALUE: usize = 256;
 const MAX_EMAIL: usize = 254;
 
@@ -141,10 +141,15 @@ pub(super) async fn submit(
     let ip = addr.ip().to_string();
     match params.get("option").unwrap_or_default() {
         "cancel" => advance(app, handle, login, plain(Input::Cancel), addr, now).await,
-        "signin" => super::restart(app, handle, login, false, addr, now).await,
-        "restart" => {
-            let key = crate::mfa::challenge_key(&login.key, signup::PURPOSE);
-            match commit_step(app, vec![Write::TakeChallenge(key)], false).await {
+        "signin" if login.run.request.signup => {
+            super::restart(app, handle, login, false, addr, now).await
+        }
+        "change" => {
+            let waiting = signup::waiting(app.store.as_ref(), &login.key, now).is_some();
+            if !waiting {
+                return to_login_page(handle);
+            }
+            match commit_step(app, vec![signup::spend(&login.key)], false).await {
                 Ok(()) => to_login_page(handle),
                 Err(response) => response,
             }
@@ -212,17 +217,13 @@ async fn details(
     if username.is_empty() {
         return again("Choose a username.");
     }
-    if username.chars().count() > MAX_USERNAME
-        || username
-            .chars()
-            .any(|c| c.is_control() || c.is_whitespace() || c == '@')
-    {
-        return again("A username is at most 64 characters, without spaces or @.");
+    if let Err(rule) = super::new_account::check_username(username) {
+        return again(rule);
     }
-    let email = params.get("email").unwrap_or_default().trim();
-    if !plausible_email(email) {
+    let Some(email) = address(params.get("email").unwrap_or_default()) else {
         return again("Type your email address, like name@example.com.");
-    }
+    };
+    let email = email.as_str();
     let mut typed = BTreeMap::new();
     for name in attributes {
         let value = params
@@ -242,8 +243,19 @@ async fn details(
         typed.insert(name.clone(), value.to_string());
     }
     let password = params.get("password").unwrap_or_default();
-    if password != params.get("password2").unwrap_or_default() {
+    let repeated = params.get("password2").unwrap_or_default();
+    if password != repeated {
         return again("The two passwords are not the same.");
+    }
+    // Counted before anything costly (a password hash, a mail): a flood of forms from one
+    // place stops here.
+    let block = format!("signup ip {}", crate::throttle::client_block(&ip));
+    if let Err(seconds) = app
+        .mfa
+        .email_sends
+        .admit(&[(&block, 3600, SIGNUPS_PER_CLIENT_HOUR)], now)
+    {
+        return throttled(app, handle, &login, params, seconds);
     }
     if let Err(response) = roles_allowed(app, &roles) {
         return response;
@@ -262,21 +274,11 @@ async fn details(
     if address_taken && !verify_email {
         return again("An account with this email address exists. Sign in instead.");
     }
-    let hasher = app.passwords.clone();
-    let chosen = password.to_string();
-    let password_hash = match crate::http::blocking(move || hasher.hash(&chosen)).await {
-        Ok(Ok(hash)) => hash,
-        Ok(Err(why)) => return again(&super::render::sentence(&why.to_string())),
-        Err(error) => return server_error(app, &error),
+    let password_hash = match new_password_hash(app, password, repeated).await {
+        Ok(hash) => hash,
+        Err(PasswordProblem::Again(why)) => return again(&why),
+        Err(PasswordProblem::Broken(why)) => return server_error(app, &why),
     };
-    let block = format!("signup ip {}", crate::throttle::client_block(&ip));
-    if let Err(seconds) = app
-        .mfa
-        .email_sends
-        .admit(&[(&block, 3600, SIGNUPS_PER_CLIENT_HOUR)], now)
-    {
-        return throttled(app, handle, &login, params, seconds);
-    }
     let details = Details {
         id: random_token(12),
         username: username.to_string(),
@@ -379,7 +381,7 @@ async fn code(
             Err(error) => return server_error(app, &error),
         };
     match checked {
-        Checked::Passed(details) => {
+        CodeCheck::Passed(details) => {
             let Some((_, roles)) = settings(app, &login) else {
                 return super::expired(app);
             };
@@ -393,7 +395,7 @@ async fn code(
             };
             advance(app, handle, login, step, addr, now).await
         }
-        Checked::Refused(why, mut writes) => {
+        CodeCheck::Refused(why, mut writes) => {
             writes.push(audit(
                 "signup.code_refused",
                 "",
@@ -440,9 +442,18 @@ fn registered(details: Details, email_verified: bool) -> Input {
     }
 }
 
-/// Sign-up may give only roles that grant nothing: a flow naming a privileged role (or a role
-/// given privileges since the flow was written) would let strangers make themselves
-/// administrators. Such a sign-up is refused, and the log says why.
+fn unavailable(app: &App) -> Response {
+    app.pages.message(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Sign-up is not available",
+        "Accounts cannot be created here right now. Contact the administrator.",
+    )
+}
+
+/// Sign-up may give only roles that exist and grant nothing: a flow naming a privileged role
+/// (or a role given privileges since the flow was written) would let strangers make themselves
+/// administrators, and a role that does not exist yet could be made privileged later with
+/// strangers already in it. Such a sign-up is refused, and the log says why.
 fn roles_allowed(app: &App, roles: &[String]) -> Result<(), Response> {
     for name in roles {
         match app.store.role(name) {
@@ -451,32 +462,40 @@ fn roles_allowed(app: &App, roles: &[String]) -> Result<(), Response> {
                     role = %name,
                     "a register state gives a role that grants privileges: sign-up refused"
                 );
-                return Err(app.pages.message(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "Sign-up is not available",
-                    "Accounts cannot be created here right now. Contact the administrator.",
-                ));
+                return Err(unavailable(app));
             }
-            Ok(_) => {}
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                tracing::error!(
+                    role = %name,
+                    "a register state gives a role that does not exist: sign-up refused (create it with `idflow role add`)"
+                );
+                return Err(unavailable(app));
+            }
             Err(error) => return Err(server_error(app, &error)),
         }
     }
     Ok(())
 }
 
-/// One `@` between a non-empty local part and a domain with a dot, no spaces: what can be
-/// told without sending mail (the code proves the rest).
-fn plausible_email(email: &str) -> bool {
-    let Some((local, domain)) = email.split_once('@') else {
-        return false;
-    };
-    email.len() <= MAX_EMAIL
-        && !local.is_empty()
-        && !domain.contains('@')
+/// The address typed, if it is a plain address mail can be sent to: what lettre parses as an
+/// address (no display name, no `<...>`, no quoted local part), a domain with a dot, at most
+/// 254 bytes.
+/// The code proves the rest.
+fn address(typed: &str) -> Option<String> {
+    let typed = typed.trim();
+    let parsed: lettre::Address = typed.parse().ok()?;
+    let text = parsed.to_string();
+    let domain = parsed.domain();
+    // A quoted local part (`"a,b"@example.com`) is valid mail but not what applications
+    // expect in an `email` claim; nobody needs one to sign up.
+    (text == typed
+        && !text.contains('"')
+        && text.len() <= MAX_EMAIL
         && domain.contains('.')
         && !domain.starts_with('.')
-        && !domain.ends_with('.')
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        && !domain.ends_with('.'))
+    .then_some(text)
 }
 
 fn throttled(app: &App, handle: &str, login: &Login, params: &Params, seconds: u64) -> Response {
@@ -495,9 +514,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn plausible_addresses_are_what_a_code_can_be_sent_to() {
+    fn plain_addresses_are_what_a_code_can_be_sent_to() {
         for good in ["a@example.com", "first.last+tag@mail.example.org"] {
-            assert!(plausible_email(good), "{good}");
+            assert_eq!(address(good).as_deref(), Some(good));
         }
         for bad in [
             "",
@@ -508,8 +527,11 @@ mod tests {
             "a @example.com",
             "a@.example.com",
             "a@example.com.",
+            "x<me@evil.com>",
+            "Me <me@evil.com>",
+            "\"a,b\"@example.com",
         ] {
-            assert!(!plausible_email(bad), "{bad}");
+            assert_eq!(address(bad), None, "{bad}");
         }
     }
 

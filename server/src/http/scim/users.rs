@@ -538,9 +538,9 @@ pub(super) async fn commit(app: &Arc<App>, batch: Vec<Write>) -> Result<(), Scim
     {
         Ok(()) => Ok(()),
         Err(StoreError::Conflict(why)) => Err(ScimError::precondition_failed(why)),
-        Err(StoreError::Failed(why)) if why.contains("taken") || why.contains("another user's") => {
-            Err(ScimError::uniqueness(why))
-        }
+        Err(error) if error.name_taken().is_some() => Err(ScimError::uniqueness(
+            error.name_taken().unwrap_or_default().to_string(),
+        )),
         Err(error) => Err(internal(error)),
     }
 }
