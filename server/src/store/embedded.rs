@@ -3,8 +3,9 @@
 //! Why redb and not sled (which the design card named): sled's flush issues `sync_file_range`
 //! and never `fsync`, so an acknowledged write can be lost on power loss; redb commits with
 //! `fdatasync` (durability `Immediate`, its default), has ACID transactions and is maintained.
-//! Records are JSON so that a dump is readable and the format is the same as PostgreSQL's
-//! `jsonb` columns will be.
+//! Records are JSON so that a dump is readable. What the tables mean and how each write
+//! changes them is [`super::tables`], shared with every backend; this module is the redb
+//! transactions under it and the group commit.
 //!
 //! redb holds an exclusive lock on the file: one process opens a data directory at a time, so
 //! the CLI's `user` and `role` commands work on a stopped server's data directory.
@@ -13,51 +14,12 @@ use std::path::Path;
 use std::sync::{Condvar, Mutex};
 
 use redb::{
-    Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
-};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-
-use super::{
-    AuditEvent, AuthCode, Batch, Challenge, Factor, IssuedByCode, KeyRecord, Login,
-    ProvisioningEvent, Redeemed, Redemption, RefreshToken, Role, Rotation, Session, Store,
-    StoreError, StoreResult, User, Write,
+    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
+    WriteTransaction,
 };
 
-type Json = TableDefinition<'static, &'static str, &'static [u8]>;
-
-const USERS: Json = TableDefinition::new("users");
-const USERNAMES: TableDefinition<&str, &str> = TableDefinition::new("usernames");
-const EMAILS: TableDefinition<&str, &str> = TableDefinition::new("emails");
-const ROLES: Json = TableDefinition::new("roles");
-const SESSIONS: Json = TableDefinition::new("sessions");
-const LOGINS: Json = TableDefinition::new("logins");
-const CODES: Json = TableDefinition::new("codes");
-const REFRESH: Json = TableDefinition::new("refresh_tokens");
-/// Refresh families: key the family id, value its expiry; a revoked family is removed.
-const FAMILIES: TableDefinition<&str, u64> = TableDefinition::new("refresh_families");
-const REVOKED_ACCESS: TableDefinition<&str, u64> = TableDefinition::new("revoked_access");
-const KEYS: Json = TableDefinition::new("keys");
-/// Factors by `USER/FACTOR_ID`, so one user's factors are one key range.
-const FACTORS: Json = TableDefinition::new("factors");
-/// WebAuthn user handle to user id (usernameless passkey login).
-const HANDLES: TableDefinition<&str, &str> = TableDefinition::new("webauthn_handles");
-/// WebAuthn credential id to user id: a credential belongs to one account only.
-const CREDENTIALS: TableDefinition<&str, &str> = TableDefinition::new("webauthn_credentials");
-const CHALLENGES: Json = TableDefinition::new("challenges");
-/// `IDP` 0x1f `SUBJECT` to the local user an upstream account is linked to.
-const LINKS: TableDefinition<&str, &str> = TableDefinition::new("identity_links");
-/// Provisioning events in the order they were emitted.
-const PROVISIONING: TableDefinition<u64, &[u8]> = TableDefinition::new("provisioning_outbox");
-/// Provisioning events that failed for good, by their outbox sequence number.
-const DEAD_LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("provisioning_dead_letters");
-/// `TARGET` 0x1f `LOCAL` (`user:ID`, `group:ROLE`) to the id the target gave it.
-const REMOTE_IDS: TableDefinition<&str, &str> = TableDefinition::new("provisioning_remote_ids");
-/// Flow versions that were live: version → IR (JSON text).
-const FLOW_VERSIONS: TableDefinition<&str, &str> = TableDefinition::new("flow_versions");
-const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
-/// Bookkeeping: the flush counter a group-commit flush writes.
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+use super::tables::{self, Backend, Kind, Log, Stored, Table, Tables};
+use super::{StoreError, StoreResult};
 
 /// The default page cache: 128 MiB.
 pub const DEFAULT_CACHE_BYTES: usize = 128 * 1024 * 1024;
@@ -91,12 +53,22 @@ fn fail(error: impl std::fmt::Display) -> StoreError {
     StoreError::Failed(error.to_string())
 }
 
-fn encode<T: Serialize>(value: &T) -> StoreResult<Vec<u8>> {
-    serde_json::to_vec(value).map_err(fail)
+// Each kind of table is a redb table of its natural types (the file format predates
+// `tables`, and stays).
+fn json_table(table: Table) -> TableDefinition<'static, &'static str, &'static [u8]> {
+    TableDefinition::new(table.name)
 }
 
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Failed(format!("corrupt record: {e}")))
+fn text_table(table: Table) -> TableDefinition<'static, &'static str, &'static str> {
+    TableDefinition::new(table.name)
+}
+
+fn number_table(table: Table) -> TableDefinition<'static, &'static str, u64> {
+    TableDefinition::new(table.name)
+}
+
+fn log_table(log: Log) -> TableDefinition<'static, u64, &'static [u8]> {
+    TableDefinition::new(log.name)
 }
 
 impl EmbeddedStore {
@@ -123,24 +95,17 @@ impl EmbeddedStore {
                 other => StoreError::Failed(format!("cannot open {}: {other}", path.display())),
             })?;
         let txn = db.begin_write().map_err(fail)?;
-        for table in [
-            USERS, ROLES, SESSIONS, LOGINS, CODES, REFRESH, KEYS, FACTORS, CHALLENGES,
-        ] {
-            txn.open_table(table).map_err(fail)?;
+        for table in tables::ALL_TABLES {
+            match table.kind {
+                Kind::Json => txn.open_table(json_table(*table)).map(drop),
+                Kind::Text => txn.open_table(text_table(*table)).map(drop),
+                Kind::Number => txn.open_table(number_table(*table)).map(drop),
+            }
+            .map_err(fail)?;
         }
-        txn.open_table(USERNAMES).map_err(fail)?;
-        txn.open_table(EMAILS).map_err(fail)?;
-        txn.open_table(HANDLES).map_err(fail)?;
-        txn.open_table(CREDENTIALS).map_err(fail)?;
-        txn.open_table(LINKS).map_err(fail)?;
-        txn.open_table(PROVISIONING).map_err(fail)?;
-        txn.open_table(DEAD_LETTERS).map_err(fail)?;
-        txn.open_table(REMOTE_IDS).map_err(fail)?;
-        txn.open_table(FAMILIES).map_err(fail)?;
-        txn.open_table(REVOKED_ACCESS).map_err(fail)?;
-        txn.open_table(AUDIT).map_err(fail)?;
-        txn.open_table(META).map_err(fail)?;
-        txn.open_table(FLOW_VERSIONS).map_err(fail)?;
+        for log in tables::ALL_LOGS {
+            txn.open_table(log_table(*log)).map_err(fail)?;
+        }
         txn.commit().map_err(fail)?;
         Ok(EmbeddedStore {
             db,
@@ -187,1018 +152,293 @@ impl EmbeddedStore {
     /// An `Immediate` commit: persists every commit before it.
     fn flush(&self, counter: u64) -> StoreResult<()> {
         let txn = self.db.begin_write().map_err(fail)?;
-        txn.open_table(META)
+        txn.open_table(number_table(tables::META))
             .map_err(fail)?
             .insert("flushes", counter)
             .map_err(fail)?;
         txn.commit().map_err(fail)
     }
+}
 
-    fn get<T: DeserializeOwned>(&self, table: Json, key: &str) -> StoreResult<Option<T>> {
+impl Backend for EmbeddedStore {
+    fn read<R>(&self, read: impl FnOnce(&dyn Tables) -> StoreResult<R>) -> StoreResult<R> {
         let txn = self.db.begin_read().map_err(fail)?;
-        let table = txn.open_table(table).map_err(fail)?;
-        match table.get(key).map_err(fail)? {
-            Some(value) => decode(value.value()).map(Some),
-            None => Ok(None),
-        }
+        read(&Reading(&txn))
     }
 
-    fn all<T: DeserializeOwned>(&self, table: Json) -> StoreResult<Vec<T>> {
-        let txn = self.db.begin_read().map_err(fail)?;
-        let table = txn.open_table(table).map_err(fail)?;
+    fn write<R>(
+        &self,
+        durable: bool,
+        mut write: impl FnMut(&dyn Tables) -> StoreResult<(R, bool)>,
+    ) -> StoreResult<R> {
+        let txn = self.begin()?;
+        // An error drops `txn`, which aborts it.
+        let (result, changed) = write(&Writing(&txn))?;
+        if !changed {
+            txn.abort().map_err(fail)?;
+        } else if durable {
+            self.finish(txn)?;
+        } else {
+            txn.commit().map_err(fail)?;
+        }
+        Ok(result)
+    }
+}
+
+/// A read-only transaction as [`Tables`].
+struct Reading<'a>(&'a ReadTransaction);
+
+/// A write transaction as [`Tables`].
+struct Writing<'a>(&'a WriteTransaction);
+
+fn read_only() -> StoreError {
+    StoreError::Failed("a write in a read-only transaction".into())
+}
+
+/// The value of `key` in a string-keyed table, whatever its kind.
+macro_rules! get_any {
+    ($txn:expr, $table:expr, $key:expr) => {{
+        let (table, key): (Table, &str) = ($table, $key);
+        match table.kind {
+            Kind::Json => $txn
+                .open_table(json_table(table))
+                .map_err(fail)?
+                .get(key)
+                .map_err(fail)?
+                .map(|v| Stored::Json(v.value().to_vec())),
+            Kind::Text => $txn
+                .open_table(text_table(table))
+                .map_err(fail)?
+                .get(key)
+                .map_err(fail)?
+                .map(|v| Stored::Text(v.value().to_string())),
+            Kind::Number => $txn
+                .open_table(number_table(table))
+                .map_err(fail)?
+                .get(key)
+                .map_err(fail)?
+                .map(|v| Stored::Number(v.value())),
+        }
+    }};
+}
+
+/// The entries of a string-keyed table in `start..end` (or `start..`).
+macro_rules! range_any {
+    ($txn:expr, $table:expr, $start:expr, $end:expr) => {{
+        let (table, start, end): (Table, &str, Option<&str>) = ($table, $start, $end);
         let mut out = Vec::new();
-        for entry in table.iter().map_err(fail)? {
-            let (_, value) = entry.map_err(fail)?;
-            out.push(decode(value.value())?);
-        }
-        Ok(out)
-    }
-}
-
-fn put<T: Serialize>(txn: &WriteTransaction, table: Json, key: &str, value: &T) -> StoreResult<()> {
-    let bytes = encode(value)?;
-    txn.open_table(table)
-        .map_err(fail)?
-        .insert(key, bytes.as_slice())
-        .map_err(fail)?;
-    Ok(())
-}
-
-fn get_in<T: DeserializeOwned>(
-    txn: &WriteTransaction,
-    table: Json,
-    key: &str,
-) -> StoreResult<Option<T>> {
-    let table = txn.open_table(table).map_err(fail)?;
-    let value = table.get(key).map_err(fail)?;
-    match value {
-        Some(value) => decode(value.value()).map(Some),
-        None => Ok(None),
-    }
-}
-
-fn remove(txn: &WriteTransaction, table: Json, key: &str) -> StoreResult<()> {
-    txn.open_table(table)
-        .map_err(fail)?
-        .remove(key)
-        .map_err(fail)?;
-    Ok(())
-}
-
-/// Claims `name` in an index for `id`; fails if another id holds it.
-fn claim_name(
-    txn: &WriteTransaction,
-    index: TableDefinition<&str, &str>,
-    name: &str,
-    id: &str,
-    what: &str,
-) -> StoreResult<()> {
-    if name.is_empty() {
-        return Ok(());
-    }
-    let key = name.to_lowercase();
-    let mut table = txn.open_table(index).map_err(fail)?;
-    let holder = table
-        .get(key.as_str())
-        .map_err(fail)?
-        .map(|v| v.value().to_string());
-    if let Some(holder) = holder
-        && holder != id
-    {
-        return Err(StoreError::Failed(format!("the {what} `{name}` is taken")));
-    }
-    table.insert(key.as_str(), id).map_err(fail)?;
-    Ok(())
-}
-
-/// Fails if `name` is held in `other` (usernames and emails must not shadow each other: a
-/// login by name looks in both).
-fn not_held_by_another(
-    txn: &WriteTransaction,
-    other: TableDefinition<&str, &str>,
-    name: &str,
-    id: &str,
-) -> StoreResult<()> {
-    if name.is_empty() {
-        return Ok(());
-    }
-    let table = txn.open_table(other).map_err(fail)?;
-    let holder = table
-        .get(name.to_lowercase().as_str())
-        .map_err(fail)?
-        .map(|v| v.value().to_string());
-    match holder {
-        Some(holder) if holder != id => Err(StoreError::Failed(format!(
-            "`{name}` is another user's username or email"
-        ))),
-        _ => Ok(()),
-    }
-}
-
-fn release_name(
-    txn: &WriteTransaction,
-    index: TableDefinition<&str, &str>,
-    name: &str,
-) -> StoreResult<()> {
-    if !name.is_empty() {
-        let key = name.to_lowercase();
-        txn.open_table(index)
-            .map_err(fail)?
-            .remove(key.as_str())
-            .map_err(fail)?;
-    }
-    Ok(())
-}
-
-fn write_user(txn: &WriteTransaction, user: &User, old: Option<&User>) -> StoreResult<()> {
-    if let Some(old) = old {
-        if !old.username.eq_ignore_ascii_case(&user.username) {
-            release_name(txn, USERNAMES, &old.username)?;
-        }
-        if !old.email.eq_ignore_ascii_case(&user.email) {
-            release_name(txn, EMAILS, &old.email)?;
-        }
-    }
-    not_held_by_another(txn, EMAILS, &user.username, &user.id)?;
-    not_held_by_another(txn, USERNAMES, &user.email, &user.id)?;
-    claim_name(txn, USERNAMES, &user.username, &user.id, "username")?;
-    claim_name(txn, EMAILS, &user.email, &user.id, "email")?;
-    put(txn, USERS, &user.id, user)
-}
-
-fn update_user(
-    txn: &WriteTransaction,
-    id: &str,
-    change: impl FnOnce(&mut User),
-) -> StoreResult<()> {
-    let mut user: User =
-        get_in(txn, USERS, id)?.ok_or_else(|| StoreError::Failed(format!("no user `{id}`")))?;
-    change(&mut user);
-    put(txn, USERS, id, &user)
-}
-
-fn revoke_family(txn: &WriteTransaction, family: &str) -> StoreResult<()> {
-    txn.open_table(FAMILIES)
-        .map_err(fail)?
-        .remove(family)
-        .map_err(fail)?;
-    Ok(())
-}
-
-fn family_live(txn: &WriteTransaction, family: &str) -> StoreResult<bool> {
-    Ok(txn
-        .open_table(FAMILIES)
-        .map_err(fail)?
-        .get(family)
-        .map_err(fail)?
-        .is_some())
-}
-
-/// Records that `name` in `table` belongs to `user`; a name another user holds fails the batch.
-fn claim_owner(
-    txn: &WriteTransaction,
-    table: TableDefinition<&str, &str>,
-    name: &str,
-    user: &str,
-    what: &str,
-) -> StoreResult<()> {
-    let mut owners = txn.open_table(table).map_err(fail)?;
-    let owner = owners
-        .get(name)
-        .map_err(fail)?
-        .map(|v| v.value().to_string());
-    if owner.as_ref().is_some_and(|owner| owner != user) {
-        return Err(StoreError::Conflict(format!(
-            "that {what} is registered to another account"
-        )));
-    }
-    owners.insert(name, user).map_err(fail)?;
-    Ok(())
-}
-
-/// Removes `key` from `table`; a key already gone fails the batch with a conflict (what makes
-/// a challenge or a replaced session usable once).
-fn take(txn: &WriteTransaction, table: Json, key: &str, gone: &str) -> StoreResult<()> {
-    let found = txn
-        .open_table(table)
-        .map_err(fail)?
-        .remove(key)
-        .map_err(fail)?
-        .is_some();
-    if found {
-        Ok(())
-    } else {
-        Err(StoreError::Conflict(gone.into()))
-    }
-}
-
-/// The key range holding exactly one user's factors (`USER/...`; `0` follows `/`).
-fn factor_range(user: &str) -> (String, String) {
-    (format!("{user}/"), format!("{user}0"))
-}
-
-/// Appends `value` under the next sequence number of a log table (audit, provisioning).
-fn append<T: Serialize>(
-    txn: &WriteTransaction,
-    table: TableDefinition<u64, &[u8]>,
-    value: &T,
-) -> StoreResult<()> {
-    let mut table = txn.open_table(table).map_err(fail)?;
-    let next = table
-        .last()
-        .map_err(fail)?
-        .map(|(key, _)| key.value() + 1)
-        .unwrap_or(1);
-    let bytes = encode(value)?;
-    table.insert(next, bytes.as_slice()).map_err(fail)?;
-    Ok(())
-}
-
-/// The key of an upstream account: identity provider names cannot contain 0x1f.
-fn link_key(idp: &str, subject: &str) -> String {
-    format!("{idp}\u{1f}{subject}")
-}
-
-fn factor_key(user: &str, id: &str) -> String {
-    format!("{user}/{id}")
-}
-
-/// Reads a factor, changes it, and writes it back; a missing factor fails the batch.
-fn update_factor(
-    txn: &WriteTransaction,
-    user: &str,
-    id: &str,
-    change: impl FnOnce(&mut Factor) -> StoreResult<()>,
-) -> StoreResult<()> {
-    let key = factor_key(user, id);
-    let mut factor: Factor = get_in(txn, FACTORS, &key)?
-        .ok_or_else(|| StoreError::Conflict(format!("factor {id} of {user} is gone")))?;
-    change(&mut factor)?;
-    put(txn, FACTORS, &key, &factor)
-}
-
-fn apply(txn: &WriteTransaction, write: Write) -> StoreResult<()> {
-    match write {
-        Write::CreateUser(user) => {
-            if get_in::<User>(txn, USERS, &user.id)?.is_some() {
-                return Err(StoreError::Failed(format!(
-                    "the user id `{}` is taken",
-                    user.id
-                )));
-            }
-            write_user(txn, &user, None)
-        }
-        Write::DeleteUser(id) => {
-            let user: User = get_in(txn, USERS, &id)?
-                .ok_or_else(|| StoreError::Conflict(format!("no user `{id}`")))?;
-            release_name(txn, USERNAMES, &user.username)?;
-            release_name(txn, EMAILS, &user.email)?;
-            remove(txn, USERS, &id)?;
-            let (start, end) = factor_range(&id);
-            let mut factors = Vec::new();
-            for entry in txn
-                .open_table(FACTORS)
-                .map_err(fail)?
-                .range(start.as_str()..end.as_str())
-                .map_err(fail)?
-            {
-                let (key, value) = entry.map_err(fail)?;
-                let factor: Factor = decode(value.value())?;
-                factors.push((key.value().to_string(), factor.credential_id));
-            }
-            for (key, credential) in factors {
-                remove(txn, FACTORS, &key)?;
-                if let Some(credential) = credential {
-                    txn.open_table(CREDENTIALS)
-                        .map_err(fail)?
-                        .remove(credential.as_str())
-                        .map_err(fail)?;
+        macro_rules! scan {
+            ($opened:expr, $wrap:expr) => {{
+                let opened = $opened.map_err(fail)?;
+                let entries = match end {
+                    Some(end) => opened.range(start..end).map_err(fail)?,
+                    None => opened.range(start..).map_err(fail)?,
+                };
+                for entry in entries {
+                    let (key, value) = entry.map_err(fail)?;
+                    out.push((key.value().to_string(), $wrap(value.value())));
                 }
-            }
-            txn.open_table(LINKS)
-                .map_err(fail)?
-                .retain(|_, user| user != id)
-                .map_err(fail)?;
-            apply(
-                txn,
-                Write::EndUserSessions {
-                    user: id,
-                    except: None,
-                },
-            )
+            }};
         }
-        Write::ReplaceUser { user, expected } => {
-            let old: User = get_in(txn, USERS, &user.id)?
-                .ok_or_else(|| StoreError::Conflict(format!("no user `{}`", user.id)))?;
-            if old != *expected {
-                return Err(StoreError::Conflict(format!(
-                    "the user `{}` changed meanwhile",
-                    user.id
-                )));
-            }
-            write_user(txn, &user, Some(&old))
+        match table.kind {
+            Kind::Json => scan!($txn.open_table(json_table(table)), |v: &[u8]| Stored::Json(
+                v.to_vec()
+            )),
+            Kind::Text => scan!($txn.open_table(text_table(table)), |v: &str| Stored::Text(
+                v.to_string()
+            )),
+            Kind::Number => scan!($txn.open_table(number_table(table)), Stored::Number),
         }
-        Write::UpdateUser(user) => {
-            let old: User = get_in(txn, USERS, &user.id)?
-                .ok_or_else(|| StoreError::Failed(format!("no user `{}`", user.id)))?;
-            write_user(txn, &user, Some(&old))
-        }
-        Write::RecordFailure {
-            user,
-            lock_after,
-            lock_seconds,
-            now,
-        } => update_user(txn, &user, |user| {
-            user.failed_attempts = user.failed_attempts.saturating_add(1);
-            if lock_after.is_some_and(|limit| user.failed_attempts >= limit) {
-                user.locked_until = now.saturating_add(lock_seconds);
-                user.failed_attempts = 0;
-            }
-        }),
-        Write::ResetFailures(user) => update_user(txn, &user, |user| user.failed_attempts = 0),
-        Write::RehashPassword { user, old, new } => update_user(txn, &user, |user| {
-            if user.password_hash.as_deref() == Some(old.as_str()) {
-                user.password_hash = Some(new);
-            }
-        }),
-        Write::LockUser { user, until } => update_user(txn, &user, |user| {
-            user.locked_until = user.locked_until.max(until);
-        }),
-        Write::GrantRole { user, role } => update_user(txn, &user, |user| {
-            if !user.roles.contains(&role) {
-                user.roles.push(role);
-            }
-        }),
-        Write::RevokeRole { user, role } => {
-            update_user(txn, &user, |user| user.roles.retain(|r| *r != role))
-        }
-        Write::PutRole(role) => put(txn, ROLES, &role.name.clone(), &role),
-        Write::CreateRole(role) => {
-            if get_in::<Role>(txn, ROLES, &role.name)?.is_some() {
-                return Err(StoreError::Failed(format!(
-                    "the role name `{}` is taken",
-                    role.name
-                )));
-            }
-            put(txn, ROLES, &role.name.clone(), &role)
-        }
-        Write::PutSession(session) => put(txn, SESSIONS, &session.key.clone(), &session),
-        Write::DeleteSession(key) => remove(txn, SESSIONS, &key),
-        Write::AddSamlParticipant {
-            session,
-            participant,
-        } => {
-            let Some(mut found) = get_in::<Session>(txn, SESSIONS, &session)? else {
-                return Ok(());
-            };
-            found.saml.retain(|p| p.sp != participant.sp);
-            found.saml.push(participant);
-            put(txn, SESSIONS, &session, &found)
-        }
-        Write::PutLogin(login) => put(txn, LOGINS, &login.key.clone(), &login),
-        Write::AdvanceLogin { key, seq, next } => {
-            let current: Option<Login> = get_in(txn, LOGINS, &key)?;
-            if current.map(|login| login.seq) != Some(seq) {
-                return Err(StoreError::Conflict(
-                    "the login moved on in another request".into(),
-                ));
-            }
-            match next {
-                Some(next) => put(txn, LOGINS, &key, &next),
-                None => remove(txn, LOGINS, &key),
-            }
-        }
-        Write::PutCode(code) => put(txn, CODES, &code.key.clone(), &code),
-        Write::PutRefresh(token) => {
-            if !family_live(txn, &token.family)? {
-                return Err(StoreError::Conflict(format!(
-                    "refresh family {} is not live",
-                    token.family
-                )));
-            }
-            put(txn, REFRESH, &token.key.clone(), &token)
-        }
-        Write::RevokeFamily(family) => revoke_family(txn, &family),
-        Write::RevokeAccess { jti, expires } => {
-            txn.open_table(REVOKED_ACCESS)
-                .map_err(fail)?
-                .insert(jti.as_str(), expires)
-                .map_err(fail)?;
-            Ok(())
-        }
-        Write::PutKey(key) => put(txn, KEYS, &key.kid.clone(), &key),
-        Write::PutFlowVersion { version, ir } => {
-            txn.open_table(FLOW_VERSIONS)
-                .map_err(fail)?
-                .insert(version.as_str(), ir.as_str())
-                .map_err(fail)?;
-            Ok(())
-        }
-        Write::PutFactor(factor) => {
-            if let Some(handle) = &factor.user_handle {
-                claim_owner(txn, HANDLES, handle, &factor.user, "WebAuthn user handle")?;
-            }
-            if let Some(credential) = &factor.credential_id {
-                claim_owner(txn, CREDENTIALS, credential, &factor.user, "passkey")?;
-            }
-            put(txn, FACTORS, &factor_key(&factor.user, &factor.id), &factor)
-        }
-        Write::DeleteFactor { user, id } => {
-            let key = factor_key(&user, &id);
-            let credential =
-                get_in::<Factor>(txn, FACTORS, &key)?.and_then(|factor| factor.credential_id);
-            remove(txn, FACTORS, &key)?;
-            if let Some(credential) = credential {
-                // Freed only when no other factor of the user still names it.
-                let (start, end) = factor_range(&user);
-                let mut still_used = false;
-                let factors = txn.open_table(FACTORS).map_err(fail)?;
-                for entry in factors.range(start.as_str()..end.as_str()).map_err(fail)? {
-                    let (_, value) = entry.map_err(fail)?;
-                    let other: Factor = decode(value.value())?;
-                    still_used |= other.credential_id.as_deref() == Some(credential.as_str());
-                }
-                if !still_used {
-                    txn.open_table(CREDENTIALS)
-                        .map_err(fail)?
-                        .remove(credential.as_str())
-                        .map_err(fail)?;
-                }
-            }
-            Ok(())
-        }
-        Write::EndUserSessions { user, except } => {
-            // Sessions and refresh tokens are keyed by their secret's hash, not by user: scans,
-            // for a rare event.
-            let mut sessions = txn.open_table(SESSIONS).map_err(fail)?;
-            sessions
-                .retain(|key, value| {
-                    except.as_deref() == Some(key)
-                        || serde_json::from_slice::<Session>(value).map_or(true, |s| s.user != user)
-                })
-                .map_err(fail)?;
-            let mut families = Vec::new();
-            for entry in txn
-                .open_table(REFRESH)
-                .map_err(fail)?
-                .iter()
-                .map_err(fail)?
-            {
-                let (_, value) = entry.map_err(fail)?;
-                if let Ok(token) = serde_json::from_slice::<RefreshToken>(value.value())
-                    && token.authentication.user == user
-                {
-                    families.push(token.family);
-                }
-            }
-            for family in families {
-                revoke_family(txn, &family)?;
-            }
-            Ok(())
-        }
-        Write::TakeSession(key) => take(
-            txn,
-            SESSIONS,
-            &key,
-            "the session this sign-in builds on has ended",
-        ),
-        Write::UseTotpStep {
-            user,
-            id,
-            step,
-            now,
-        } => update_factor(txn, &user, &id, |factor| {
-            if step <= factor.last_step {
-                return Err(StoreError::Conflict(
-                    "that TOTP code was already used".into(),
-                ));
-            }
-            factor.last_step = step;
-            factor.last_used = now;
-            Ok(())
-        }),
-        Write::UseRecoveryCode {
-            user,
-            id,
-            hash,
-            now,
-        } => update_factor(txn, &user, &id, |factor| {
-            let before = factor.code_hashes.len();
-            factor.code_hashes.retain(|h| *h != hash);
-            if factor.code_hashes.len() == before {
-                return Err(StoreError::Conflict(
-                    "that recovery code was already used".into(),
-                ));
-            }
-            factor.last_used = now;
-            Ok(())
-        }),
-        Write::UsePasskey {
-            user,
-            id,
-            passkey,
-            counter,
-            now,
-        } => update_factor(txn, &user, &id, |factor| {
-            if (counter != 0 || factor.counter != 0) && counter <= factor.counter {
-                return Err(StoreError::Conflict(format!(
-                    "passkey counter {counter} does not exceed {}",
-                    factor.counter
-                )));
-            }
-            factor.counter = counter;
-            factor.passkey = Some(passkey);
-            factor.last_used = now;
-            Ok(())
-        }),
-        Write::PutChallenge(challenge) => put(txn, CHALLENGES, &challenge.key.clone(), &challenge),
-        Write::TakeChallenge(key) => take(txn, CHALLENGES, &key, "the challenge was already used"),
-        Write::RecordOnce { seen, now } => {
-            let live = get_in::<Challenge>(txn, CHALLENGES, &seen.key)?
-                .is_some_and(|existing| existing.expires > now);
-            if live {
-                return Err(StoreError::Conflict(format!(
-                    "{} was already seen",
-                    seen.key
-                )));
-            }
-            put(txn, CHALLENGES, &seen.key.clone(), &seen)
-        }
-        Write::Audit(event) => append(txn, AUDIT, &event),
-        Write::LinkIdentity { idp, subject, user } => {
-            txn.open_table(LINKS)
-                .map_err(fail)?
-                .insert(link_key(&idp, &subject).as_str(), user.as_str())
-                .map_err(fail)?;
-            Ok(())
-        }
-        Write::QueueProvisioning(event) => {
-            // Sequence numbers come from a counter, not the last key: an emptied outbox must
-            // not hand out a number a dead letter already holds.
-            let mut meta = txn.open_table(META).map_err(fail)?;
-            let last_key = txn
-                .open_table(PROVISIONING)
+        out
+    }};
+}
+
+macro_rules! log_reads {
+    () => {
+        fn log_last(&self, log: Log) -> StoreResult<Option<u64>> {
+            Ok(self
+                .0
+                .open_table(log_table(log))
                 .map_err(fail)?
                 .last()
                 .map_err(fail)?
-                .map(|(key, _)| key.value())
-                .unwrap_or(0);
-            let counter = meta
-                .get(PROVISIONING_SEQ)
-                .map_err(fail)?
-                .map(|v| v.value())
-                .unwrap_or(0);
-            let next = counter.max(last_key) + 1;
-            meta.insert(PROVISIONING_SEQ, next).map_err(fail)?;
-            let bytes = encode(&event)?;
-            txn.open_table(PROVISIONING)
-                .map_err(fail)?
-                .insert(next, bytes.as_slice())
-                .map_err(fail)?;
-            Ok(())
+                .map(|(key, _)| key.value()))
         }
-        Write::AckProvisioning(seqs) => {
-            let mut table = txn.open_table(PROVISIONING).map_err(fail)?;
-            for seq in seqs {
-                table.remove(seq).map_err(fail)?;
-            }
-            Ok(())
+
+        fn log_get(&self, log: Log, seq: u64) -> StoreResult<Option<Vec<u8>>> {
+            Ok(self
+                .0
+                .open_table(log_table(log))
+                .map_err(fail)?
+                .get(seq)
+                .map_err(fail)?
+                .map(|v| v.value().to_vec()))
         }
-        Write::RetryProvisioning {
-            seq,
-            attempts,
-            not_before,
-            error,
-        } => {
-            let mut table = txn.open_table(PROVISIONING).map_err(fail)?;
-            let found = table.get(seq).map_err(fail)?.map(|v| v.value().to_vec());
-            let Some(bytes) = found else {
-                return Ok(());
+
+        fn log_scan(
+            &self,
+            log: Log,
+            newest_first: bool,
+            each: &mut dyn FnMut(u64, &[u8]) -> StoreResult<bool>,
+        ) -> StoreResult<()> {
+            let table = self.0.open_table(log_table(log)).map_err(fail)?;
+            let entries = table.iter().map_err(fail)?;
+            let mut visit = |entry: Result<_, redb::StorageError>| -> StoreResult<bool> {
+                let (key, value): (redb::AccessGuard<u64>, redb::AccessGuard<&[u8]>) =
+                    entry.map_err(fail)?;
+                each(key.value(), value.value())
             };
-            let mut event: ProvisioningEvent = decode(&bytes)?;
-            event.attempts = attempts;
-            event.not_before = not_before;
-            event.last_error = error;
-            let bytes = encode(&event)?;
-            table.insert(seq, bytes.as_slice()).map_err(fail)?;
-            Ok(())
-        }
-        Write::DeadLetter {
-            seq,
-            attempts,
-            error,
-        } => {
-            let found = txn
-                .open_table(PROVISIONING)
-                .map_err(fail)?
-                .remove(seq)
-                .map_err(fail)?
-                .map(|v| v.value().to_vec());
-            let Some(bytes) = found else {
-                return Ok(());
-            };
-            let mut event: ProvisioningEvent = decode(&bytes)?;
-            event.attempts = attempts;
-            event.last_error = error;
-            let bytes = encode(&event)?;
-            txn.open_table(DEAD_LETTERS)
-                .map_err(fail)?
-                .insert(seq, bytes.as_slice())
-                .map_err(fail)?;
-            Ok(())
-        }
-        Write::Requeue(seq) => {
-            let found = txn
-                .open_table(DEAD_LETTERS)
-                .map_err(fail)?
-                .remove(seq)
-                .map_err(fail)?
-                .map(|v| v.value().to_vec())
-                .ok_or_else(|| StoreError::Conflict(format!("no dead letter {seq}")))?;
-            let mut event: ProvisioningEvent = decode(&found)?;
-            event.attempts = 0;
-            event.not_before = 0;
-            let bytes = encode(&event)?;
-            txn.open_table(PROVISIONING)
-                .map_err(fail)?
-                .insert(seq, bytes.as_slice())
-                .map_err(fail)?;
-            Ok(())
-        }
-        Write::PutRemoteId {
-            target,
-            local,
-            remote,
-        } => {
-            txn.open_table(REMOTE_IDS)
-                .map_err(fail)?
-                .insert(link_key(&target, &local).as_str(), remote.as_str())
-                .map_err(fail)?;
-            Ok(())
-        }
-        Write::DeleteRemoteId { target, local } => {
-            txn.open_table(REMOTE_IDS)
-                .map_err(fail)?
-                .remove(link_key(&target, &local).as_str())
-                .map_err(fail)?;
-            Ok(())
-        }
-        Write::DeleteRole(name) => {
-            let holders: Vec<User> = {
-                let table = txn.open_table(USERS).map_err(fail)?;
-                let mut holders = Vec::new();
-                for entry in table.iter().map_err(fail)? {
-                    let (_, value) = entry.map_err(fail)?;
-                    let user: User = decode(value.value())?;
-                    if user.roles.contains(&name) {
-                        holders.push(user);
+            if newest_first {
+                for entry in entries.rev() {
+                    if !visit(entry)? {
+                        break;
                     }
                 }
-                holders
-            };
-            for user in holders {
-                update_user(txn, &user.id, |user| user.roles.retain(|r| *r != name))?;
+            } else {
+                for entry in entries {
+                    if !visit(entry)? {
+                        break;
+                    }
+                }
             }
-            remove(txn, ROLES, &name)
+            Ok(())
         }
-    }
+    };
 }
 
-/// The META key of the provisioning outbox's last sequence number.
-const PROVISIONING_SEQ: &str = "provisioning_seq";
-
-/// Reads a log table (outbox, dead letters) in order, keeping what `keep` admits.
-fn read_log(
-    db: &Database,
-    table: TableDefinition<u64, &[u8]>,
-    limit: usize,
-    keep: impl Fn(&ProvisioningEvent) -> bool,
-) -> StoreResult<Vec<(u64, ProvisioningEvent)>> {
-    let txn = db.begin_read().map_err(fail)?;
-    let table = txn.open_table(table).map_err(fail)?;
-    let mut out = Vec::new();
-    for entry in table.iter().map_err(fail)? {
-        if out.len() >= limit {
-            break;
-        }
-        let (key, value) = entry.map_err(fail)?;
-        let event: ProvisioningEvent = decode(value.value())?;
-        if keep(&event) {
-            out.push((key.value(), event));
-        }
-    }
-    Ok(out)
-}
-
-impl Store for EmbeddedStore {
-    fn user(&self, id: &str) -> StoreResult<Option<User>> {
-        self.get(USERS, id)
+impl Tables for Reading<'_> {
+    fn get(&self, table: Table, key: &str) -> StoreResult<Option<Stored>> {
+        Ok(get_any!(self.0, table, key))
     }
 
-    fn user_by_login(&self, name: &str) -> StoreResult<Option<User>> {
-        let key = name.to_lowercase();
-        let id = {
-            let txn = self.db.begin_read().map_err(fail)?;
-            let by_name = txn.open_table(USERNAMES).map_err(fail)?;
-            let by_email = txn.open_table(EMAILS).map_err(fail)?;
-            let found = by_name.get(key.as_str()).map_err(fail)?;
-            match found {
-                Some(id) => Some(id.value().to_string()),
-                None => by_email
-                    .get(key.as_str())
-                    .map_err(fail)?
-                    .map(|id| id.value().to_string()),
-            }
-        };
-        match id {
-            Some(id) => self.user(&id),
-            None => Ok(None),
-        }
+    fn insert(&self, _: Table, _: &str, _: Stored) -> StoreResult<()> {
+        Err(read_only())
     }
 
-    fn users(&self) -> StoreResult<Vec<User>> {
-        self.all(USERS)
+    fn remove(&self, _: Table, _: &str) -> StoreResult<Option<Stored>> {
+        Err(read_only())
     }
 
-    fn role(&self, name: &str) -> StoreResult<Option<Role>> {
-        self.get(ROLES, name)
-    }
-
-    fn roles(&self) -> StoreResult<Vec<Role>> {
-        self.all(ROLES)
-    }
-
-    fn session(&self, id: &str) -> StoreResult<Option<Session>> {
-        self.get(SESSIONS, id)
-    }
-
-    fn login(&self, handle: &str) -> StoreResult<Option<Login>> {
-        self.get(LOGINS, handle)
-    }
-
-    fn code(&self, key: &str) -> StoreResult<Option<AuthCode>> {
-        self.get(CODES, key)
-    }
-
-    fn family_live(&self, family: &str) -> StoreResult<bool> {
-        let txn = self.db.begin_read().map_err(fail)?;
-        let table = txn.open_table(FAMILIES).map_err(fail)?;
-        Ok(table.get(family).map_err(fail)?.is_some())
-    }
-
-    fn refresh(&self, key: &str) -> StoreResult<Option<RefreshToken>> {
-        self.get(REFRESH, key)
-    }
-
-    fn access_revoked(&self, jti: &str) -> StoreResult<bool> {
-        let txn = self.db.begin_read().map_err(fail)?;
-        let table = txn.open_table(REVOKED_ACCESS).map_err(fail)?;
-        Ok(table.get(jti).map_err(fail)?.is_some())
-    }
-
-    fn keys(&self) -> StoreResult<Vec<KeyRecord>> {
-        self.all(KEYS)
-    }
-
-    fn flow_version(&self, version: &str) -> StoreResult<Option<String>> {
-        let txn = self.db.begin_read().map_err(fail)?;
-        let table = txn.open_table(FLOW_VERSIONS).map_err(fail)?;
-        Ok(table
-            .get(version)
-            .map_err(fail)?
-            .map(|ir| ir.value().to_string()))
-    }
-
-    fn audit_log(&self, limit: usize) -> StoreResult<Vec<AuditEvent>> {
-        let txn = self.db.begin_read().map_err(fail)?;
-        let table = txn.open_table(AUDIT).map_err(fail)?;
-        let mut out = Vec::new();
-        for entry in table.iter().map_err(fail)?.rev().take(limit) {
-            let (_, value) = entry.map_err(fail)?;
-            out.push(decode(value.value())?);
-        }
-        Ok(out)
-    }
-
-    fn factors(&self, user: &str) -> StoreResult<Vec<Factor>> {
-        let txn = self.db.begin_read().map_err(fail)?;
-        let table = txn.open_table(FACTORS).map_err(fail)?;
-        let (start, end) = factor_range(user);
-        let mut out: Vec<Factor> = Vec::new();
-        for entry in table.range(start.as_str()..end.as_str()).map_err(fail)? {
-            let (_, value) = entry.map_err(fail)?;
-            out.push(decode(value.value())?);
-        }
-        out.sort_by(|a, b| (a.created, a.kind, &a.id).cmp(&(b.created, b.kind, &b.id)));
-        Ok(out)
-    }
-
-    fn user_by_handle(&self, handle: &str) -> StoreResult<Option<String>> {
-        let txn = self.db.begin_read().map_err(fail)?;
-        let table = txn.open_table(HANDLES).map_err(fail)?;
-        Ok(table
-            .get(handle)
-            .map_err(fail)?
-            .map(|v| v.value().to_string()))
-    }
-
-    fn linked_user(&self, idp: &str, subject: &str) -> StoreResult<Option<String>> {
-        let txn = self.db.begin_read().map_err(fail)?;
-        let table = txn.open_table(LINKS).map_err(fail)?;
-        Ok(table
-            .get(link_key(idp, subject).as_str())
-            .map_err(fail)?
-            .map(|v| v.value().to_string()))
-    }
-
-    fn provisioning_events(&self, limit: usize) -> StoreResult<Vec<(u64, ProvisioningEvent)>> {
-        read_log(&self.db, PROVISIONING, limit, |_| true)
-    }
-
-    fn provisioning_due(
+    fn range(
         &self,
-        now: u64,
-        limit: usize,
-    ) -> StoreResult<Vec<(u64, ProvisioningEvent)>> {
-        read_log(&self.db, PROVISIONING, limit, |event| {
-            event.not_before <= now
+        table: Table,
+        start: &str,
+        end: Option<&str>,
+    ) -> StoreResult<Vec<(String, Stored)>> {
+        Ok(range_any!(self.0, table, start, end))
+    }
+
+    log_reads!();
+
+    fn log_insert(&self, _: Log, _: u64, _: &[u8]) -> StoreResult<()> {
+        Err(read_only())
+    }
+
+    fn log_remove(&self, _: Log, _: u64) -> StoreResult<Option<Vec<u8>>> {
+        Err(read_only())
+    }
+}
+
+impl Tables for Writing<'_> {
+    fn get(&self, table: Table, key: &str) -> StoreResult<Option<Stored>> {
+        Ok(get_any!(self.0, table, key))
+    }
+
+    fn insert(&self, table: Table, key: &str, value: Stored) -> StoreResult<()> {
+        match (table.kind, value) {
+            (Kind::Json, Stored::Json(bytes)) => self
+                .0
+                .open_table(json_table(table))
+                .map_err(fail)?
+                .insert(key, bytes.as_slice())
+                .map(drop),
+            (Kind::Text, Stored::Text(text)) => self
+                .0
+                .open_table(text_table(table))
+                .map_err(fail)?
+                .insert(key, text.as_str())
+                .map(drop),
+            (Kind::Number, Stored::Number(number)) => self
+                .0
+                .open_table(number_table(table))
+                .map_err(fail)?
+                .insert(key, number)
+                .map(drop),
+            (kind, value) => {
+                return Err(StoreError::Failed(format!(
+                    "{value:?} does not belong in {} ({kind:?})",
+                    table.name
+                )));
+            }
+        }
+        .map_err(fail)
+    }
+
+    fn remove(&self, table: Table, key: &str) -> StoreResult<Option<Stored>> {
+        Ok(match table.kind {
+            Kind::Json => self
+                .0
+                .open_table(json_table(table))
+                .map_err(fail)?
+                .remove(key)
+                .map_err(fail)?
+                .map(|v| Stored::Json(v.value().to_vec())),
+            Kind::Text => self
+                .0
+                .open_table(text_table(table))
+                .map_err(fail)?
+                .remove(key)
+                .map_err(fail)?
+                .map(|v| Stored::Text(v.value().to_string())),
+            Kind::Number => self
+                .0
+                .open_table(number_table(table))
+                .map_err(fail)?
+                .remove(key)
+                .map_err(fail)?
+                .map(|v| Stored::Number(v.value())),
         })
     }
 
-    fn dead_letters(&self, limit: usize) -> StoreResult<Vec<(u64, ProvisioningEvent)>> {
-        read_log(&self.db, DEAD_LETTERS, limit, |_| true)
+    fn range(
+        &self,
+        table: Table,
+        start: &str,
+        end: Option<&str>,
+    ) -> StoreResult<Vec<(String, Stored)>> {
+        Ok(range_any!(self.0, table, start, end))
     }
 
-    fn remote_id(&self, target: &str, local: &str) -> StoreResult<Option<String>> {
-        let txn = self.db.begin_read().map_err(fail)?;
-        let table = txn.open_table(REMOTE_IDS).map_err(fail)?;
-        Ok(table
-            .get(link_key(target, local).as_str())
+    log_reads!();
+
+    fn log_insert(&self, log: Log, seq: u64, value: &[u8]) -> StoreResult<()> {
+        self.0
+            .open_table(log_table(log))
             .map_err(fail)?
-            .map(|v| v.value().to_string()))
+            .insert(seq, value)
+            .map_err(fail)?;
+        Ok(())
     }
 
-    fn remote_ids(&self, target: &str, prefix: &str) -> StoreResult<Vec<(String, String)>> {
-        let txn = self.db.begin_read().map_err(fail)?;
-        let table = txn.open_table(REMOTE_IDS).map_err(fail)?;
-        let start = link_key(target, prefix);
-        let mut out = Vec::new();
-        for entry in table.range(start.as_str()..).map_err(fail)? {
-            let (key, value) = entry.map_err(fail)?;
-            let Some(local) = key.value().strip_prefix(&link_key(target, "")) else {
-                break;
-            };
-            if !local.starts_with(prefix) {
-                break;
-            }
-            out.push((local.to_string(), value.value().to_string()));
-        }
-        Ok(out)
-    }
-
-    fn sessions(&self) -> StoreResult<Vec<Session>> {
-        self.all(SESSIONS)
-    }
-
-    fn role_members(&self, role: &str) -> StoreResult<Vec<User>> {
-        let mut users = self.users()?;
-        users.retain(|user| user.roles.iter().any(|r| r == role));
-        Ok(users)
-    }
-
-    fn challenge(&self, key: &str, now: u64) -> StoreResult<Option<Challenge>> {
+    fn log_remove(&self, log: Log, seq: u64) -> StoreResult<Option<Vec<u8>>> {
         Ok(self
-            .get::<Challenge>(CHALLENGES, key)?
-            .filter(|c| c.expires > now))
-    }
-
-    fn commit(&self, batch: Batch) -> StoreResult<()> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let txn = self.begin()?;
-        for write in batch {
-            // An error drops `txn`, which aborts it: nothing of the batch is written.
-            apply(&txn, write)?;
-        }
-        self.finish(txn)
-    }
-
-    fn commit_unflushed(&self, batch: Batch) -> StoreResult<()> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let txn = self.begin()?;
-        for write in batch {
-            apply(&txn, write)?;
-        }
-        txn.commit().map_err(fail)
-    }
-
-    fn redeem_code(&self, key: &str, now: u64, issued: &IssuedByCode) -> StoreResult<Redemption> {
-        let txn = self.begin()?;
-        let Some(mut code) = get_in::<AuthCode>(&txn, CODES, key)? else {
-            return Ok(Redemption::Invalid);
-        };
-        if let Some(redeemed) = &code.redeemed {
-            // A second use: revoke what the first issued (RFC 6749 §4.1.2).
-            if let Some(family) = &redeemed.family {
-                revoke_family(&txn, family)?;
-            }
-            txn.open_table(REVOKED_ACCESS)
-                .map_err(fail)?
-                .insert(redeemed.jti.as_str(), redeemed.access_expires)
-                .map_err(fail)?;
-            self.finish(txn)?;
-            return Ok(Redemption::Reused);
-        }
-        if code.expires <= now {
-            remove(&txn, CODES, key)?;
-            self.finish(txn)?;
-            return Ok(Redemption::Invalid);
-        }
-        if let Some((family, expires)) = &issued.family {
-            txn.open_table(FAMILIES)
-                .map_err(fail)?
-                .insert(family.as_str(), *expires)
-                .map_err(fail)?;
-        }
-        code.redeemed = Some(Redeemed {
-            family: issued.family.as_ref().map(|(family, _)| family.clone()),
-            jti: issued.access.0.clone(),
-            access_expires: issued.access.1,
-        });
-        // Keep the spent code while what it issued lives, so a late reuse still revokes.
-        code.expires = issued
-            .family
-            .as_ref()
-            .map_or(issued.access.1, |(_, expires)| *expires)
-            .max(issued.access.1);
-        put(&txn, CODES, key, &code)?;
-        self.finish(txn)?;
-        Ok(Redemption::Fresh(Box::new(code)))
-    }
-
-    fn rotate_refresh(&self, key: &str, new_key: &str, now: u64) -> StoreResult<Rotation> {
-        let txn = self.begin()?;
-        let Some(mut token) = get_in::<RefreshToken>(&txn, REFRESH, key)? else {
-            return Ok(Rotation::Invalid);
-        };
-        if !family_live(&txn, &token.family)? || token.expires <= now {
-            return Ok(Rotation::Invalid);
-        }
-        if token.spent {
-            revoke_family(&txn, &token.family)?;
-            self.finish(txn)?;
-            return Ok(Rotation::Reused);
-        }
-        token.spent = true;
-        put(&txn, REFRESH, key, &token)?;
-        let next = RefreshToken {
-            key: new_key.to_string(),
-            spent: false,
-            ..token
-        };
-        put(&txn, REFRESH, new_key, &next)?;
-        self.finish(txn)?;
-        Ok(Rotation::Rotated(Box::new(next)))
-    }
-
-    fn purge_expired(&self, now: u64) -> StoreResult<usize> {
-        let txn = self.begin()?;
-        let mut removed = 0usize;
-        for table in [SESSIONS, LOGINS, CODES, REFRESH, CHALLENGES] {
-            let mut table = txn.open_table(table).map_err(fail)?;
-            table
-                .retain(|_, value| {
-                    let keep = serde_json::from_slice::<serde_json::Value>(value)
-                        .ok()
-                        .and_then(|v| v.get("expires").and_then(serde_json::Value::as_u64))
-                        .is_none_or(|expires| expires > now);
-                    removed += usize::from(!keep);
-                    keep
-                })
-                .map_err(fail)?;
-        }
-        for table in [FAMILIES, REVOKED_ACCESS] {
-            let mut table = txn.open_table(table).map_err(fail)?;
-            table
-                .retain(|_, expires| {
-                    let keep = expires > now;
-                    removed += usize::from(!keep);
-                    keep
-                })
-                .map_err(fail)?;
-        }
-        self.finish(txn)?;
-        Ok(removed)
+            .0
+            .open_table(log_table(log))
+            .map_err(fail)?
+            .remove(seq)
+            .map_err(fail)?
+            .map(|v| v.value().to_vec()))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Authentication;
+    use crate::store::tables::FAMILIES;
+    use crate::store::{
+        AuditEvent, AuthCode, Authentication, Challenge, Factor, IssuedByCode, Login, Redemption,
+        RefreshToken, Role, Rotation, Session, Store, User, Write,
+    };
 
     fn store() -> (EmbeddedStore, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!(
@@ -1212,7 +452,7 @@ mod tests {
     /// Starts a live refresh family, as a code redemption does.
     fn start_family(store: &EmbeddedStore, family: &str, expires: u64) {
         let txn = store.db.begin_write().expect("txn");
-        txn.open_table(FAMILIES)
+        txn.open_table(number_table(FAMILIES))
             .expect("table")
             .insert(family, expires)
             .expect("insert");

@@ -12,6 +12,7 @@
 
 pub mod embedded;
 pub mod records;
+pub mod tables;
 
 pub use embedded::EmbeddedStore;
 pub use records::*;
