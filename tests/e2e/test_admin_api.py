@@ -447,7 +447,9 @@ def test_the_audit_log_is_filtered_by_user_event_time_and_limit(srv):
     admin_id = admin.find("admin")["id"]
     ivy = admin.user("ivy", "ivy-password-123")
     admin.ok("PATCH", f"/users/{ivy['id']}", {"name": "Ivy"})
-    first = admin.audit(user=ivy["id"])
+    # The provisioning worker records its own outcome for the user whenever it runs: not
+    # part of what the admin did.
+    first = [e for e in admin.audit(user=ivy["id"]) if not e["event"].startswith("provisioning.")]
     assert [e["event"] for e in first] == ["user.update", "user.create"], first
     boundary = first[0]["time"]
     wait_for(lambda: time.time() >= boundary + 1.1, "the next second")
