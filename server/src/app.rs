@@ -18,6 +18,9 @@ use crate::store::{AuditEvent, EmbeddedStore, Role, Store, User, Write};
 pub struct App {
     /// The configuration, swapped whole by a reload; read it with [`App::config`].
     pub live_config: arc_swap::ArcSwap<ServerConfig>,
+    /// This process among the nodes sharing a store (random at each start): reload
+    /// announcements name it, so a node ignores its own.
+    pub node: String,
     /// The store.
     pub store: Arc<dyn Store>,
     /// Signing keys.
@@ -83,6 +86,11 @@ impl std::fmt::Display for StartError {
 
 /// Opens the store in the configured data directory.
 pub fn open_store(config: &ServerConfig) -> Result<Arc<dyn Store>, StartError> {
+    if let Some(postgres) = &config.postgres {
+        let store = crate::store::PostgresStore::open(&postgres.url.0, postgres.connections)
+            .map_err(|e| StartError(e.to_string()))?;
+        return Ok(Arc::new(store));
+    }
     let store = EmbeddedStore::open_with_cache(&config.data_dir, config.store_cache_bytes)
         .map_err(|e| StartError(e.to_string()))?;
     Ok(Arc::new(store))
@@ -122,6 +130,7 @@ pub fn start(config: ServerConfig, admin_password: Option<String>) -> Result<Sta
     )
     .map_err(|e| StartError(e.to_string()))?;
     let app = App {
+        node: crate::crypto::random_token(12),
         saml,
         federation,
         mfa,

@@ -93,6 +93,20 @@ impl Reloaded {
 /// live; otherwise the live ones stay and the error says why (a person's text: the first line
 /// is the reason, the rest the diagnostics).
 pub fn reload(app: &App) -> Result<Reloaded, String> {
+    let done = reload_here(app)?;
+    // The other nodes of a cluster read their files again too.
+    if let Err(error) = app.store.announce_reload(&app.node) {
+        tracing::error!(%error, "cannot announce the reload to the other nodes");
+    }
+    Ok(done)
+}
+
+/// What another node's announced reload does here: the same reload, announced to nobody.
+pub fn reload_announced(app: &App) -> Result<Reloaded, String> {
+    reload_here(app)
+}
+
+fn reload_here(app: &App) -> Result<Reloaded, String> {
     let _one_at_a_time = RELOADING.lock().unwrap_or_else(|e| e.into_inner());
     let running = app.config();
     let path = match &running.source {
@@ -174,6 +188,11 @@ fn restart_needed(running: &ServerConfig, read: &ServerConfig) -> Vec<String> {
         "data_dir",
         format!("{:?}", running.data_dir),
         format!("{:?}", read.data_dir),
+    );
+    check(
+        "store",
+        format!("{:?} {:?}", running.store_cache_bytes, running.postgres),
+        format!("{:?} {:?}", read.store_cache_bytes, read.postgres),
     );
     check(
         "tls",

@@ -516,3 +516,43 @@ fn flow_test_takes_files_and_refuses_to_pass_on_nothing() {
         stdout(&out)
     );
 }
+
+#[test]
+fn migrate_names_the_store_it_works_on_and_refuses_a_bad_store_section() {
+    let dir = scratch("migrate");
+    let embedded = idflow(&["migrate", "--config", "examples/quickstart/idflow.toml"]);
+    assert!(embedded.status.success(), "{}", stderr(&embedded));
+    assert_eq!(
+        stdout(&embedded),
+        "the embedded store needs no migrations\n"
+    );
+    for (section, why) in [
+        ("[store]\nkind = \"postgres\"\n", "needs url or url_env"),
+        (
+            "[store]\nkind = \"postgres\"\nurl = \"mysql://x\"\n",
+            "not a postgres:// or postgresql:// URL",
+        ),
+        (
+            "[store]\nkind = \"postgres\"\nurl_env = \"IDFLOW_TEST_NO_SUCH_VARIABLE\"\n",
+            "is not set",
+        ),
+        (
+            "[store]\nurl = \"postgres://x\"\n",
+            "only for `kind = \"postgres\"`",
+        ),
+    ] {
+        let config = dir.join("idflow.toml");
+        std::fs::write(&config, section).expect("write");
+        let refused = idflow(&["migrate", "--config", &config.to_string_lossy()]);
+        assert_eq!(refused.status.code(), Some(2), "{section}");
+        assert!(
+            stderr(&refused).contains(why),
+            "{section}: {}",
+            stderr(&refused)
+        );
+        assert!(
+            !stderr(&refused).contains("mysql://x"),
+            "a URL may hold a password"
+        );
+    }
+}

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 pub mod audit;
 pub mod flow;
 pub mod keys;
+pub mod migrate;
 pub mod provisioning;
 pub mod reload;
 pub mod serve;
@@ -43,6 +44,8 @@ pub enum Command {
     Keys(keys::KeysCommand),
     /// Print the newest audit log entries of a data directory.
     Audit(audit::AuditArgs),
+    /// Apply the PostgreSQL store's schema migrations (`serve` does it too, at start).
+    Migrate(migrate::MigrateArgs),
     /// Ask a running server to reload its configuration and flows (all checked first).
     Reload(reload::ReloadArgs),
     /// Show the provisioning outbox and dead letters of a data directory; retry dead letters.
@@ -91,6 +94,7 @@ pub fn main() -> ExitCode {
         Command::Role(command) => user::run_role(command),
         Command::Keys(command) => keys::run(command),
         Command::Audit(args) => audit::run(&args),
+        Command::Migrate(args) => migrate::run(&args),
         Command::Provisioning(command) => provisioning::run(command),
         Command::Reload(args) => reload::run(&args),
     };

@@ -172,6 +172,7 @@ async fn serve(app: Arc<App>, tls: Option<tokio_rustls::TlsAcceptor>, watch: boo
     if watch {
         tokio::spawn(reload_on_change(Arc::clone(&app)));
     }
+    follow_other_nodes(&app);
     let service =
         crate::http::router(app).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let served = match tls {
@@ -201,6 +202,49 @@ async fn serve(app: Arc<App>, tls: Option<tokio_rustls::TlsAcceptor>, watch: boo
             eprintln!("error: {error}");
             EXIT_USAGE
         }
+    }
+}
+
+/// Reloads whenever another node sharing the store announces that it reloaded (a PostgreSQL
+/// store: several nodes), so that a reload on one node reaches them all.
+fn follow_other_nodes(app: &Arc<App>) {
+    let follower = Arc::clone(app);
+    let heard = move |from: &str| {
+        if from == follower.node {
+            return;
+        }
+        let outcome = crate::reload::reload_announced(&follower);
+        let detail = match &outcome {
+            Ok(done) => {
+                serde_json::json!({ "by": "another node", "node": from, "generation": done.generation })
+            }
+            Err(error) => serde_json::json!({ "by": "another node", "node": from,
+                "refused": error.lines().next().unwrap_or_default() }),
+        };
+        let entry = crate::store::Write::Audit(crate::store::AuditEvent {
+            time: app::now(),
+            event: "config.reload".into(),
+            actor: "idflow".into(),
+            subject: String::new(),
+            ip: String::new(),
+            detail,
+        });
+        if let Err(error) = follower.store.commit(vec![entry]) {
+            tracing::error!(%error, "cannot audit a reload");
+        }
+        match outcome {
+            Ok(done) => tracing::info!(
+                node = from,
+                generation = done.generation,
+                "configuration reloaded after another node's reload"
+            ),
+            Err(error) => {
+                tracing::warn!(node = from, %error, "another node reloaded, but this node's files do not check; the live configuration stays")
+            }
+        }
+    };
+    if let Err(error) = app.store.on_reload_announced(Box::new(heard)) {
+        tracing::error!(%error, "cannot follow the other nodes' reloads");
     }
 }
 

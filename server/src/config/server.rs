@@ -106,6 +106,8 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// The embedded store's page cache, in bytes (`[store] cache_mib`, default 128).
     pub store_cache_bytes: usize,
+    /// The PostgreSQL store to use instead of the embedded one (`[store] kind = "postgres"`).
+    pub postgres: Option<PostgresSettings>,
     /// The flows.
     pub flows: FlowsSource,
     /// Native TLS, when configured.
@@ -281,6 +283,104 @@ struct LogSection {
 struct StoreSection {
     kind: Option<Spanned<String>>,
     cache_mib: Option<usize>,
+    url: Option<Spanned<String>>,
+    url_env: Option<Spanned<String>>,
+    connections: Option<usize>,
+}
+
+/// Where the PostgreSQL store is (`[store] kind = "postgres"`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct PostgresSettings {
+    /// The connection URL (`postgres://user:password@host:port/db`); it may hold a password,
+    /// so it is never printed.
+    pub url: super::federation::Secret,
+    /// Connections each node keeps open.
+    pub connections: usize,
+}
+
+impl std::fmt::Debug for PostgresSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresSettings")
+            .field("url", &self.url)
+            .field("connections", &self.connections)
+            .finish()
+    }
+}
+
+/// The PostgreSQL settings of `[store]`, when it names PostgreSQL; `kind` is `embedded` (the
+/// default) or `postgres`.
+fn postgres_settings(
+    section: &StoreSection,
+    at: &dyn Fn(std::ops::Range<usize>, String) -> ConfigError,
+) -> Result<Option<PostgresSettings>, ConfigError> {
+    let kind = section.kind.as_ref();
+    match kind.map(|k| k.get_ref().as_str()) {
+        None | Some("embedded") => {
+            for (given, name) in [
+                (section.url.as_ref().map(Spanned::span), "url"),
+                (section.url_env.as_ref().map(Spanned::span), "url_env"),
+            ] {
+                if let Some(span) = given {
+                    return Err(at(
+                        span,
+                        format!("store.{name}: only for `kind = \"postgres\"`"),
+                    ));
+                }
+            }
+            return Ok(None);
+        }
+        Some("postgres") => {}
+        Some(other) => {
+            return Err(at(
+                kind.map(Spanned::span).unwrap_or_default(),
+                format!(
+                    "store.kind: `{other}` is not available; use `embedded` (redb) or `postgres`"
+                ),
+            ));
+        }
+    }
+    let url = match (&section.url, &section.url_env) {
+        (Some(url), None) => url.get_ref().clone(),
+        (None, Some(variable)) => std::env::var(variable.get_ref()).map_err(|_| {
+            at(
+                variable.span(),
+                format!(
+                    "store.url_env: the environment variable `{}` is not set",
+                    variable.get_ref()
+                ),
+            )
+        })?,
+        (Some(url), Some(_)) => {
+            return Err(at(
+                url.span(),
+                "store: give url or url_env, not both".into(),
+            ));
+        }
+        (None, None) => {
+            return Err(ConfigError(
+                "store: `kind = \"postgres\"` needs url or url_env (postgres://user:password@host/db)"
+                    .into(),
+            ));
+        }
+    };
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        // Not echoed: it may hold a password.
+        return Err(ConfigError(
+            "store.url: not a postgres:// or postgresql:// URL".into(),
+        ));
+    }
+    let connections = section
+        .connections
+        .unwrap_or(crate::store::postgres::DEFAULT_CONNECTIONS);
+    if !(1..=256).contains(&connections) {
+        return Err(ConfigError(format!(
+            "store.connections: {connections} is not between 1 and 256"
+        )));
+    }
+    Ok(Some(PostgresSettings {
+        url: super::federation::Secret(url),
+        connections,
+    }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -420,17 +520,7 @@ pub fn parse(
             .map_err(|e| at(value.span(), format!("log.format: {e}")))?,
         (None, None) => false,
     };
-    if let Some(kind) = &file.store.kind
-        && kind.get_ref() != "embedded"
-    {
-        return Err(at(
-            kind.span(),
-            format!(
-                "store.kind: `{}` is not available; this build has `embedded` (redb)",
-                kind.get_ref()
-            ),
-        ));
-    }
+    let postgres = postgres_settings(&file.store, &at)?;
     let alg = &file.tokens.access_token_alg;
     if alg != "RS256" && alg != "ES256" {
         return Err(ConfigError(format!(
@@ -492,6 +582,7 @@ pub fn parse(
             .map_or(crate::store::embedded::DEFAULT_CACHE_BYTES, |mib| {
                 mib.saturating_mul(1024 * 1024)
             }),
+        postgres,
         flows,
         tls: file.server.tls.map(|tls| TlsFiles {
             cert: relative(tls.cert),

@@ -22,6 +22,9 @@ const BATCH: usize = 500;
 const IDLE: Duration = Duration::from_millis(500);
 /// The longest wait between two attempts.
 const MAX_BACKOFF_SECONDS: u64 = 3600;
+/// How long a worker's claim on the events it delivers holds: longer than any delivery takes,
+/// short enough that a node that died holding one holds up its events only this long.
+const LEASE_SECONDS: u64 = 300;
 
 /// The wait before attempt `attempts + 1`: 2, 4, 8 ... seconds, at most an hour.
 pub fn backoff(attempts: u32) -> u64 {
@@ -84,6 +87,7 @@ pub async fn run(app: Arc<App>) {
     let mut worker = Worker {
         delivered: 0,
         crash_after: crash_after(),
+        id: crate::crypto::random_token(12),
     };
     loop {
         // A reload's targets take over from the next round on.
@@ -106,6 +110,8 @@ pub async fn run(app: Arc<App>) {
 struct Worker {
     delivered: u64,
     crash_after: Option<u64>,
+    /// This process's worker, as its claims name it.
+    id: String,
 }
 
 impl Worker {
@@ -137,6 +143,22 @@ impl Worker {
         let mut settled = 0;
         for key in order {
             let events = grouped.remove(&key).unwrap_or_default();
+            // Several nodes may read the same due events: the one whose claim commits first
+            // delivers them, the others leave them.
+            let claim = Write::ClaimProvisioning {
+                seqs: events.iter().map(|(seq, _)| *seq).collect(),
+                owner: self.id.clone(),
+                until: now() + LEASE_SECONDS,
+                now: now(),
+            };
+            let store = Arc::clone(&app.store);
+            // Unflushed: a claim lost in a crash only lets another worker deliver sooner.
+            match crate::http::blocking(move || store.commit_unflushed(vec![claim])).await {
+                Ok(Ok(())) => {}
+                Ok(Err(crate::store::StoreError::Conflict(_))) => continue,
+                Ok(Err(error)) => return Err(error.to_string()),
+                Err(error) => return Err(error.to_string()),
+            }
             settled += events.len();
             let batch = self.deliver(app, targets, &key.0, &key.1, &events).await;
             let store = Arc::clone(&app.store);

@@ -10,11 +10,15 @@
 //! Tokens and codes are stored under the SHA-256 of their value ([`token_key`]), so a copy of
 //! the database does not hand out live credentials.
 
+#[cfg(test)]
+pub mod conformance;
 pub mod embedded;
+pub mod postgres;
 pub mod records;
 pub mod tables;
 
 pub use embedded::EmbeddedStore;
+pub use postgres::PostgresStore;
 pub use records::*;
 
 /// A store failure. `Failed` is I/O, corruption or a broken invariant: handlers answer 500 (a
@@ -252,6 +256,19 @@ pub enum Write {
     },
     /// Append a provisioning event to the outbox the provisioning targets read.
     QueueProvisioning(ProvisioningEvent),
+    /// A worker takes these events to deliver them until `until`: fails the batch with a
+    /// conflict if another worker holds a live claim on any of them, so that of several nodes
+    /// sharing the outbox one delivers each event.
+    ClaimProvisioning {
+        /// The events' sequence numbers.
+        seqs: Vec<u64>,
+        /// The worker (one per process).
+        owner: String,
+        /// Until when.
+        until: u64,
+        /// Now.
+        now: u64,
+    },
     /// Delivered: remove these events from the outbox (one already gone is no error, so a
     /// redelivery after a crash acknowledges cleanly).
     AckProvisioning(Vec<u64>),
@@ -385,7 +402,7 @@ pub trait Store: Send + Sync {
     /// The oldest `limit` provisioning events not yet delivered, with their sequence numbers.
     fn provisioning_events(&self, limit: usize) -> StoreResult<Vec<(u64, ProvisioningEvent)>>;
     /// The oldest `limit` undelivered provisioning events that are due at `now` (not backing
-    /// off after a failure).
+    /// off after a failure, not claimed by a worker).
     fn provisioning_due(
         &self,
         now: u64,
@@ -421,7 +438,25 @@ pub trait Store: Send + Sync {
     /// Deletes expired sessions, logins, codes, refresh tokens and revocations; returns how
     /// many records went.
     fn purge_expired(&self, now: u64) -> StoreResult<usize>;
+
+    /// Tells the other nodes sharing this store that node `from` reloaded its configuration,
+    /// so that they read theirs again. Nothing for a store only one process opens.
+    fn announce_reload(&self, from: &str) -> StoreResult<()> {
+        let _ = from;
+        Ok(())
+    }
+
+    /// Calls `heard` with the announcing node whenever a node announces a reload (this one's
+    /// own announcements included: `heard` tells them apart). False when the store has no
+    /// other nodes to hear from.
+    fn on_reload_announced(&self, heard: ReloadListener) -> StoreResult<bool> {
+        let _ = heard;
+        Ok(false)
+    }
 }
+
+/// What [`Store::on_reload_announced`] calls, with the announcing node's id.
+pub type ReloadListener = Box<dyn Fn(&str) + Send + Sync>;
 
 /// The key a token or code is stored under: hex SHA-256 of its value.
 pub fn token_key(token: &str) -> String {

@@ -477,6 +477,17 @@ pub struct ProvisioningEvent {
     /// Why the last delivery failed.
     #[serde(default)]
     pub last_error: String,
+    /// The worker delivering it now, when one has claimed it (several nodes share one
+    /// outbox: each event is delivered by one of them).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub lease_owner: String,
+    /// Until when that claim holds; a worker that died holding it is replaced after this.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub lease_until: u64,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 impl ProvisioningEvent {
@@ -490,6 +501,13 @@ impl ProvisioningEvent {
             attempts: 0,
             not_before: 0,
             last_error: String::new(),
+            lease_owner: String::new(),
+            lease_until: 0,
         }
+    }
+
+    /// Whether a worker is delivering it at `now`.
+    pub fn leased(&self, now: u64) -> bool {
+        self.lease_until > now
     }
 }

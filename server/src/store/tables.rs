@@ -1,6 +1,6 @@
 //! What the store means, written once over any transactional, ordered key-value backend: the
 //! tables, how each [`Write`] changes them, and how each read finds its records. A backend
-//! ([`super::embedded`] over redb) implements [`Tables`] for its transactions and [`Backend`]
+//! ([`super::embedded`] over redb, [`super::postgres`]) implements [`Tables`] for its transactions and [`Backend`]
 //! for running them; [`Store`] follows for every [`Backend`]. So a second backend cannot
 //! disagree with the first about what a write does: there is one `apply`.
 //!
@@ -200,6 +200,13 @@ pub trait Tables {
     ) -> StoreResult<Vec<(String, Stored)>>;
     /// The highest sequence number in `log`.
     fn log_last(&self, log: Log) -> StoreResult<Option<u64>>;
+    /// Appends under a sequence number higher than any in `log` and returns it. Backends
+    /// with a sequence of their own use it, so that concurrent appends do not contend.
+    fn log_append(&self, log: Log, value: &[u8]) -> StoreResult<u64> {
+        let next = self.log_last(log)?.map_or(1, |last| last + 1);
+        self.log_insert(log, next, value)?;
+        Ok(next)
+    }
     /// The entry `seq`.
     fn log_get(&self, log: Log, seq: u64) -> StoreResult<Option<Vec<u8>>>;
     /// Puts an entry.
@@ -218,6 +225,16 @@ pub trait Tables {
 
 /// Runs transactions over [`Tables`]. Every `Backend` is a [`Store`].
 pub trait Backend: Send + Sync {
+    /// See [`Store::announce_reload`].
+    fn announce_reload(&self, from: &str) -> StoreResult<()> {
+        let _ = from;
+        Ok(())
+    }
+    /// See [`Store::on_reload_announced`].
+    fn on_reload_announced(&self, heard: super::ReloadListener) -> StoreResult<bool> {
+        let _ = heard;
+        Ok(false)
+    }
     /// Runs `read` in a read-only transaction (a consistent snapshot).
     fn read<R>(&self, read: impl FnOnce(&dyn Tables) -> StoreResult<R>) -> StoreResult<R>;
     /// Runs `write` in a read-write transaction and commits it, durably unless `durable` is
@@ -375,8 +392,7 @@ fn user_factors(t: &dyn Tables, user: &str) -> StoreResult<Vec<(String, Factor)>
 
 /// Appends `value` under the next sequence number of a log.
 fn append<T: Serialize>(t: &dyn Tables, log: Log, value: &T) -> StoreResult<()> {
-    let next = t.log_last(log)?.map_or(1, |last| last + 1);
-    t.log_insert(log, next, &encode(value)?)
+    t.log_append(log, &encode(value)?).map(drop)
 }
 
 /// The key of an upstream account: identity provider names cannot contain 0x1f.
@@ -668,6 +684,28 @@ pub fn apply(t: &dyn Tables, write: Write) -> StoreResult<()> {
             t.insert(META, PROVISIONING_SEQ, Stored::Number(next))?;
             t.log_insert(PROVISIONING, next, &encode(&event)?)
         }
+        Write::ClaimProvisioning {
+            seqs,
+            owner,
+            until,
+            now,
+        } => {
+            for seq in seqs {
+                let Some(bytes) = t.log_get(PROVISIONING, seq)? else {
+                    return Err(StoreError::Conflict(format!("event {seq} is gone")));
+                };
+                let mut event: ProvisioningEvent = decode(&bytes)?;
+                if event.leased(now) && event.lease_owner != owner {
+                    return Err(StoreError::Conflict(format!(
+                        "event {seq} is being delivered by another worker"
+                    )));
+                }
+                event.lease_owner = owner.clone();
+                event.lease_until = until;
+                t.log_insert(PROVISIONING, seq, &encode(&event)?)?;
+            }
+            Ok(())
+        }
         Write::AckProvisioning(seqs) => {
             for seq in seqs {
                 t.log_remove(PROVISIONING, seq)?;
@@ -687,6 +725,8 @@ pub fn apply(t: &dyn Tables, write: Write) -> StoreResult<()> {
             event.attempts = attempts;
             event.not_before = not_before;
             event.last_error = error;
+            event.lease_owner.clear();
+            event.lease_until = 0;
             t.log_insert(PROVISIONING, seq, &encode(&event)?)
         }
         Write::DeadLetter {
@@ -709,6 +749,8 @@ pub fn apply(t: &dyn Tables, write: Write) -> StoreResult<()> {
             let mut event: ProvisioningEvent = decode(&found)?;
             event.attempts = 0;
             event.not_before = 0;
+            event.lease_owner.clear();
+            event.lease_until = 0;
             t.log_insert(PROVISIONING, seq, &encode(&event)?)
         }
         Write::PutRemoteId {
@@ -868,7 +910,11 @@ impl<B: Backend> Store for B {
         now: u64,
         limit: usize,
     ) -> StoreResult<Vec<(u64, ProvisioningEvent)>> {
-        self.read(|t| read_log(t, PROVISIONING, limit, |event| event.not_before <= now))
+        self.read(|t| {
+            read_log(t, PROVISIONING, limit, |event| {
+                event.not_before <= now && !event.leased(now)
+            })
+        })
     }
 
     fn dead_letters(&self, limit: usize) -> StoreResult<Vec<(u64, ProvisioningEvent)>> {
@@ -983,6 +1029,14 @@ impl<B: Backend> Store for B {
             put_record(t, REFRESH, new_key, &next)?;
             Ok((Rotation::Rotated(Box::new(next)), true))
         })
+    }
+
+    fn announce_reload(&self, from: &str) -> StoreResult<()> {
+        Backend::announce_reload(self, from)
+    }
+
+    fn on_reload_announced(&self, heard: super::ReloadListener) -> StoreResult<bool> {
+        Backend::on_reload_announced(self, heard)
     }
 
     fn purge_expired(&self, now: u64) -> StoreResult<usize> {
