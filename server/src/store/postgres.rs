@@ -244,11 +244,7 @@ impl PostgresStore {
 
     /// Runs `body` in a transaction begun with `begin` on a checked-out connection; the
     /// transaction ends with COMMIT when `body` says so, else ROLLBACK.
-    fn transaction<R>(
-        &self,
-        begin: &'static str,
-        body: &mut TransactionBody<R>,
-    ) -> StoreResult<R> {
+    fn transaction<R>(&self, begin: &'static str, body: &mut TransactionBody<R>) -> StoreResult<R> {
         let connection = self.checkout();
         let result = (|| {
             connection.call(move |client| client.batch_execute(begin))?;
