@@ -144,20 +144,10 @@ impl Worker {
         for key in order {
             let events = grouped.remove(&key).unwrap_or_default();
             // Several nodes may read the same due events: the one whose claim commits first
-            // delivers them, the others leave them.
-            let claim = Write::ClaimProvisioning {
-                seqs: events.iter().map(|(seq, _)| *seq).collect(),
-                owner: self.id.clone(),
-                until: now() + LEASE_SECONDS,
-                now: now(),
-            };
-            let store = Arc::clone(&app.store);
-            // Unflushed: a claim lost in a crash only lets another worker deliver sooner.
-            match crate::http::blocking(move || store.commit_unflushed(vec![claim])).await {
-                Ok(Ok(())) => {}
-                Ok(Err(crate::store::StoreError::Conflict(_))) => continue,
-                Ok(Err(error)) => return Err(error.to_string()),
-                Err(error) => return Err(error.to_string()),
+            // delivers them, the others leave them. A store only this process opens needs no
+            // claim (and a claim left by a crash would only hold its events up).
+            if app.store.shared() && !self.claim(app, &events).await? {
+                continue;
             }
             settled += events.len();
             let batch = self.deliver(app, targets, &key.0, &key.1, &events).await;
@@ -168,6 +158,27 @@ impl Worker {
                 .map_err(|e| e.to_string())?;
         }
         Ok(settled)
+    }
+
+    /// Claims `events` for this worker; false when another worker holds them or their user.
+    async fn claim(
+        &self,
+        app: &Arc<App>,
+        events: &[(u64, ProvisioningEvent)],
+    ) -> Result<bool, String> {
+        let claim = Write::ClaimProvisioning {
+            seqs: events.iter().map(|(seq, _)| *seq).collect(),
+            owner: self.id.clone(),
+            until: now() + LEASE_SECONDS,
+            now: now(),
+        };
+        let store = Arc::clone(&app.store);
+        match crate::http::blocking(move || store.commit(vec![claim])).await {
+            Ok(Ok(())) => Ok(true),
+            Ok(Err(crate::store::StoreError::Conflict(_))) => Ok(false),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(error) => Err(error.to_string()),
+        }
     }
 
     /// Delivers one user's events to one target; the writes that record the outcome. Every

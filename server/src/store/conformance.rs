@@ -31,6 +31,7 @@ macro_rules! store_conformance {
             concurrent_writes_to_one_record_all_count,
             a_code_redeemed_by_many_at_once_is_fresh_once,
             one_worker_at_a_time_holds_an_outbox_event,
+            a_user_being_delivered_waits_for_the_worker_delivering_it,
         );
     };
     (@each $make:expr; $($name:ident,)*) => {
@@ -741,4 +742,56 @@ pub fn one_worker_at_a_time_holds_an_outbox_event(store: &dyn Store) {
     let due = store.provisioning_due(160, 10).expect("due");
     assert_eq!(due.len(), 1);
     assert!(due[0].1.lease_owner.is_empty());
+}
+
+/// What every store must do: while one worker delivers a user to a target, a newer event of
+/// the same user waits (another worker would race it), and other users do not.
+pub fn a_user_being_delivered_waits_for_the_worker_delivering_it(store: &dyn Store) {
+    use crate::store::ProvisioningEvent;
+    let queue = |event: &str, user: &str| {
+        Write::QueueProvisioning(ProvisioningEvent::new(1, "hr", event, user))
+    };
+    store
+        .commit(vec![queue("user.created", "u1")])
+        .expect("queue");
+    let first = store.provisioning_due(10, 10).expect("due")[0].0;
+    store
+        .commit(vec![Write::ClaimProvisioning {
+            seqs: vec![first],
+            owner: "a".into(),
+            until: 100,
+            now: 10,
+        }])
+        .expect("a claims");
+    store
+        .commit(vec![
+            queue("user.updated", "u1"),
+            queue("user.created", "u2"),
+        ])
+        .expect("queue more");
+    let due = store.provisioning_due(20, 10).expect("due");
+    assert_eq!(
+        due.iter().map(|(_, e)| e.user.as_str()).collect::<Vec<_>>(),
+        vec!["u2"],
+        "u1 waits for a"
+    );
+    let (second, _) = store
+        .provisioning_events(10)
+        .expect("events")
+        .into_iter()
+        .find(|(_, e)| e.event == "user.updated")
+        .expect("queued");
+    assert!(matches!(
+        store.commit(vec![Write::ClaimProvisioning {
+            seqs: vec![second],
+            owner: "b".into(),
+            until: 100,
+            now: 20,
+        }]),
+        Err(StoreError::Conflict(_))
+    ));
+    store
+        .commit(vec![Write::AckProvisioning(vec![first])])
+        .expect("a done");
+    assert_eq!(store.provisioning_due(30, 10).expect("due").len(), 2);
 }

@@ -439,6 +439,12 @@ pub trait Store: Send + Sync {
     /// many records went.
     fn purge_expired(&self, now: u64) -> StoreResult<usize>;
 
+    /// Whether several processes may use this store at once (PostgreSQL): work that one node
+    /// must do alone (delivering an outbox event) is then claimed first.
+    fn shared(&self) -> bool {
+        false
+    }
+
     /// Tells the other nodes sharing this store that node `from` reloaded its configuration,
     /// so that they read theirs again. Nothing for a store only one process opens.
     fn announce_reload(&self, from: &str) -> StoreResult<()> {

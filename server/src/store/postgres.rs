@@ -55,7 +55,29 @@ const MIGRATIONS: &[(i32, &str)] = &[(
      CREATE SEQUENCE idflow_log_seq;",
 )];
 
-type Job = Box<dyn FnOnce(&mut Client) + Send>;
+/// Work for a connection's thread: the connected client, or why there is none.
+type Job = Box<dyn FnOnce(Result<&mut Client, &str>) + Send>;
+
+/// How long a request waits for a free connection before it fails.
+const CHECKOUT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Connects with timeouts, so that a database that stops answering fails requests instead of
+/// hanging them: 10 s to connect, TCP keepalives, and statements cut off after 30 s.
+fn connect(url: &str) -> Result<Client, String> {
+    let mut config: postgres::Config = url
+        .parse()
+        .map_err(|e: postgres::Error| format!("the store URL does not parse: {}", describe(&e)))?;
+    config
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .keepalives(true)
+        .keepalives_idle(std::time::Duration::from_secs(30));
+    if config.get_options().is_none() {
+        config.options("-c statement_timeout=30000");
+    }
+    config
+        .connect(NoTls)
+        .map_err(|e| format!("cannot connect to PostgreSQL: {}", describe(&e)))
+}
 
 /// What a transaction runs: its result, and whether to commit.
 type TransactionBody<'a, R> = dyn FnMut(&dyn Tables) -> StoreResult<(R, bool)> + 'a;
@@ -66,17 +88,39 @@ struct Connection {
 }
 
 impl Connection {
+    /// Connects (the first time must succeed: a wrong URL stops the start) and starts the
+    /// connection's thread, which connects again whenever the connection was lost (the
+    /// database restarted, failed over, or closed it) before the next job.
     fn open(url: &str) -> StoreResult<Connection> {
-        let client = Client::connect(url, NoTls).map_err(|e| {
-            StoreError::Failed(format!("cannot connect to PostgreSQL: {}", describe(&e)))
-        })?;
+        let client = connect(url).map_err(StoreError::Failed)?;
+        let url = url.to_string();
         let (jobs, receiver) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("idflow-postgres".into())
             .spawn(move || {
-                let mut client = client;
+                let mut client = Some(client);
                 for job in receiver {
-                    job(&mut client);
+                    if client.as_ref().is_none_or(Client::is_closed) {
+                        client = match connect(&url) {
+                            Ok(fresh) => Some(fresh),
+                            Err(why) => {
+                                tracing::error!(%why, "the store's connection is lost");
+                                job(Err(&why));
+                                continue;
+                            }
+                        };
+                    }
+                    let Some(connected) = client.as_mut() else {
+                        continue;
+                    };
+                    // A job that panics (a malformed row) must not take the thread with it;
+                    // the connection's state is then unknown, so the next job reconnects.
+                    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        job(Ok(connected))
+                    }));
+                    if ran.is_err() {
+                        client = None;
+                    }
                 }
             })
             .map_err(|e| StoreError::Failed(format!("cannot start a connection thread: {e}")))?;
@@ -91,14 +135,15 @@ impl Connection {
         let (answer, answered) = mpsc::channel();
         self.jobs
             .send(Box::new(move |client| {
-                let _ = answer.send(work(client));
+                let _ = answer.send(match client {
+                    Ok(client) => work(client).map_err(Failure::from),
+                    Err(why) => Err(Failure::Broken(why.to_string())),
+                });
             }))
             .map_err(|_| Failure::Broken("the connection thread is gone".into()))?;
-        match answered.recv() {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) => Err(Failure::from(error)),
-            Err(_) => Err(Failure::Broken("the connection thread is gone".into())),
-        }
+        answered
+            .recv()
+            .unwrap_or_else(|_| Err(Failure::Broken("a statement failed unexpectedly".into())))
     }
 }
 
@@ -151,6 +196,40 @@ fn is_retry(error: &StoreError) -> bool {
     matches!(error, StoreError::Failed(why) if why.starts_with(RETRY))
 }
 
+/// A connection taken from the pool; back in the pool when dropped. Dropped by a panic in
+/// the middle of a transaction, it ends the transaction first, so the next user of the
+/// connection does not continue it.
+struct Checkout<'a> {
+    store: &'a PostgresStore,
+    connection: Option<Connection>,
+}
+
+impl std::ops::Deref for Checkout<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.connection
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("a checkout holds its connection until dropped"))
+    }
+}
+
+impl Drop for Checkout<'_> {
+    fn drop(&mut self) {
+        let Some(connection) = self.connection.take() else {
+            return;
+        };
+        if std::thread::panicking() {
+            let _ = connection.call(|client| client.batch_execute("ROLLBACK"));
+        }
+        self.store
+            .idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(connection);
+        self.store.returned.notify_one();
+    }
+}
+
 /// The channel reload announcements travel on.
 const RELOADS: &str = "idflow_reload";
 
@@ -190,9 +269,14 @@ impl PostgresStore {
     /// Applies the migrations not yet applied; returns the versions it applied. Several nodes
     /// starting at once take turns (an advisory lock), so each version is applied once.
     pub fn migrate(&self) -> StoreResult<Vec<i32>> {
-        let connection = self.checkout();
+        let connection = self.checkout()?;
         let applied = connection.call(|client| {
-            let mut txn = client.transaction()?;
+            // READ COMMITTED whatever the database's default: the table check must see what a
+            // node that held the lock before this one created.
+            let mut txn = client
+                .build_transaction()
+                .isolation_level(postgres::IsolationLevel::ReadCommitted)
+                .start()?;
             txn.batch_execute(
                 "SELECT pg_advisory_xact_lock(7203101);
                  CREATE TABLE IF NOT EXISTS idflow_migrations (
@@ -220,32 +304,40 @@ impl PostgresStore {
             txn.commit()?;
             Ok(applied)
         });
-        self.checkin(connection);
+        drop(connection);
         applied.map_err(StoreError::from)
     }
 
-    fn checkout(&self) -> Connection {
+    /// A free connection, returned to the pool when the guard is dropped (a panic included);
+    /// an error when none frees up within [`CHECKOUT_TIMEOUT`].
+    fn checkout(&self) -> StoreResult<Checkout<'_>> {
+        let deadline = std::time::Instant::now() + CHECKOUT_TIMEOUT;
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             if let Some(connection) = idle.pop() {
-                return connection;
+                return Ok(Checkout {
+                    store: self,
+                    connection: Some(connection),
+                });
             }
-            idle = self.returned.wait(idle).unwrap_or_else(|p| p.into_inner());
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(StoreError::Failed(
+                    "postgres: no database connection came free in 30 s".into(),
+                ));
+            }
+            idle = self
+                .returned
+                .wait_timeout(idle, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
-    }
-
-    fn checkin(&self, connection: Connection) {
-        self.idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(connection);
-        self.returned.notify_one();
     }
 
     /// Runs `body` in a transaction begun with `begin` on a checked-out connection; the
     /// transaction ends with COMMIT when `body` says so, else ROLLBACK.
     fn transaction<R>(&self, begin: &'static str, body: &mut TransactionBody<R>) -> StoreResult<R> {
-        let connection = self.checkout();
+        let connection = self.checkout()?;
         let result = (|| {
             connection.call(move |client| client.batch_execute(begin))?;
             let outcome = body(&Transaction(&connection));
@@ -262,7 +354,6 @@ impl PostgresStore {
             // A statement may have failed inside the transaction: make sure it is over.
             let _ = connection.call(|client| client.batch_execute("ROLLBACK"));
         }
-        self.checkin(connection);
         result
     }
 }
@@ -270,12 +361,19 @@ impl PostgresStore {
 /// Listens for reload announcements on a connection of its own, connecting again (after a
 /// pause) whenever it is lost, for as long as the process lives.
 fn listen_for_reloads(url: &str, heard: &super::ReloadListener) {
+    let mut first = true;
     loop {
-        match Client::connect(url, NoTls) {
+        match connect(url) {
             Ok(mut client) => {
                 if let Err(error) = client.batch_execute(&format!("LISTEN {RELOADS}")) {
                     tracing::error!(error = %describe(&error), "cannot listen for reloads");
                 } else {
+                    // Announcements made while this listener was away are lost: read the files
+                    // again once, in case one was.
+                    if !first {
+                        heard("");
+                    }
+                    first = false;
                     use postgres::fallible_iterator::FallibleIterator;
                     let mut notifications = client.notifications();
                     let mut waiting = notifications.blocking_iter();
@@ -291,21 +389,22 @@ fn listen_for_reloads(url: &str, heard: &super::ReloadListener) {
                     }
                 }
             }
-            Err(error) => {
-                tracing::error!(error = %describe(&error), "cannot connect the reload listener")
-            }
+            Err(why) => tracing::error!(%why, "cannot connect the reload listener"),
         }
         std::thread::sleep(std::time::Duration::from_secs(2));
     }
 }
 
 impl Backend for PostgresStore {
+    fn shared(&self) -> bool {
+        true
+    }
+
     fn announce_reload(&self, from: &str) -> StoreResult<()> {
-        let connection = self.checkout();
+        let connection = self.checkout()?;
         let from = from.to_string();
         let sent = connection
             .call(move |client| client.execute("SELECT pg_notify($1, $2)", &[&RELOADS, &from]));
-        self.checkin(connection);
         sent.map(drop).map_err(StoreError::from)
     }
 
@@ -335,11 +434,19 @@ impl Backend for PostgresStore {
         mut write: impl FnMut(&dyn Tables) -> StoreResult<(R, bool)>,
     ) -> StoreResult<R> {
         // PostgreSQL commits durably (synchronous_commit); there is no cheaper kind to offer.
-        let mut tries = 0;
+        let mut tries = 0u32;
         loop {
             tries += 1;
             match self.transaction("BEGIN ISOLATION LEVEL SERIALIZABLE", &mut write) {
-                Err(error) if is_retry(&error) && tries < MAX_TRIES => continue,
+                Err(error) if is_retry(&error) && (tries as usize) < MAX_TRIES => {
+                    // Back off a little, at random, so that the transactions that collided do
+                    // not collide again at once.
+                    let mut random = [0u8; 2];
+                    let _ = aws_lc_rs::rand::fill(&mut random);
+                    let ceiling = 1u64 << tries.min(7);
+                    let micros = u64::from(u16::from_le_bytes(random)) % (ceiling * 500);
+                    std::thread::sleep(std::time::Duration::from_micros(micros));
+                }
                 other => return other,
             }
         }
@@ -549,6 +656,11 @@ mod tests {
     /// `IDFLOW_TEST_POSTGRES_REQUIRED` is set (as `scripts/test` does), which makes that a
     /// failure rather than a skip.
     fn store() -> Option<PostgresStore> {
+        store_named().map(|(store, _)| store)
+    }
+
+    /// [`store`], with its database's name.
+    fn store_named() -> Option<(PostgresStore, String)> {
         let Ok(admin_url) = std::env::var("IDFLOW_TEST_POSTGRES") else {
             assert!(
                 std::env::var_os("IDFLOW_TEST_POSTGRES_REQUIRED").is_none(),
@@ -566,7 +678,7 @@ mod tests {
             .expect("create database");
         let mut url = url::Url::parse(&admin_url).expect("url");
         url.set_path(&format!("/{name}"));
-        Some(PostgresStore::open(url.as_str(), 4).expect("open"))
+        Some((PostgresStore::open(url.as_str(), 4).expect("open"), name))
     }
 
     mod conformance {
@@ -577,5 +689,41 @@ mod tests {
     fn migrations_apply_once_however_often_the_store_opens() {
         let Some(store) = store() else { return };
         assert_eq!(store.migrate().expect("again"), Vec::<i32>::new());
+    }
+
+    #[test]
+    fn connections_the_database_dropped_are_opened_again() {
+        use crate::store::Store;
+        let Some((store, name)) = store_named() else {
+            return;
+        };
+        store.users().expect("works");
+        let admin_url = std::env::var("IDFLOW_TEST_POSTGRES").expect("url");
+        let mut admin = Client::connect(&admin_url, NoTls).expect("connect");
+        let dropped = admin
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+                &[&name],
+            )
+            .expect("terminate");
+        assert!(
+            dropped >= 4,
+            "the pool's connections were dropped ({dropped})"
+        );
+        // Each dropped connection may fail the one request that finds it dead; then it is
+        // opened again, and the store works as before.
+        let mut failures = 0;
+        for _ in 0..20 {
+            if store.users().is_err() {
+                failures += 1;
+            }
+        }
+        assert!(failures <= 4, "{failures} requests failed");
+        store
+            .commit(vec![crate::store::Write::CreateUser(
+                crate::store::User::new("u1".into(), "ann".into(), 0),
+            )])
+            .expect("writes work again");
+        assert!(store.user("u1").expect("read").is_some());
     }
 }

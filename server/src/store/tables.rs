@@ -235,6 +235,10 @@ pub trait Backend: Send + Sync {
         let _ = heard;
         Ok(false)
     }
+    /// See [`Store::shared`].
+    fn shared(&self) -> bool {
+        false
+    }
     /// Runs `read` in a read-only transaction (a consistent snapshot).
     fn read<R>(&self, read: impl FnOnce(&dyn Tables) -> StoreResult<R>) -> StoreResult<R>;
     /// Runs `write` in a read-write transaction and commits it, durably unless `durable` is
@@ -690,6 +694,29 @@ pub fn apply(t: &dyn Tables, write: Write) -> StoreResult<()> {
             until,
             now,
         } => {
+            // A claim covers its events' users: another worker delivering any event of the
+            // same user to the same target would race this one (two creates, or an older
+            // copy landing last).
+            let mut claimed_users = std::collections::BTreeSet::new();
+            for seq in &seqs {
+                if let Some(bytes) = t.log_get(PROVISIONING, *seq)? {
+                    let event: ProvisioningEvent = decode(&bytes)?;
+                    claimed_users.insert((event.target, event.user));
+                }
+            }
+            let mut held_elsewhere = false;
+            t.log_scan(PROVISIONING, false, &mut |_, bytes| {
+                let event: ProvisioningEvent = decode(bytes)?;
+                held_elsewhere |= event.leased(now)
+                    && event.lease_owner != owner
+                    && claimed_users.contains(&(event.target.clone(), event.user.clone()));
+                Ok(!held_elsewhere)
+            })?;
+            if held_elsewhere {
+                return Err(StoreError::Conflict(
+                    "another worker is delivering this user".into(),
+                ));
+            }
             for seq in seqs {
                 let Some(bytes) = t.log_get(PROVISIONING, seq)? else {
                     return Err(StoreError::Conflict(format!("event {seq} is gone")));
@@ -911,8 +938,18 @@ impl<B: Backend> Store for B {
         limit: usize,
     ) -> StoreResult<Vec<(u64, ProvisioningEvent)>> {
         self.read(|t| {
+            // Users some worker is delivering wait, whatever their events' own state.
+            let mut busy = std::collections::BTreeSet::new();
+            t.log_scan(PROVISIONING, false, &mut |_, bytes| {
+                let event: ProvisioningEvent = decode(bytes)?;
+                if event.leased(now) {
+                    busy.insert((event.target, event.user));
+                }
+                Ok(true)
+            })?;
             read_log(t, PROVISIONING, limit, |event| {
-                event.not_before <= now && !event.leased(now)
+                event.not_before <= now
+                    && !busy.contains(&(event.target.clone(), event.user.clone()))
             })
         })
     }
@@ -930,7 +967,9 @@ impl<B: Backend> Store for B {
         let start = link_key(target, prefix);
         self.read(|t| {
             let mut out = Vec::new();
-            for (key, value) in t.range(REMOTE_IDS, &start, None)? {
+            // Every key with the prefix sorts below the prefix followed by the last character.
+            let end = format!("{start}\u{10ffff}");
+            for (key, value) in t.range(REMOTE_IDS, &start, Some(&end))? {
                 let Some(local) = key.strip_prefix(&base) else {
                     break;
                 };
@@ -1039,27 +1078,35 @@ impl<B: Backend> Store for B {
         Backend::on_reload_announced(self, heard)
     }
 
+    fn shared(&self) -> bool {
+        Backend::shared(self)
+    }
+
     fn purge_expired(&self, now: u64) -> StoreResult<usize> {
-        self.write(true, |t| {
-            let mut removed = 0usize;
-            for table in [
-                SESSIONS,
-                LOGINS,
-                CODES,
-                REFRESH,
-                CHALLENGES,
-                FAMILIES,
-                REVOKED_ACCESS,
-            ] {
+        // One transaction per table: shorter ones conflict less with the requests running
+        // beside them (several nodes purge one database).
+        let mut removed = 0usize;
+        for table in [
+            SESSIONS,
+            LOGINS,
+            CODES,
+            REFRESH,
+            CHALLENGES,
+            FAMILIES,
+            REVOKED_ACCESS,
+        ] {
+            removed += self.write(true, |t| {
+                let mut gone = 0usize;
                 for (key, value) in t.range(table, "", None)? {
                     if expired_record(&value, now) {
                         t.remove(table, &key)?;
-                        removed += 1;
+                        gone += 1;
                     }
                 }
-            }
-            Ok((removed, removed > 0))
-        })
+                Ok((gone, gone > 0))
+            })?;
+        }
+        Ok(removed)
     }
 }
 
