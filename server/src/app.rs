@@ -116,8 +116,10 @@ pub fn start(config: ServerConfig, admin_password: Option<String>) -> Result<Sta
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let password_pool = crate::hashing::PasswordPool::new(passwords.clone(), threads)
         .map_err(|e| StartError(format!("cannot start password threads: {e}")))?;
-    let mfa = crate::mfa::Mfa::new(&config).map_err(StartError)?;
-    let throttle = crate::throttle::Throttle::new(config.throttle.clone());
+    let mut mfa = crate::mfa::Mfa::new(&config).map_err(StartError)?;
+    // Limits on mail (codes, sign-ups) count across the nodes sharing the store.
+    mfa.email_sends = crate::throttle::Counter::shared(&store);
+    let throttle = crate::throttle::Throttle::shared(config.throttle.clone(), &store);
     let federation = crate::federation::oidc::Oidc::new().map_err(StartError)?;
     let saml_host = url::Url::parse(&config.issuer)
         .ok()

@@ -1,7 +1,9 @@
-//! Throttling of failed attempts, in memory: fixed windows of counts per key (an IP address, a
-//! user and an address, a user's emailed codes). Durable per-user locking is the flow's
-//! `lock_user`, kept in the store; these limits slow guessing and mail bombing on one node, and
-//! forget everything on restart, which only ever errs towards letting a person in.
+//! Throttling of failed attempts: fixed windows of counts per key (an IP address, a user and an
+//! address, a user's emailed codes). Durable per-user locking is the flow's `lock_user`, kept in
+//! the store; these limits slow guessing and mail bombing. One node counts in memory and forgets
+//! everything on restart; nodes sharing a store count in it ([`Counter::shared`]), so that a
+//! load balancer spreading a client over them does not multiply its limits. A store that
+//! cannot count falls back to this node's memory: both err towards letting a person in.
 //!
 //! The map is bounded: past [`MAX_KEYS`] it drops finished windows first and then the older
 //! half of the rest (logged), so a flood of addresses can neither exhaust memory nor switch
@@ -27,26 +29,65 @@ impl Window {
 }
 
 /// Counts per key in fixed windows.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Counter {
     windows: Mutex<HashMap<String, Window>>,
+    /// The store the nodes share, when they do: counts go there.
+    shared: Option<std::sync::Arc<dyn crate::store::Store>>,
+}
+
+impl std::fmt::Debug for Counter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Counter")
+            .field("shared", &self.shared.is_some())
+            .finish()
+    }
 }
 
 impl Counter {
-    /// An empty counter.
+    /// An empty counter in memory.
     pub fn new() -> Self {
         Counter::default()
+    }
+
+    /// A counter in `store` when several nodes share it, else in memory.
+    pub fn shared(store: &std::sync::Arc<dyn crate::store::Store>) -> Self {
+        Counter {
+            windows: Mutex::default(),
+            shared: store.shared().then(|| std::sync::Arc::clone(store)),
+        }
+    }
+
+    /// The shared store's answer, or `None` (logged) when it has none.
+    fn ask_store<T>(
+        &self,
+        ask: impl FnOnce(&dyn crate::store::Store) -> crate::store::StoreResult<T>,
+    ) -> Option<T> {
+        let store = self.shared.as_ref()?;
+        match ask(store.as_ref()) {
+            Ok(answer) => Some(answer),
+            Err(error) => {
+                tracing::error!(%error, "shared throttle counts unavailable: counting in memory");
+                None
+            }
+        }
     }
 
     /// The count of `key` in the window of `seconds` containing `now`, and when that window
     /// ends.
     pub fn count(&self, key: &str, seconds: u64, now: u64) -> (u32, u64) {
+        if let Some(counted) = self.ask_store(|s| s.window_add(key, seconds, now, 0)) {
+            return counted;
+        }
         let windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
         count_in(&windows, key, seconds, now)
     }
 
     /// Adds one to `key` and returns the new count.
     pub fn add(&self, key: &str, seconds: u64, now: u64) -> u32 {
+        if let Some((count, _)) = self.ask_store(|s| s.window_add(key, seconds, now, 1)) {
+            return count;
+        }
         let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
         add_in(&mut windows, key, seconds, now)
     }
@@ -55,6 +96,9 @@ impl Counter {
     /// each, atomically (parallel requests cannot all slip under a limit). Otherwise returns
     /// the seconds until the first full window ends.
     pub fn admit(&self, limits: &[(&str, u64, u32)], now: u64) -> Result<(), u64> {
+        if let Some(admitted) = self.ask_store(|s| s.window_admit(limits, now)) {
+            return admitted;
+        }
         let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
         for (key, seconds, max) in limits {
             let (count, ends) = count_in(&windows, key, *seconds, now);
@@ -70,6 +114,7 @@ impl Counter {
 
     /// Forgets `key` (a success ends the run of failures).
     pub fn clear(&self, key: &str) {
+        let _ = self.ask_store(|s| s.window_clear(key));
         self.windows
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -155,11 +200,23 @@ pub struct Throttled {
 }
 
 impl Throttle {
-    /// Limits from the configuration.
+    /// Limits from the configuration, counted in memory.
     pub fn new(settings: crate::config::ThrottleSettings) -> Self {
         Throttle {
             settings,
             failures: Counter::new(),
+        }
+    }
+
+    /// Limits from the configuration, counted with the other nodes sharing `store` (in memory
+    /// when none do).
+    pub fn shared(
+        settings: crate::config::ThrottleSettings,
+        store: &std::sync::Arc<dyn crate::store::Store>,
+    ) -> Self {
+        Throttle {
+            settings,
+            failures: Counter::shared(store),
         }
     }
 

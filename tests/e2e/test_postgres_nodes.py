@@ -86,10 +86,10 @@ class Node:
 
 
 class Cluster:
-    def __init__(self):
+    def __init__(self, extra=""):
         self.directory = pathlib.Path(tempfile.mkdtemp(prefix="idflow-nodes-"))
         self.database = fresh_database()
-        extra = '\n[store]\nkind = "postgres"\nurl_env = "IDFLOW_DATABASE_URL"\nconnections = 4\n'
+        extra += '\n[store]\nkind = "postgres"\nurl_env = "IDFLOW_DATABASE_URL"\nconnections = 4\n'
         self.config = conftest.test_config(self.directory, extra)
         self.data = self.directory / "data"
         # The issuer the load balancer would serve; each node is reached at its own port.
@@ -110,8 +110,8 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster():
-    made = Cluster()
+def cluster(request):
+    made = Cluster(getattr(request, "param", ""))
     made.cli("user", "add", "alice", "--email", "alice@example.com", "--password-stdin",
              stdin=USER_PASSWORD + "\n")
     made.a.start()
@@ -245,3 +245,21 @@ def test_a_reload_on_one_node_reaches_the_other(cluster):
     entries = requests.get(cluster.b.url("/admin/v1/audit"), params={"event": "config.reload"},
                            auth=("admin", ADMIN_PASSWORD), timeout=10).json()["entries"]
     assert any(e["detail"].get("by") == "another node" for e in entries), entries
+
+
+@pytest.mark.parametrize("cluster", ["\n[throttle]\nuser_ip_failures = 3\n"], indirect=True)
+def test_failed_attempts_count_across_nodes(cluster):
+    # Two wrong passwords on A and one on B reach the limit of three: the fourth attempt is
+    # refused on either node, even with the right password.
+    for node, wrong in ((cluster.a, "wrong-1"), (cluster.a, "wrong-2"), (cluster.b, "wrong-3")):
+        browser = Browser(node)
+        page = password_page(browser, cluster, node)
+        form = option_form(page, "password")
+        answer = browser.go(node.url(form["action"]), "POST",
+                            dict(form["fields"], username="alice", password=wrong))
+        assert not isinstance(answer, str) and answer.status_code == 422, answer
+    for node in (cluster.a, cluster.b):
+        browser = Browser(node)
+        refused = finish_at(browser, node, password_page(browser, cluster, node))
+        assert not isinstance(refused, str) and refused.status_code == 429, \
+            f"node {node.name} let a fourth attempt through: {refused}"

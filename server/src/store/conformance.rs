@@ -32,6 +32,7 @@ macro_rules! store_conformance {
             a_code_redeemed_by_many_at_once_is_fresh_once,
             one_worker_at_a_time_holds_an_outbox_event,
             a_user_being_delivered_waits_for_the_worker_delivering_it,
+            windows_count_until_they_end_and_admit_all_or_nothing,
         );
     };
     (@each $make:expr; $($name:ident,)*) => {
@@ -794,4 +795,29 @@ pub fn a_user_being_delivered_waits_for_the_worker_delivering_it(store: &dyn Sto
         .commit(vec![Write::AckProvisioning(vec![first])])
         .expect("a done");
     assert_eq!(store.provisioning_due(30, 10).expect("due").len(), 2);
+}
+
+/// What every store must do: shared throttle windows count until they end, admit all limits or
+/// none, and forget a key when asked.
+pub fn windows_count_until_they_end_and_admit_all_or_nothing(store: &dyn Store) {
+    assert_eq!(store.window_add("ip 1", 60, 100, 1).expect("add"), (1, 160));
+    assert_eq!(store.window_add("ip 1", 60, 110, 1).expect("add"), (2, 160));
+    assert_eq!(
+        store.window_add("ip 1", 60, 120, 0).expect("count"),
+        (2, 160)
+    );
+    // The window ended: counting starts again.
+    assert_eq!(store.window_add("ip 1", 60, 160, 1).expect("add"), (1, 220));
+    let limits = [("a", 60, 2), ("b", 60, 1)];
+    assert_eq!(store.window_admit(&limits, 200).expect("admit"), Ok(()));
+    // `b` is full: nothing is counted, not even `a`.
+    assert_eq!(store.window_admit(&limits, 210).expect("admit"), Err(50));
+    assert_eq!(store.window_add("a", 60, 210, 0).expect("count").0, 1);
+    store.window_clear("ip 1").expect("clear");
+    assert_eq!(store.window_add("ip 1", 60, 170, 0).expect("count").0, 0);
+    assert_eq!(
+        store.purge_expired(1000).expect("purge"),
+        2,
+        "the two finished windows"
+    );
 }

@@ -439,6 +439,16 @@ pub trait Store: Send + Sync {
     /// many records went.
     fn purge_expired(&self, now: u64) -> StoreResult<usize>;
 
+    /// Adds `add` to the count of `key` in its fixed window of `seconds` containing `now`
+    /// (starting a new window when the last one ended); returns the count and when the
+    /// window ends. For limits that every node sharing the store must count together.
+    fn window_add(&self, key: &str, seconds: u64, now: u64, add: u32) -> StoreResult<(u32, u64)>;
+    /// Checks every `(key, seconds, max)` and, only if all are under their `max`, adds one to
+    /// each, in one transaction; otherwise the seconds until the first full window ends.
+    fn window_admit(&self, limits: &[(&str, u64, u32)], now: u64) -> StoreResult<Result<(), u64>>;
+    /// Forgets the window of `key`.
+    fn window_clear(&self, key: &str) -> StoreResult<()>;
+
     /// Whether several processes may use this store at once (PostgreSQL): work that one node
     /// must do alone (delivering an outbox event) is then claimed first.
     fn shared(&self) -> bool {

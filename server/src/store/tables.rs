@@ -100,6 +100,8 @@ pub const LINKS: Table = text("identity_links");
 pub const REMOTE_IDS: Table = text("provisioning_remote_ids");
 /// Flow versions that were live: version to IR (JSON text).
 pub const FLOW_VERSIONS: Table = text("flow_versions");
+/// Counts in fixed windows shared by the nodes (throttles): key to its window.
+pub const WINDOWS: Table = json("windows");
 /// Bookkeeping counters.
 pub const META: Table = number("meta");
 
@@ -134,6 +136,7 @@ pub const ALL_TABLES: &[Table] = &[
     LINKS,
     REMOTE_IDS,
     FLOW_VERSIONS,
+    WINDOWS,
     META,
 ];
 
@@ -820,6 +823,20 @@ fn read_log(
     Ok(out)
 }
 
+/// A count in a fixed window, as [`WINDOWS`] holds it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Window {
+    /// The count.
+    count: u32,
+    /// When the window ends (`expires`, so that purging removes finished windows).
+    expires: u64,
+}
+
+/// The live window of `key` at `now`, if any.
+fn window(t: &dyn Tables, key: &str, now: u64) -> StoreResult<Option<Window>> {
+    Ok(get_record::<Window>(t, WINDOWS, key)?.filter(|w| w.expires > now))
+}
+
 /// Whether a JSON record's `expires` (when it has one) is at or before `now`.
 fn expired_record(value: &Stored, now: u64) -> bool {
     match value {
@@ -1070,6 +1087,49 @@ impl<B: Backend> Store for B {
         })
     }
 
+    fn window_add(&self, key: &str, seconds: u64, now: u64, add: u32) -> StoreResult<(u32, u64)> {
+        self.write(true, |t| {
+            let mut current = window(t, key, now)?.unwrap_or(Window {
+                count: 0,
+                expires: now.saturating_add(seconds),
+            });
+            if add == 0 {
+                return Ok(((current.count, current.expires), false));
+            }
+            current.count = current.count.saturating_add(add);
+            put_record(t, WINDOWS, key, &current)?;
+            Ok(((current.count, current.expires), true))
+        })
+    }
+
+    fn window_admit(&self, limits: &[(&str, u64, u32)], now: u64) -> StoreResult<Result<(), u64>> {
+        self.write(true, |t| {
+            let mut windows = Vec::new();
+            for (key, seconds, max) in limits {
+                let current = window(t, key, now)?.unwrap_or(Window {
+                    count: 0,
+                    expires: now.saturating_add(*seconds),
+                });
+                if current.count >= *max {
+                    return Ok((Err(current.expires.saturating_sub(now).max(1)), false));
+                }
+                windows.push((*key, current));
+            }
+            for (key, mut current) in windows {
+                current.count = current.count.saturating_add(1);
+                put_record(t, WINDOWS, key, &current)?;
+            }
+            Ok((Ok(()), true))
+        })
+    }
+
+    fn window_clear(&self, key: &str) -> StoreResult<()> {
+        self.write(true, |t| {
+            let removed = t.remove(WINDOWS, key)?.is_some();
+            Ok(((), removed))
+        })
+    }
+
     fn announce_reload(&self, from: &str) -> StoreResult<()> {
         Backend::announce_reload(self, from)
     }
@@ -1094,6 +1154,7 @@ impl<B: Backend> Store for B {
             CHALLENGES,
             FAMILIES,
             REVOKED_ACCESS,
+            WINDOWS,
         ] {
             removed += self.write(true, |t| {
                 let mut gone = 0usize;
