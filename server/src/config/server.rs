@@ -242,7 +242,7 @@ struct File {
     #[serde(default)]
     log: LogSection,
     #[serde(default)]
-    store: StoreSection,
+    store: StoreField,
     #[serde(default)]
     mfa: MfaSettings,
     #[serde(default)]
@@ -278,7 +278,46 @@ struct LogSection {
     format: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `store = "postgres://..."` (short for `[store] kind = "postgres"` with that `url`) or a
+/// `[store]` table.
+#[derive(Debug, Default)]
+struct StoreField(StoreSection);
+
+impl<'de> Deserialize<'de> for StoreField {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Either;
+        impl<'de> serde::de::Visitor<'de> for Either {
+            type Value = StoreField;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a postgres:// URL or a [store] table")
+            }
+            fn visit_str<E: serde::de::Error>(self, url: &str) -> Result<StoreField, E> {
+                Ok(StoreField(StoreSection {
+                    kind: Some(Spanned::new(0..0, "postgres".to_string())),
+                    url: Some(Spanned::new(0..0, url.to_string())),
+                    ..StoreSection::default()
+                }))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<StoreField, A::Error> {
+                StoreSection::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(StoreField)
+            }
+        }
+        deserializer.deserialize_any(Either)
+    }
+}
+
+impl StoreField {
+    /// The table form of either.
+    fn section(&self) -> StoreSection {
+        self.0.clone()
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StoreSection {
     kind: Option<Spanned<String>>,
@@ -520,7 +559,8 @@ pub fn parse(
             .map_err(|e| at(value.span(), format!("log.format: {e}")))?,
         (None, None) => false,
     };
-    let postgres = postgres_settings(&file.store, &at)?;
+    let store = file.store.section();
+    let postgres = postgres_settings(&store, &at)?;
     let alg = &file.tokens.access_token_alg;
     if alg != "RS256" && alg != "ES256" {
         return Err(ConfigError(format!(
@@ -576,8 +616,7 @@ pub fn parse(
         secure_cookies: issuer.starts_with("https://"),
         issuer,
         data_dir,
-        store_cache_bytes: file
-            .store
+        store_cache_bytes: store
             .cache_mib
             .map_or(crate::store::embedded::DEFAULT_CACHE_BYTES, |mib| {
                 mib.saturating_mul(1024 * 1024)
@@ -888,6 +927,25 @@ mod tests {
             web.allows(GrantType::AuthorizationCode) && web.allows(GrantType::ClientCredentials)
         );
         assert!(config.applications["flow-only"].grant_types.is_empty());
+    }
+
+    #[test]
+    fn a_store_url_is_short_for_a_postgres_store_table() {
+        let config =
+            parse_text("store = \"postgres://idflow@db.internal/idflow\"\n").expect("parses");
+        let postgres = config.postgres.expect("postgres");
+        assert_eq!(postgres.url.0, "postgres://idflow@db.internal/idflow");
+        assert_eq!(
+            postgres.connections,
+            crate::store::postgres::DEFAULT_CONNECTIONS
+        );
+        assert!(
+            !format!("{postgres:?}").contains("db.internal"),
+            "never printed"
+        );
+        let error = parse_text("store = \"mysql://x\"\n").unwrap_err();
+        assert!(error.to_string().contains("not a postgres://"), "{error}");
+        assert!(parse_text("").expect("default").postgres.is_none());
     }
 
     #[test]
