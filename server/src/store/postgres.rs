@@ -459,11 +459,22 @@ impl Backend for PostgresStore {
 /// A transaction on a checked-out connection, as [`Tables`].
 struct Transaction<'a>(&'a Connection);
 
+/// The value of an entry as its table's kind says; a column of the wrong kind (a row written
+/// by hand) is an error, not a panic.
 fn stored(kind: Kind, row: &postgres::Row) -> StoreResult<Stored> {
+    let column = |index: usize| {
+        StoreError::Failed(format!(
+            "postgres: column {index} of an entry is empty or of the wrong type"
+        ))
+    };
     Ok(match kind {
-        Kind::Json => Stored::Json(row.get::<_, String>(0).into_bytes()),
-        Kind::Text => Stored::Text(row.get(1)),
-        Kind::Number => Stored::Number(to_u64(row.get(2))?),
+        Kind::Json => Stored::Json(
+            row.try_get::<_, String>(0)
+                .map_err(|_| column(0))?
+                .into_bytes(),
+        ),
+        Kind::Text => Stored::Text(row.try_get(1).map_err(|_| column(1))?),
+        Kind::Number => Stored::Number(to_u64(row.try_get(2).map_err(|_| column(2))?)?),
     })
 }
 
