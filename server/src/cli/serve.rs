@@ -221,17 +221,7 @@ fn follow_other_nodes(app: &Arc<App>) {
             Err(error) => serde_json::json!({ "by": "another node", "node": from,
                 "refused": error.lines().next().unwrap_or_default() }),
         };
-        let entry = crate::store::Write::Audit(crate::store::AuditEvent {
-            time: app::now(),
-            event: "config.reload".into(),
-            actor: "idflow".into(),
-            subject: String::new(),
-            ip: String::new(),
-            detail,
-        });
-        if let Err(error) = follower.store.commit(vec![entry]) {
-            tracing::error!(%error, "cannot audit a reload");
-        }
+        audit_reload(&follower, detail);
         match outcome {
             Ok(done) => tracing::info!(
                 node = from,
@@ -248,17 +238,8 @@ fn follow_other_nodes(app: &Arc<App>) {
     }
 }
 
-/// Reloads (off the async workers) and logs the outcome: what `SIGHUP` and `--watch` do.
-async fn reload_and_log(app: &Arc<App>, why: &'static str) {
-    let worker = Arc::clone(app);
-    let outcome = tokio::task::spawn_blocking(move || crate::reload::reload(&worker)).await;
-    let detail = match &outcome {
-        Ok(Ok(done)) => serde_json::json!({ "by": why, "generation": done.generation }),
-        Ok(Err(error)) => {
-            serde_json::json!({ "by": why, "refused": error.lines().next().unwrap_or_default() })
-        }
-        Err(_) => serde_json::json!({ "by": why, "refused": "the reload task failed" }),
-    };
+/// Records a reload the process made itself (`detail` says why and how it ended).
+fn audit_reload(app: &App, detail: serde_json::Value) {
     let entry = crate::store::Write::Audit(crate::store::AuditEvent {
         time: app::now(),
         event: "config.reload".into(),
@@ -270,6 +251,20 @@ async fn reload_and_log(app: &Arc<App>, why: &'static str) {
     if let Err(error) = app.store.commit(vec![entry]) {
         tracing::error!(%error, "cannot audit a reload");
     }
+}
+
+/// Reloads (off the async workers) and logs the outcome: what `SIGHUP` and `--watch` do.
+async fn reload_and_log(app: &Arc<App>, why: &'static str) {
+    let worker = Arc::clone(app);
+    let outcome = tokio::task::spawn_blocking(move || crate::reload::reload(&worker)).await;
+    let detail = match &outcome {
+        Ok(Ok(done)) => serde_json::json!({ "by": why, "generation": done.generation }),
+        Ok(Err(error)) => {
+            serde_json::json!({ "by": why, "refused": error.lines().next().unwrap_or_default() })
+        }
+        Err(_) => serde_json::json!({ "by": why, "refused": "the reload task failed" }),
+    };
+    audit_reload(app, detail);
     match outcome {
         Ok(Ok(done)) => {
             tracing::info!(why, generation = done.generation, changes = %done.render().trim_end(), "configuration reloaded");

@@ -221,6 +221,21 @@ fn authorized(app: &App, headers: &HeaderMap, params: &Params) -> Result<Session
     Ok(session)
 }
 
+/// The session of an account-page POST ([`authorized`]) and its user as stored now, or the
+/// page to answer with.
+async fn signed_in_user(
+    app: &Arc<App>,
+    headers: &HeaderMap,
+    params: &Params,
+) -> Result<(Session, crate::store::User), Response> {
+    let session = authorized(app, headers, params)?;
+    match app.store.user(&session.user) {
+        Ok(Some(user)) => Ok((session, user)),
+        Ok(None) => Err(render(app, None, None).await),
+        Err(error) => Err(server_error(app, &error)),
+    }
+}
+
 /// An audit entry for a change the signed-in user made to their own account.
 fn audit_change(event: &str, user: &str, addr: SocketAddr, detail: serde_json::Value) -> Write {
     crate::effects::audit(event, user, &addr.ip().to_string(), now(), detail)
@@ -234,14 +249,9 @@ pub async fn add_passkey(
     body: Bytes,
 ) -> Response {
     let params = Params::parse(&body).unwrap_or_default();
-    let session = match authorized(&app, &headers, &params) {
-        Ok(session) => session,
+    let (session, user) = match signed_in_user(&app, &headers, &params).await {
+        Ok(found) => found,
         Err(response) => return response,
-    };
-    let user = match app.store.user(&session.user) {
-        Ok(Some(user)) => user,
-        Ok(None) => return render(&app, None, None).await,
-        Err(error) => return server_error(&app, &error),
     };
     let checked = crate::mfa::passkey::finish_registration(
         &app.mfa,
@@ -279,14 +289,9 @@ pub async fn add_totp(
     body: Bytes,
 ) -> Response {
     let params = Params::parse(&body).unwrap_or_default();
-    let session = match authorized(&app, &headers, &params) {
-        Ok(session) => session,
+    let (session, user) = match signed_in_user(&app, &headers, &params).await {
+        Ok(found) => found,
         Err(response) => return response,
-    };
-    let user = match app.store.user(&session.user) {
-        Ok(Some(user)) => user,
-        Ok(None) => return render(&app, None, None).await,
-        Err(error) => return server_error(&app, &error),
     };
     let has_totp = match app.store.factors(&user.id) {
         Ok(factors) => factors.iter().any(|f| f.kind == FactorKind::Totp),
@@ -382,14 +387,9 @@ pub async fn change_password(
     body: Bytes,
 ) -> Response {
     let params = Params::parse(&body).unwrap_or_default();
-    let session = match authorized(&app, &headers, &params) {
-        Ok(session) => session,
+    let (session, user) = match signed_in_user(&app, &headers, &params).await {
+        Ok(found) => found,
         Err(response) => return response,
-    };
-    let user = match app.store.user(&session.user) {
-        Ok(Some(user)) => user,
-        Ok(None) => return render(&app, None, None).await,
-        Err(error) => return server_error(&app, &error),
     };
     let ip = addr.ip().to_string();
     let key = user.username.to_lowercase();
