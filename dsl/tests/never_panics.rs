@@ -1,6 +1,9 @@
 //! Property tests: no input makes a front end, the checker, the renderers, the printers or the
 //! graph panic, with or without a configuration. Inputs are random
 //! text, random token soup in each syntax, and the shipped flows with random edits applied.
+//!
+//! `IDFLOW_FUZZ_CASES=N` runs N cases per property (a longer run); failures are not persisted
+//! to `proptest-regressions/`: a failure found becomes a named `regression_` test here.
 
 use std::path::Path;
 
@@ -66,6 +69,20 @@ const TOKENS: &[&str] = &[
     "\u{feff}",
     "é",
 ];
+
+/// Cases per property: `IDFLOW_FUZZ_CASES` when set, else `default` (which keeps this file to
+/// a few seconds in a debug build). No failure file: a failure becomes a named test.
+fn config(default: u32) -> ProptestConfig {
+    let cases = std::env::var("IDFLOW_FUZZ_CASES")
+        .ok()
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(default);
+    ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
 
 fn seeds() -> Vec<(String, Syntax)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../flows");
@@ -157,7 +174,7 @@ fn mutate(text: &str, op: u8, at: usize, len: usize, token: &str) -> String {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(config(512))]
 
     #[test]
     fn random_text_never_panics(text in "\\PC{0,2000}") {

@@ -85,7 +85,9 @@ fn form_encode(value: &str) -> String {
 }
 
 /// The HTTP-Redirect URL sending `xml` as `parameter` (`SAMLRequest` or `SAMLResponse`) to
-/// `endpoint`, signed with `signer` when given.
+/// `endpoint`, signed with `signer` when given. The endpoint is written as a URL serializes
+/// (percent-encoded, so the result is a valid `Location` header) and without a fragment, which
+/// would swallow the message; an endpoint that is not an absolute URL is an error.
 pub fn redirect_url(
     endpoint: &str,
     parameter: &str,
@@ -105,41 +107,61 @@ pub fn redirect_url(
             form_encode(&STANDARD.encode(signature))
         ));
     }
-    let separator = if endpoint.contains('?') { '&' } else { '?' };
+    let mut endpoint = url::Url::parse(endpoint).map_err(|e| {
+        SamlError::Malformed(format!("the endpoint `{endpoint}` is not a URL: {e}"))
+    })?;
+    endpoint.set_fragment(None);
+    let separator = if endpoint.query().is_some() { '&' } else { '?' };
     Ok(format!("{endpoint}{separator}{query}"))
 }
 
-/// The raw (still percent-encoded) value of `name` in `query`.
-fn raw_part<'q>(query: &'q str, name: &str) -> Option<&'q str> {
-    query
+/// The raw (still percent-encoded) part `name=value` of `query` whose name is `name` once
+/// decoded, as a form decoder reads names; more than one is an error, since whoever reads the
+/// query afterwards could take another one than the signature covers.
+fn raw_part<'q>(query: &'q str, name: &str) -> Result<Option<&'q str>, SamlError> {
+    let mut parts = query
         .split('&')
-        .find(|part| part.split('=').next() == Some(name))
+        .filter(|part| decode(part.split('=').next().unwrap_or_default()) == name);
+    let first = parts.next();
+    if parts.next().is_some() {
+        return Err(SamlError::Signature(format!(
+            "the query has more than one {name}"
+        )));
+    }
+    Ok(first)
 }
 
-fn decoded(raw: &str) -> String {
-    let value = raw.split_once('=').map_or("", |(_, v)| v);
-    url::form_urlencoded::parse(format!("v={value}").as_bytes())
+/// One form-encoded component, decoded.
+fn decode(component: &str) -> String {
+    url::form_urlencoded::parse(format!("v={component}").as_bytes())
         .next()
         .map(|(_, v)| v.into_owned())
         .unwrap_or_default()
 }
 
-/// Whether the raw query of a Redirect-binding message carries a signature at all.
+fn decoded(raw: &str) -> String {
+    decode(raw.split_once('=').map_or("", |(_, v)| v))
+}
+
+/// Whether the raw query of a Redirect-binding message carries a signature at all (or more
+/// than one, which [`verify_query_signature`] refuses).
 pub fn has_query_signature(raw_query: &str) -> bool {
-    raw_part(raw_query, "Signature").is_some()
+    !matches!(raw_part(raw_query, "Signature"), Ok(None))
 }
 
 /// Verifies the Redirect binding's signature of `raw_query` (exactly as received) over
-/// `parameter`, `RelayState` and `SigAlg`, with one of `certificates` (DER).
+/// `parameter`, `RelayState` and `SigAlg`, with one of `certificates` (DER). Parameters are
+/// found by their decoded names, as the query's reader finds them, and each at most once: a
+/// `RelayState` the signature does not cover cannot ride along as `Relay%53tate`.
 pub fn verify_query_signature(
     raw_query: &str,
     parameter: &str,
     certificates: &[Vec<u8>],
 ) -> Result<(), SamlError> {
     let missing = |what: &str| SamlError::Signature(format!("the query has no {what}"));
-    let message = raw_part(raw_query, parameter).ok_or_else(|| missing(parameter))?;
-    let sig_alg = raw_part(raw_query, "SigAlg").ok_or_else(|| missing("SigAlg"))?;
-    let signature = raw_part(raw_query, "Signature").ok_or_else(|| missing("Signature"))?;
+    let message = raw_part(raw_query, parameter)?.ok_or_else(|| missing(parameter))?;
+    let sig_alg = raw_part(raw_query, "SigAlg")?.ok_or_else(|| missing("SigAlg"))?;
+    let signature = raw_part(raw_query, "Signature")?.ok_or_else(|| missing("Signature"))?;
     if decoded(sig_alg) != uri::RSA_SHA256 {
         return Err(SamlError::Signature(format!(
             "SigAlg `{}` is not RSA-SHA256",
@@ -147,7 +169,7 @@ pub fn verify_query_signature(
         )));
     }
     let mut signed = message.to_string();
-    if let Some(relay_state) = raw_part(raw_query, "RelayState") {
+    if let Some(relay_state) = raw_part(raw_query, "RelayState")? {
         signed.push('&');
         signed.push_str(relay_state);
     }
@@ -201,7 +223,11 @@ mod tests {
         )
         .expect("url");
         let query = url.split_once('?').expect("query").1;
-        let message = decoded(raw_part(query, "SAMLRequest").expect("message"));
+        let message = decoded(
+            raw_part(query, "SAMLRequest")
+                .expect("once")
+                .expect("message"),
+        );
         assert_eq!(decode_redirect(&message).expect("inflate"), xml);
         let certs = vec![credential.certificate_der().to_vec()];
         verify_query_signature(query, "SAMLRequest", &certs).expect("verifies");
@@ -215,6 +241,65 @@ mod tests {
             verify_query_signature(&sha1, "SAMLRequest", &certs),
             Err(SamlError::Signature(why)) if why.contains("not RSA-SHA256")
         ));
+    }
+
+    #[test]
+    fn regression_a_relay_state_the_signature_does_not_cover_is_refused() {
+        // Found by tests/never_panics.rs: a second RelayState, or one whose name is
+        // percent-encoded, was not part of what was verified, yet the server reads it.
+        let credential = Credential::generate("sp.test").expect("credential");
+        let certs = vec![credential.certificate_der().to_vec()];
+        let xml = "<samlp:AuthnRequest ID=\"_1\"/>";
+        let signed = |relay_state| {
+            let url = redirect_url(
+                "https://idp.test/sso",
+                "SAMLRequest",
+                xml,
+                relay_state,
+                Some(&credential),
+            )
+            .expect("url");
+            url.split_once('?').expect("query").1.to_string()
+        };
+        let (with, without) = (signed(Some("state 1")), signed(None));
+        for query in [&with, &without] {
+            verify_query_signature(query, "SAMLRequest", &certs).expect("verifies");
+        }
+        for smuggled in ["&Relay%53tate=evil", "&RelayState=evil"] {
+            let query = format!("{without}{smuggled}");
+            assert!(
+                verify_query_signature(&query, "SAMLRequest", &certs).is_err(),
+                "{smuggled}"
+            );
+        }
+        let twice = with.replace("&SigAlg", "&RelayState=evil&SigAlg");
+        assert!(verify_query_signature(&twice, "SAMLRequest", &certs).is_err());
+        assert!(has_query_signature("SAMLRequest=x&Sign%61ture=y"));
+        assert!(has_query_signature("Signature=x&Signature=y"));
+        assert!(!has_query_signature("SAMLRequest=x"));
+    }
+
+    #[test]
+    fn regression_redirect_urls_are_valid_locations() {
+        // Found by tests/never_panics.rs: an endpoint with a fragment lost the message, and one
+        // with a character outside ASCII made a URL that axum's `Redirect` panics on.
+        let url = redirect_url("https://sp.test/slo#top", "SAMLRequest", "<x/>", None, None)
+            .expect("url");
+        assert!(url.starts_with("https://sp.test/slo?SAMLRequest="), "{url}");
+        let url = redirect_url(
+            "https://sp.test/sl\u{f6}?a=b",
+            "SAMLRequest",
+            "<x/>",
+            None,
+            None,
+        )
+        .expect("url");
+        assert!(
+            url.starts_with("https://sp.test/sl%C3%B6?a=b&SAMLRequest="),
+            "{url}"
+        );
+        assert!(url.bytes().all(|b| b.is_ascii_graphic()));
+        assert!(redirect_url("/relative", "SAMLRequest", "<x/>", None, None).is_err());
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! - Only the part of a document a signature covers is read (samael's reduce-to-signed), so a
 //!   signature-wrapping attack has nothing unsigned to smuggle in.
 //! - Every message is refused before parsing if it declares a DOCTYPE (no entity can expand),
+//!   is not UTF-8 (a DOCTYPE in UTF-16 or UTF-7 would hide from that check, not from libxml2),
 //!   is larger than [`binding::MAX_MESSAGE`] or inflates beyond it.
 //! - Times, audiences, recipients and request ids are checked against what the caller expects,
 //!   with the caller's clock, and every missing condition is an error rather than a pass.

@@ -45,16 +45,7 @@ pub fn project(resource: &Value, attributes: &[AttrPath], excluded: &[AttrPath])
     let mut out = if attributes.is_empty() {
         all.clone()
     } else {
-        let mut kept = Map::new();
-        for name in ALWAYS {
-            if let Some(key) = key_of(all, name) {
-                kept.insert(key.clone(), all[&key].clone());
-            }
-        }
-        for path in attributes {
-            copy(all, &mut kept, path);
-        }
-        kept
+        keep(all, attributes)
     };
     for path in excluded {
         if ALWAYS.iter().any(|a| a.eq_ignore_ascii_case(&path.name)) && path.sub_attr.is_none() {
@@ -81,46 +72,101 @@ fn containers<'a>(
     }
 }
 
-fn copy(from: &Map<String, Value>, to: &mut Map<String, Value>, path: &AttrPath) {
-    let Some((extension, source)) = containers(from, path.uri.as_deref()) else {
-        return;
+/// What `attributes` asks of one attribute: all of it, or some of its sub-attributes.
+enum Wanted {
+    Whole,
+    Subs(Vec<String>),
+}
+
+/// The members of `all` that `attributes` (and [`ALWAYS`]) ask for. Paths that name one
+/// attribute are taken together, so `emails.value,emails.type` keeps both sub-attributes of
+/// each email, and `emails,emails.value` keeps the emails whole.
+fn keep(all: &Map<String, Value>, attributes: &[AttrPath]) -> Map<String, Value> {
+    // (extension key or None for the core schema, attribute key, what is wanted), in order.
+    let mut wanted: Vec<(Option<String>, String, Wanted)> = Vec::new();
+    let always = ALWAYS.iter().map(|name| AttrPath {
+        uri: None,
+        name: (*name).to_string(),
+        sub_attr: None,
+    });
+    for path in always.chain(attributes.iter().cloned()) {
+        let Some((extension, source)) = containers(all, path.uri.as_deref()) else {
+            continue;
+        };
+        let Some(key) = key_of(source, &path.name) else {
+            continue;
+        };
+        let index = match wanted
+            .iter()
+            .position(|(e, k, _)| *e == extension && *k == key)
+        {
+            Some(index) => index,
+            None => {
+                wanted.push((extension, key, Wanted::Subs(Vec::new())));
+                wanted.len() - 1
+            }
+        };
+        let entry = &mut wanted[index].2;
+        match (path.sub_attr, &mut *entry) {
+            (None, _) => *entry = Wanted::Whole,
+            (Some(sub), Wanted::Subs(subs)) => subs.push(sub),
+            (Some(_), Wanted::Whole) => {}
+        }
+    }
+    let mut kept = Map::new();
+    for (extension, key, wanted) in wanted {
+        let Some((_, source)) = containers(all, extension.as_deref()) else {
+            continue;
+        };
+        let value = match wanted {
+            Wanted::Whole => source[&key].clone(),
+            Wanted::Subs(subs) => match sub_attributes(&source[&key], &subs) {
+                Some(value) => value,
+                None => continue,
+            },
+        };
+        let target = match extension {
+            None => &mut kept,
+            Some(extension) => match kept
+                .entry(extension)
+                .or_insert_with(|| Value::Object(Map::new()))
+            {
+                Value::Object(inner) => inner,
+                _ => continue,
+            },
+        };
+        target.insert(key, value);
+    }
+    kept
+}
+
+/// `value` with only the sub-attributes `subs`: of each element of a multi-valued attribute
+/// (elements with none of them go), or of a complex one (`None` if it has none of them).
+fn sub_attributes(value: &Value, subs: &[String]) -> Option<Value> {
+    let pick = |object: &Map<String, Value>| -> Map<String, Value> {
+        subs.iter()
+            .filter_map(|sub| key_of(object, sub))
+            .map(|key| {
+                let value = object[&key].clone();
+                (key, value)
+            })
+            .collect()
     };
-    let Some(key) = key_of(source, &path.name) else {
-        return;
-    };
-    let value = match (&path.sub_attr, &source[&key]) {
-        (None, value) => value.clone(),
-        (Some(sub), Value::Array(items)) => Value::Array(
+    match value {
+        Value::Array(items) => Some(Value::Array(
             items
                 .iter()
-                .filter_map(|item| {
-                    let object = item.as_object()?;
-                    let sub_key = key_of(object, sub)?;
-                    Some(json!({ sub_key.clone(): object[&sub_key].clone() }))
-                })
+                .filter_map(Value::as_object)
+                .map(pick)
+                .filter(|picked| !picked.is_empty())
+                .map(Value::Object)
                 .collect(),
-        ),
-        (Some(sub), Value::Object(object)) => match key_of(object, sub) {
-            Some(sub_key) => json!({ sub_key.clone(): object[&sub_key].clone() }),
-            None => return,
-        },
-        _ => return,
-    };
-    let target = match extension {
-        None => to,
-        Some(extension) => match to
-            .entry(extension)
-            .or_insert_with(|| Value::Object(Map::new()))
-        {
-            Value::Object(inner) => inner,
-            _ => return,
-        },
-    };
-    match (target.get_mut(&key), value) {
-        (Some(Value::Object(existing)), Value::Object(more)) => existing.extend(more),
-        (_, value) => {
-            target.insert(key, value);
+        )),
+        Value::Object(object) => {
+            let picked = pick(object);
+            (!picked.is_empty()).then_some(Value::Object(picked))
         }
+        _ => None,
     }
 }
 
@@ -281,6 +327,24 @@ mod tests {
                 crate::urn::ENTERPRISE_USER: {"department": "R&D"}
             })
         );
+    }
+
+    #[test]
+    fn regression_attributes_naming_one_multi_valued_attribute_twice_keep_what_both_ask() {
+        // Found by tests/never_panics.rs: the second path replaced what the first had kept.
+        let two_subs = parse_attributes("emails.value,emails.type").expect("parses");
+        assert_eq!(
+            project(&ann(), &two_subs, &[])["emails"],
+            json!([{"value": "a@x", "type": "work"}, {"value": "a@y", "type": "home"}])
+        );
+        let whole_then_sub = parse_attributes("emails,emails.value").expect("parses");
+        assert_eq!(
+            project(&ann(), &whole_then_sub, &[])["emails"],
+            ann()["emails"]
+        );
+        let sub_of_always = parse_attributes("id.value").expect("parses");
+        let odd = json!({"id": [null], "schemas": [crate::urn::USER]});
+        assert_eq!(project(&odd, &sub_of_always, &[]), odd);
     }
 
     #[test]

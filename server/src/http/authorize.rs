@@ -486,3 +486,35 @@ pub async fn start_login(
 pub fn to_login_page(handle: &str) -> Response {
     Redirect::to(&format!("/login?login={handle}")).into_response()
 }
+
+/// Property tests of the challenge check on any text (see `server/tests/never_panics.rs`).
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(crate::http::params::fuzz_config(512))]
+
+        #[test]
+        fn any_text_is_a_challenge_or_not_without_panicking(text in "\\PC{0,60}") {
+            let _ = valid_challenge(&text);
+        }
+
+        #[test]
+        fn the_s256_challenge_of_any_verifier_passes_and_one_character_off_fails(
+            verifier in "[A-Za-z0-9._~-]{43,128}",
+            at in any::<prop::sample::Index>(),
+            bad in "[^A-Za-z0-9_-]",
+        ) {
+            let challenge = crate::crypto::pkce_s256(&verifier);
+            prop_assert!(valid_challenge(&challenge), "{}", challenge);
+            let mut altered = challenge.clone();
+            altered.replace_range(at.index(43)..at.index(43) + 1, &bad);
+            prop_assert!(!valid_challenge(&altered), "{}", altered);
+            prop_assert!(!valid_challenge(&challenge[..42]));
+            let longer = format!("{challenge}A");
+            prop_assert!(!valid_challenge(&longer));
+        }
+    }
+}

@@ -65,6 +65,22 @@ impl Params {
     }
 }
 
+/// The case count of the property tests in this crate's modules (see
+/// `server/tests/never_panics.rs`): `IDFLOW_FUZZ_CASES` when set, else `default`; failures are
+/// not persisted, a failure found becomes a named `regression_` test.
+#[cfg(test)]
+pub(crate) fn fuzz_config(default: u32) -> proptest::test_runner::Config {
+    let cases = std::env::var("IDFLOW_FUZZ_CASES")
+        .ok()
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(default);
+    proptest::test_runner::Config {
+        cases,
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

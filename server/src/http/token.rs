@@ -422,3 +422,34 @@ mod tests {
         assert!(!valid_verifier(&format!("{}+", "a".repeat(43))));
     }
 }
+
+/// Property tests of the verifier check on any text (see `server/tests/never_panics.rs`).
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(crate::http::params::fuzz_config(512))]
+
+        #[test]
+        fn any_text_is_a_verifier_or_not_without_panicking(text in "\\PC{0,140}") {
+            let _ = valid_verifier(&text);
+        }
+
+        #[test]
+        fn rfc_7636_verifiers_pass_and_one_character_off_fails(
+            verifier in "[A-Za-z0-9._~-]{43,128}",
+            at in any::<prop::sample::Index>(),
+            bad in "[^A-Za-z0-9._~-]",
+        ) {
+            prop_assert!(valid_verifier(&verifier));
+            let mut altered = verifier.clone();
+            altered.insert_str(at.index(verifier.len() + 1), &bad);
+            prop_assert!(!valid_verifier(&altered), "{}", altered);
+            prop_assert!(!valid_verifier(&verifier[..42]));
+            let longer = format!("{verifier}{}", "a".repeat(129 - verifier.len()));
+            prop_assert!(!valid_verifier(&longer));
+        }
+    }
+}

@@ -769,3 +769,172 @@ pub async fn delete_user(call: &Call<'_>, id: &str) -> Result<(StatusCode, Value
     commit(app, batch).await?;
     Ok((StatusCode::NO_CONTENT, Value::Null))
 }
+
+/// Property tests of how a list request is read, from a query string and from a
+/// `POST /.search` body (see `server/tests/never_panics.rs`).
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    const FILTERS: &[&str] = &[
+        r#"userName eq "ann""#,
+        r#"emails[type eq "work" and value co "@"]"#,
+        "not (active eq true) or title pr",
+        "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:costCenter ge 4130",
+        "((",
+        "title pr and",
+        "userName eq",
+    ];
+
+    const PATHS: &[&str] = &[
+        "userName",
+        "name.familyName",
+        "emails.value, emails.type",
+        "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department",
+        "emails[type eq \"work\"]",
+        "1x",
+        ",,",
+    ];
+
+    /// One parameter value: a likely one, or any text.
+    fn value(likely: &'static [&'static str]) -> impl Strategy<Value = Option<String>> {
+        prop::option::of(prop_oneof![
+            3 => prop::sample::select(likely).prop_map(String::from),
+            1 => "\\PC{1,20}",
+        ])
+    }
+
+    fn number() -> impl Strategy<Value = Option<String>> {
+        prop::option::of(prop_oneof![
+            any::<i64>().prop_map(|n| n.to_string()),
+            (-5i64..20).prop_map(|n| format!(" {n} ")),
+            prop::sample::select(&["1.5", "1e3", "x", "99999999999999999999", "+3"][..])
+                .prop_map(String::from),
+        ])
+    }
+
+    type Fields = (
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    );
+
+    fn fields() -> impl Strategy<Value = Fields> {
+        (
+            value(FILTERS),
+            value(PATHS),
+            value(&["ascending", "DESCENDING", "up"]),
+            number(),
+            number(),
+            value(PATHS),
+            value(PATHS),
+        )
+    }
+
+    const NAMES: [&str; 7] = [
+        "filter",
+        "sortBy",
+        "sortOrder",
+        "startIndex",
+        "count",
+        "attributes",
+        "excludedAttributes",
+    ];
+
+    fn values(fields: &Fields) -> [&Option<String>; 7] {
+        let (a, b, c, d, e, f, g) = fields;
+        [a, b, c, d, e, f, g]
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn seen(
+        request: &ListRequest,
+    ) -> (
+        Option<&scim_v2::filter::Filter>,
+        Option<&AttrPath>,
+        bool,
+        i64,
+        Option<i64>,
+        &[AttrPath],
+        &[AttrPath],
+    ) {
+        (
+            request.filter.as_ref(),
+            request.sort_by.as_ref(),
+            request.descending,
+            request.start_index,
+            request.count,
+            &request.attributes,
+            &request.excluded,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(crate::http::params::fuzz_config(512))]
+
+        #[test]
+        fn any_query_string_is_a_list_request_or_a_400(raw in "\\PC{0,200}") {
+            if let Ok(params) = query(Some(raw))
+                && let Err(error) = ListRequest::from_query(&params)
+            {
+                prop_assert_eq!(error.status, 400);
+            }
+        }
+
+        #[test]
+        fn a_query_and_a_search_body_saying_the_same_are_read_the_same(fields in fields()) {
+            let mut pairs = url::form_urlencoded::Serializer::new(String::new());
+            let mut body = serde_json::Map::new();
+            for (name, value) in NAMES.iter().zip(values(&fields)) {
+                let Some(value) = value else { continue };
+                pairs.append_pair(name, value);
+                let number = matches!(*name, "startIndex" | "count")
+                    .then(|| value.trim().parse::<i64>().ok())
+                    .flatten();
+                body.insert(name.to_string(), number.map_or_else(|| json!(value), |n| json!(n)));
+            }
+            let params = query(Some(pairs.finish())).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let from_query = ListRequest::from_query(&params);
+            let from_search = ListRequest::from_search(&Value::Object(body));
+            match (&from_query, &from_search) {
+                (Ok(a), Ok(b)) => prop_assert_eq!(seen(a), seen(b)),
+                (Err(a), Err(b)) => prop_assert_eq!((a.status, b.status), (400, 400)),
+                _ => prop_assert!(
+                    false,
+                    "{:?}: the query {}, the body {}",
+                    fields,
+                    if from_query.is_ok() { "reads" } else { "fails" },
+                    if from_search.is_ok() { "reads" } else { "fails" }
+                ),
+            }
+        }
+
+        #[test]
+        fn any_body_is_json_or_a_400(
+            body in prop_oneof![
+                prop::collection::vec(any::<u8>(), 0..200),
+                "\\{\"[a-zA-Z]{1,3}\": ?(1|\"x\"|\\{\"[a-zA-Z]{1,3}\": 2, \"[a-zA-Z]{1,3}\": 3\\})(, \"[a-zA-Z]{1,3}\": 4)?\\}"
+                    .prop_map(String::into_bytes),
+            ],
+            search in any::<bool>(),
+        ) {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/scim+json"));
+            match json_body(&headers, &Bytes::from(body)) {
+                Ok(value) => {
+                    prop_assert!(repeated_key(&value).is_none());
+                    if search && let Err(error) = ListRequest::from_search(&value) {
+                        prop_assert_eq!(error.status, 400);
+                    }
+                }
+                Err(error) => prop_assert_eq!(error.status, 400),
+            }
+        }
+    }
+}
