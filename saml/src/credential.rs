@@ -107,9 +107,8 @@ impl Credential {
                 let certificate_pem = X509::from_der(&credential.certificate)
                     .and_then(|c| c.to_pem())
                     .map_err(fail)?;
-                write_private(key_path, &key_pem)?;
-                std::fs::write(certificate_path, certificate_pem)
-                    .map_err(|e| fail(format!("{}: {e}", certificate_path.display())))?;
+                write_new(key_path, &key_pem, 0o600)?;
+                write_new(certificate_path, &certificate_pem, 0o644)?;
                 Ok(credential)
             }
             _ => Err(fail(format!(
@@ -144,21 +143,35 @@ impl Credential {
     }
 }
 
-fn write_private(path: &Path, pem: &[u8]) -> Result<(), SamlError> {
+/// Creates `path` with `pem` and flushes it, then its directory, to the disk. Both files
+/// must be durable before the credential is used: after a crash (or a file system the kernel
+/// turned read-only) an unflushed certificate comes back empty beside its key, and a server
+/// refuses to start on that pair until someone removes both, which changes the credential
+/// every service provider has.
+fn write_new(path: &Path, pem: &[u8], mode: u32) -> Result<(), SamlError> {
     use std::io::Write;
+    let failed = |e: std::io::Error| fail(format!("{}: {e}", path.display()));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
+        options.mode(mode);
     }
-    let mut file = options
-        .open(path)
-        .map_err(|e| fail(format!("{}: {e}", path.display())))?;
+    #[cfg(not(unix))]
+    let _ = mode;
+    let mut file = options.open(path).map_err(failed)?;
     file.write_all(pem)
         .and_then(|()| file.sync_all())
-        .map_err(|e| fail(format!("{}: {e}", path.display())))
+        .map_err(failed)?;
+    // The new directory entry is durable only once the directory is (POSIX fsync(2)).
+    #[cfg(unix)]
+    if let Some(directory) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::File::open(directory)
+            .and_then(|d| d.sync_all())
+            .map_err(failed)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

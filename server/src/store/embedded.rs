@@ -9,13 +9,18 @@
 //!
 //! redb holds an exclusive lock on the file: one process opens a data directory at a time, so
 //! the CLI's `user` and `role` commands work on a stopped server's data directory.
+//!
+//! An I/O error (a full disk, a file system the kernel turned read-only) latches redb: it
+//! refuses every later write until the file is closed and opened again. The store does that
+//! itself after such an error ([`EmbeddedStore::reopen`]), so writes resume once the cause is
+//! gone, without a restart.
 
-use std::path::Path;
-use std::sync::{Condvar, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex, PoisonError, RwLock};
 
 use redb::{
-    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
-    WriteTransaction,
+    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, StorageError,
+    TableDefinition, TransactionError, WriteTransaction,
 };
 
 use super::tables::{self, Backend, Kind, Log, Stored, Table, Tables};
@@ -29,7 +34,13 @@ pub const FILE_NAME: &str = "idflow.redb";
 
 /// The embedded store.
 pub struct EmbeddedStore {
-    db: Database,
+    /// The open database: every transaction runs under a read lock, and [`Self::reopen`]
+    /// takes the write lock to replace it once none is running. `None` only after a reopen
+    /// failed to open the file again (the next request tries again).
+    db: RwLock<Option<Database>>,
+    /// The file, and the page cache, to open it again with.
+    path: PathBuf,
+    cache_bytes: usize,
     syncs: Mutex<Syncs>,
     synced: Condvar,
 }
@@ -49,8 +60,59 @@ struct Syncs {
     running: bool,
 }
 
-fn fail(error: impl std::fmt::Display) -> StoreError {
-    StoreError::Failed(error.to_string())
+/// A redb error as a store error, saying in words when the disk is full or read-only (the
+/// operator's problem, not a bug).
+fn fail(error: impl Into<redb::Error>) -> StoreError {
+    let error = error.into();
+    let hint = match &error {
+        redb::Error::Io(io) => io_hint(io),
+        _ => "",
+    };
+    StoreError::Failed(format!("{hint}{error}"))
+}
+
+fn io_hint(error: &std::io::Error) -> &'static str {
+    match error.kind() {
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+            "the disk of the data directory is full (writes resume once there is room): "
+        }
+        std::io::ErrorKind::ReadOnlyFilesystem => {
+            "the data directory is on a read-only file system: "
+        }
+        _ => "",
+    }
+}
+
+/// Whether an I/O error has latched `db` (redb then refuses every write transaction until
+/// the file is opened again; a failed commit can also leave its allocator state discarded,
+/// which only a reopen repairs). Unknown, so false, while another write transaction runs:
+/// that one will see the error and come here itself.
+fn latched(db: &Database) -> bool {
+    matches!(
+        db.try_begin_write(),
+        Err(TransactionError::Storage(
+            StorageError::PreviousIo | StorageError::Corrupted(_)
+        ))
+    )
+}
+
+/// Opens (creating if needed) the redb file.
+fn open_file(path: &Path, cache_bytes: usize) -> StoreResult<Database> {
+    Database::builder()
+        .set_cache_size(cache_bytes)
+        .create(path)
+        .map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Failed(format!(
+                "{} is in use by another idflow process (stop the server to use the CLI on it)",
+                path.display()
+            )),
+            redb::DatabaseError::Storage(StorageError::Io(io)) => StoreError::Failed(format!(
+                "cannot open {}: {}{io}",
+                path.display(),
+                io_hint(&io)
+            )),
+            other => StoreError::Failed(format!("cannot open {}: {other}", path.display())),
+        })
 }
 
 // Each kind of table is a redb table of its natural types (the file format predates
@@ -84,16 +146,7 @@ impl EmbeddedStore {
             StoreError::Failed(format!("cannot create {}: {e}", data_dir.display()))
         })?;
         let path = data_dir.join(FILE_NAME);
-        let db = Database::builder()
-            .set_cache_size(cache_bytes)
-            .create(&path)
-            .map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Failed(format!(
-                    "{} is in use by another idflow process (stop the server to use the CLI on it)",
-                    path.display()
-                )),
-                other => StoreError::Failed(format!("cannot open {}: {other}", path.display())),
-            })?;
+        let db = open_file(&path, cache_bytes)?;
         let txn = db.begin_write().map_err(fail)?;
         for table in tables::ALL_TABLES {
             match table.kind {
@@ -108,21 +161,87 @@ impl EmbeddedStore {
         }
         txn.commit().map_err(fail)?;
         Ok(EmbeddedStore {
-            db,
+            db: RwLock::new(Some(db)),
+            path,
+            cache_bytes,
             syncs: Mutex::new(Syncs::default()),
             synced: Condvar::new(),
         })
     }
 
+    /// Runs `f` on the open database, under the read lock (so [`Self::reopen`] waits for it).
+    fn with_db<R>(&self, f: impl FnOnce(&Database) -> StoreResult<R>) -> StoreResult<R> {
+        {
+            let db = self.db.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(db) = db.as_ref() {
+                return f(db);
+            }
+        }
+        self.reopen()?;
+        let db = self.db.read().unwrap_or_else(PoisonError::into_inner);
+        match db.as_ref() {
+            Some(db) => f(db),
+            None => Err(StoreError::Failed(format!(
+                "{} is closed after an I/O error",
+                self.path.display()
+            ))),
+        }
+    }
+
+    /// After a failed transaction: when an I/O error latched the database, closes and opens
+    /// it again (redb recovers the file as after a crash: every durable commit, so every
+    /// write answered as done, is there). Errs, saying why, when the file cannot be opened
+    /// for writing (a read-only file system): the latched handle is then kept, its cache
+    /// still serving reads, and the next failure tries again. While the disk stays full each
+    /// failed write costs a reopen; writes that fit in the file's free pages succeed.
+    fn recover(&self) -> StoreResult<()> {
+        let broken = {
+            let db = self.db.read().unwrap_or_else(PoisonError::into_inner);
+            db.as_ref().is_none_or(latched)
+        };
+        if broken {
+            self.reopen()?;
+        }
+        Ok(())
+    }
+
+    /// Replaces a latched (or missing) database with the file opened again. Closing the old
+    /// handle releases the file's lock: should another process (the CLI) take it before the
+    /// open, the open fails and leaves no handle, and the next request tries again.
+    fn reopen(&self) -> StoreResult<()> {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.path)
+            .map_err(|e| {
+                StoreError::Failed(format!(
+                    "cannot reopen {} after an I/O error: {}{e}",
+                    self.path.display(),
+                    io_hint(&e)
+                ))
+            })?;
+        let mut slot = self.db.write().unwrap_or_else(PoisonError::into_inner);
+        // Another request may have reopened it while this one waited for the lock.
+        if slot.as_ref().is_some_and(|db| !latched(db)) {
+            return Ok(());
+        }
+        // Closing releases the file's lock; a latched handle writes nothing as it closes.
+        drop(slot.take());
+        let db = open_file(&self.path, self.cache_bytes)?;
+        *slot = Some(db);
+        tracing::warn!(path = %self.path.display(), "store reopened after an I/O error");
+        Ok(())
+    }
+
     /// A write transaction that commits without flushing; [`Self::finish`] makes it durable.
-    fn begin(&self) -> StoreResult<WriteTransaction> {
-        let mut txn = self.db.begin_write().map_err(fail)?;
+    fn begin(db: &Database) -> StoreResult<WriteTransaction> {
+        let mut txn = db.begin_write().map_err(fail)?;
         txn.set_durability(Durability::None).map_err(fail)?;
         Ok(txn)
     }
 
     /// Commits `txn` and returns once it is durable (see [`Syncs`]).
-    fn finish(&self, txn: WriteTransaction) -> StoreResult<()> {
+    fn finish(&self, db: &Database, txn: WriteTransaction) -> StoreResult<()> {
         txn.commit().map_err(fail)?;
         let mut syncs = self.syncs.lock().unwrap_or_else(|p| p.into_inner());
         // The first flush to start from now on covers this commit.
@@ -136,7 +255,7 @@ impl EmbeddedStore {
             syncs.started += 1;
             let flush = syncs.started;
             drop(syncs);
-            let flushed = self.flush(flush);
+            let flushed = Self::flush(db, flush);
             syncs = self.syncs.lock().unwrap_or_else(|p| p.into_inner());
             syncs.running = false;
             // A failed flush proves nothing: waiters stay and one of them flushes again.
@@ -150,8 +269,8 @@ impl EmbeddedStore {
     }
 
     /// An `Immediate` commit: persists every commit before it.
-    fn flush(&self, counter: u64) -> StoreResult<()> {
-        let txn = self.db.begin_write().map_err(fail)?;
+    fn flush(db: &Database, counter: u64) -> StoreResult<()> {
+        let txn = db.begin_write().map_err(fail)?;
         txn.open_table(number_table(tables::META))
             .map_err(fail)?
             .insert("flushes", counter)
@@ -162,8 +281,11 @@ impl EmbeddedStore {
 
 impl Backend for EmbeddedStore {
     fn read<R>(&self, read: impl FnOnce(&dyn Tables) -> StoreResult<R>) -> StoreResult<R> {
-        let txn = self.db.begin_read().map_err(fail)?;
-        read(&Reading(&txn))
+        let result = self.with_db(|db| {
+            let txn = db.begin_read().map_err(fail)?;
+            read(&Reading(&txn))
+        });
+        self.settle(result)
     }
 
     fn write<R>(
@@ -171,17 +293,35 @@ impl Backend for EmbeddedStore {
         durable: bool,
         mut write: impl FnMut(&dyn Tables) -> StoreResult<(R, bool)>,
     ) -> StoreResult<R> {
-        let txn = self.begin()?;
-        // An error drops `txn`, which aborts it.
-        let (result, changed) = write(&Writing(&txn))?;
-        if !changed {
-            txn.abort().map_err(fail)?;
-        } else if durable {
-            self.finish(txn)?;
-        } else {
-            txn.commit().map_err(fail)?;
+        let result = self.with_db(|db| {
+            let txn = Self::begin(db)?;
+            // An error drops `txn`, which aborts it.
+            let (result, changed) = write(&Writing(&txn))?;
+            if !changed {
+                txn.abort().map_err(fail)?;
+            } else if durable {
+                self.finish(db, txn)?;
+            } else {
+                txn.commit().map_err(fail)?;
+            }
+            Ok(result)
+        });
+        self.settle(result)
+    }
+}
+
+impl EmbeddedStore {
+    /// A transaction's result, after [`Self::recover`] when it failed (not for a conflict,
+    /// which is the store working). When the store cannot be reopened, that is the error:
+    /// it says why the next requests fail too.
+    fn settle<R>(&self, result: StoreResult<R>) -> StoreResult<R> {
+        match result {
+            Err(StoreError::Failed(why)) => {
+                self.recover()?;
+                Err(StoreError::Failed(why))
+            }
+            other => other,
         }
-        Ok(result)
     }
 }
 
