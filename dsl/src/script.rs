@@ -451,6 +451,120 @@ mod tests {
         assert!(messages.iter().any(|m| m.contains("`now`")), "{messages:?}");
     }
 
+    /// Runs `script` in the engine flow scripts run in.
+    fn run(script: &str) -> Result<Dynamic, Box<rhai::EvalAltResult>> {
+        sandbox_engine().eval::<Dynamic>(script)
+    }
+
+    /// The error that stopped a script, unwrapped from the function calls it happened in.
+    fn root(error: &rhai::EvalAltResult) -> &rhai::EvalAltResult {
+        error.unwrap_inner()
+    }
+
+    /// `ErrorDataTooLarge` names the kind of value that grew too large.
+    fn too_large(script: &str) -> String {
+        let error = run(script).expect_err(script);
+        match root(&error) {
+            rhai::EvalAltResult::ErrorDataTooLarge(what, _) => what.clone(),
+            other => panic!("{script}: stopped by {other:?}, not by a size limit"),
+        }
+    }
+
+    // Each limit is tested at its edge: a script just inside runs, one just past is stopped
+    // by that limit's own error. Without the limit the script past the edge would run (or, for
+    // the call depth, Rhai's default of 8 levels in debug builds would stop the one inside).
+
+    #[test]
+    fn the_call_depth_limit_stops_recursion_past_16_levels() {
+        let depth = |calls: u32| {
+            format!("fn down(n) {{ if n <= 1 {{ n }} else {{ 1 + down(n - 1) }} }} down({calls})")
+        };
+        let inside = run(&depth(16)).expect("16 nested calls run");
+        assert_eq!(inside.as_int().ok(), Some(16));
+        let error = run(&depth(17)).expect_err("17 nested calls are stopped");
+        assert!(
+            matches!(root(&error), rhai::EvalAltResult::ErrorStackOverflow(_)),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn the_array_size_limit_stops_an_array_past_1024_items() {
+        let grow = |items: u32| format!("let a = []; for i in 0..{items} {{ a.push(i); }} a.len()");
+        assert_eq!(
+            run(&grow(1024)).expect("1024 items").as_int().ok(),
+            Some(1024)
+        );
+        assert_eq!(too_large(&grow(1025)), "Size of array/BLOB");
+    }
+
+    #[test]
+    fn the_map_size_limit_stops_a_map_past_1024_entries() {
+        // Merged in one entry at a time: Rhai checks a map after an operator (`+=`) or a
+        // function changed it.
+        let grow = |entries: u32| {
+            format!(
+                "let m = #{{}}; for i in 0..{entries} {{ let one = #{{}}; one[\"k\" + i] = i; m += one; }} m.len()"
+            )
+        };
+        assert_eq!(
+            run(&grow(1024)).expect("1024 entries").as_int().ok(),
+            Some(1024)
+        );
+        assert_eq!(too_large(&grow(1025)), "Size of object map");
+    }
+
+    /// A gap the map size limit leaves (docs/security-tests.md lists it): Rhai 1.27 checks the
+    /// value an index or property assignment stores (`m[key] = value`), not the map it lands
+    /// in, so a map that only ever grows that way passes 1024 entries unchecked. What ends it
+    /// is the operations limit. When this test fails because the map limit stopped the first
+    /// script, Rhai closed the gap: update the doc.
+    #[test]
+    fn index_assignment_grows_a_map_past_its_limit_until_the_operations_limit_stops_it() {
+        let grown = run("let m = #{}; for i in 0..2000 { m[\"k\" + i] = i; } 2000")
+            .expect("not stopped by the map size limit");
+        assert_eq!(grown.as_int().ok(), Some(2000));
+        let error =
+            run("let m = #{}; let i = 0; loop { m[\"k\" + i] = i; i += 1; }").expect_err("stopped");
+        assert!(
+            matches!(root(&error), rhai::EvalAltResult::ErrorTooManyOperations(_)),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn the_string_size_limit_stops_a_string_past_16_kib() {
+        // 1024 appends of 16 bytes reach MAX_SCRIPT_BYTES exactly; one byte more is too long.
+        let grow = |extra: &str| {
+            format!(
+                "let s = \"\"; for i in 0..1024 {{ s += \"0123456789abcdef\"; }} s += \"{extra}\"; s.len()"
+            )
+        };
+        let inside = run(&grow("")).expect("16 KiB");
+        assert_eq!(inside.as_int().ok(), Some(MAX_SCRIPT_BYTES as i64));
+        assert_eq!(too_large(&grow("x")), "Length of string");
+        // Doubling, the quick way to exhaust memory, is stopped by the same limit long before
+        // the operations limit (the loop ends at 128 KiB, so that without the limit this test
+        // fails rather than runs out of memory).
+        assert_eq!(
+            too_large("let s = \"x\"; while s.len() < 100000 { s += s; } s.len()"),
+            "Length of string"
+        );
+    }
+
+    #[test]
+    fn the_operations_limit_stops_a_long_loop() {
+        let short = run("let n = 0; for i in 0..1000 { n += 1; } n").expect("a short loop runs");
+        assert_eq!(short.as_int().ok(), Some(1000));
+        // A loop that ends (so that without the limit this test fails rather than hangs), but
+        // takes ten times SCRIPT_MAX_OPERATIONS.
+        let error = run("let n = 0; for i in 0..1000000 { n += 1; } n").expect_err("stopped");
+        assert!(
+            matches!(root(&error), rhai::EvalAltResult::ErrorTooManyOperations(_)),
+            "{error:?}"
+        );
+    }
+
     #[test]
     fn reports_syntax_errors_with_position() {
         let problems = check("user.has_role(\"admin\" ||").unwrap_err();

@@ -306,11 +306,57 @@ mod tests {
         }
     }
 
+    /// Each limit of the engine that flows run in stops a script past it with that limit's own
+    /// error (the message of Rhai's `ErrorTooManyOperations`, `ErrorStackOverflow` or
+    /// `ErrorDataTooLarge`, which is what the run's trace records), while a script just inside
+    /// it runs. Every loop ends on its own, so that without a limit this test fails rather
+    /// than hangs. `idflow_dsl::script`'s tests match the error variants themselves.
     #[test]
     fn limits_stop_runaway_scripts() {
         let sandbox = Sandbox::new();
-        let error = eval(&sandbox, "let x = 0; loop { x += 1; }").expect_err("stopped");
-        assert!(error.to_lowercase().contains("operations"), "{error}");
-        assert!(eval(&sandbox, "let s = \"x\"; loop { s += s; }").is_err());
+        let stopped = |script: &str, message: &str| {
+            let error = eval(&sandbox, script).expect_err(script);
+            assert!(error.starts_with(message), "{script}: {error}");
+        };
+        let runs = |script: &str| {
+            if let Err(error) = eval(&sandbox, script) {
+                panic!("{script}: {error}");
+            }
+        };
+        runs("let x = 0; for i in 0..1000 { x += 1; } x");
+        stopped(
+            "let x = 0; for i in 0..1000000 { x += 1; } x",
+            "Too many operations",
+        );
+
+        let depth = |calls: u32| {
+            format!("fn down(n) {{ if n <= 1 {{ n }} else {{ 1 + down(n - 1) }} }} down({calls})")
+        };
+        runs(&depth(16));
+        stopped(&depth(17), "Stack overflow");
+
+        let array = |items: u32| format!("let a = []; for i in 0..{items} {{ a.push(i); }} a");
+        runs(&array(1024));
+        stopped(&array(1025), "Size of array/BLOB too large");
+
+        let map = |entries: u32| {
+            format!(
+                "let m = #{{}}; for i in 0..{entries} {{ let one = #{{}}; one[\"k\" + i] = i; m += one; }} m"
+            )
+        };
+        runs(&map(1024));
+        stopped(&map(1025), "Size of object map too large");
+
+        let string = |extra: &str| {
+            format!(
+                "let s = \"\"; for i in 0..1024 {{ s += \"0123456789abcdef\"; }} s += \"{extra}\"; s"
+            )
+        };
+        runs(&string(""));
+        stopped(&string("x"), "Length of string too large");
+        stopped(
+            "let s = \"x\"; while s.len() < 100000 { s += s; } s",
+            "Length of string too large",
+        );
     }
 }

@@ -131,6 +131,56 @@ fn a_script_over_its_operation_limit_denies_and_says_why() {
     );
 }
 
+/// The size limits of the script engine hold where flows run: a `when` that grows an array,
+/// a map or a string past its limit denies the login, and the trace names the limit that
+/// stopped it. Each loop ends on its own, so without the limit the step would run (and this
+/// test fail) rather than hang. (Call depth cannot be reached here: `flow check` refuses
+/// scripts that define functions; `Sandbox`'s tests cover it.)
+#[test]
+fn a_script_over_a_size_limit_denies_and_names_the_limit() {
+    let engine = Engine::new();
+    let directory = Fixtures::default();
+    for (script, limit) in [
+        (
+            "let a = []; for i in 0..2000 { a.push(i); } a.len() > 0",
+            "Size of array/BLOB too large",
+        ),
+        (
+            "let m = #{}; for i in 0..2000 { let one = #{}; one[\"k\" + i] = i; m += one; } m.len() > 0",
+            "Size of object map too large",
+        ),
+        (
+            "let s = \"x\"; while s.len() < 100000 { s += s; } s.len() > 0",
+            "Length of string too large",
+        ),
+    ] {
+        let flow = load(
+            &engine,
+            &format!(
+                "flow: f\nsteps:\n  - id: first\n    authenticate: [password]\n  - id: second\n    when: '{script}'\n    authenticate: [totp]\n"
+            ),
+        );
+        let step = engine.start(&flow, Request::default(), 0, &directory);
+        let step = engine.advance(&flow, step.run, passed(password(), "u1"), 1, &directory);
+        assert_eq!(
+            step.output,
+            Output::Denied {
+                reason: "script error".into()
+            },
+            "{script}"
+        );
+        assert_eq!(step.run.path, ["first", "second.when", "deny.script_error"]);
+        assert!(
+            step.run
+                .trace
+                .iter()
+                .any(|t| t.event.contains("script error") && t.event.contains(limit)),
+            "{script}: {:#?}",
+            step.run.trace
+        );
+    }
+}
+
 #[test]
 fn a_second_factor_for_another_user_denies() {
     let engine = Engine::new();

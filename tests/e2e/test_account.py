@@ -1,12 +1,14 @@
 """The account page's password, factors and sessions: a person changes their password with the
 current one (and their other sessions end), sets up an authenticator app, sees where they are
-signed in, and signs out everywhere else."""
+signed in, and signs out everywhere else. A form posted without its own CSRF token changes
+nothing."""
 
 import re
 
 import pyotp
+import requests
 
-from conftest import ALICE, Browser, error_text
+from conftest import ADMIN_PASSWORD, ALICE, Browser, error_text
 
 
 def signed_in(server, user=ALICE, password=None):
@@ -105,6 +107,27 @@ def test_sessions_are_listed_and_the_others_can_be_ended(make_server):
     assert server.audit("session.end_others")
 
 
+def test_the_other_sessions_end_only_with_the_forms_own_csrf_token(make_server):
+    server = make_server()
+    phone = signed_in(server)
+    laptop = signed_in(server)
+    _, phone_csrf = account(phone, server)
+    _, csrf = account(laptop, server)
+    end_others = server.url("/account/sessions/end-others")
+    # No token, a made-up one, and the token of the user's other session (a token is bound to
+    # its session, not to the user).
+    for data in ({}, {"csrf": "forged-token"}, {"csrf": phone_csrf}):
+        refused = laptop.go(end_others, "POST", data)
+        assert refused.status_code == 403, (data, refused.status_code)
+        assert "security token" in error_text(refused.text), refused.text
+        assert is_signed_in(phone, server) and is_signed_in(laptop, server), \
+            f"a refused form ended a session: {data}"
+    # The page's own token ends the other session: the refusals above were the token's doing.
+    assert laptop.go(end_others, "POST", {"csrf": csrf}).status_code == 200
+    assert is_signed_in(laptop, server) and not is_signed_in(phone, server)
+    assert len(server.audit("session.end_others")) == 1, "only the real form was audited"
+
+
 def test_an_authenticator_app_set_up_on_the_account_page_is_asked_at_the_next_step_up(make_server):
     server = make_server()
     browser = signed_in(server)
@@ -129,3 +152,50 @@ def test_an_authenticator_app_set_up_on_the_account_page_is_asked_at_the_next_st
     assert 'id="setup-totp"' not in done.text, "one app is enough: no second offer"
     [added] = server.audit("factor.added")
     assert added["detail"] == {"kind": "totp"} and added["subject"] == added["actor"]
+
+
+def passkeys(server, username="alice"):
+    """The user's passkeys as the store holds them, read through the admin API (reading the
+    account page would start a new passkey registration for the session)."""
+    auth = ("admin", ADMIN_PASSWORD)
+    users = requests.get(server.url("/admin/v1/users"), params={"q": username}, auth=auth, timeout=10).json()
+    (user,) = [u for u in users["users"] if u["username"] == username]
+    factors = requests.get(server.url(f"/admin/v1/users/{user['id']}/factors"), auth=auth, timeout=10).json()
+    return [f["id"] for f in factors["factors"] if f["kind"] == "passkey"]
+
+
+def test_a_passkey_is_added_or_removed_only_with_the_forms_own_csrf_token(make_server, web_browser):
+    server = make_server()
+    other_csrf = account(signed_in(server), server)[1]
+    web = web_browser(server)
+    assert web.open(server.url("/login/start")) is None
+    web.page.fill("#password-username", ALICE.username)
+    web.page.fill("#password-password", ALICE.password)
+    assert web.click("#option-password button[type=submit]") is None
+    assert web.page.locator("#add-passkey").count() == 1, web.html()
+
+    def post(path, form, csrf):
+        """Posts `form` with this browser's cookies and `csrf` (None: no token at all)."""
+        if csrf is not None:
+            form = dict(form, csrf=csrf)
+        return web.context.request.post(server.url(path), form=form, max_redirects=0)
+
+    # A real answer to the page's registration, posted without the page's token: no token, a
+    # made-up one, the token of the user's other session.
+    answer = web.passkey_answer(form="add-passkey")
+    for csrf in (None, "forged-token", other_csrf):
+        refused = post("/account/passkeys", {"credential": answer, "label": "Forged"}, csrf)
+        assert refused.status == 403 and "security token" in error_text(refused.text()), (csrf, refused.status)
+        assert passkeys(server) == [], f"a passkey was added with csrf={csrf!r}"
+    # The same answer through the page's own form is added: only the token was missing.
+    assert web.submit_credential(answer, form="add-passkey") is None
+    [added] = passkeys(server)
+    assert f'data-id="{added}"' in web.html()
+
+    for csrf in (None, "forged-token", other_csrf):
+        refused = post("/account/factors/remove", {"factor": added}, csrf)
+        assert refused.status == 403 and "security token" in error_text(refused.text()), (csrf, refused.status)
+        assert passkeys(server) == [added], f"the passkey was removed with csrf={csrf!r}"
+    # The page's own remove button removes it.
+    assert web.click(f'li[data-id="{added}"] button[type=submit]') is None
+    assert passkeys(server) == [] and f'data-id="{added}"' not in web.html()

@@ -263,3 +263,14 @@ def test_failed_attempts_count_across_nodes(cluster):
         refused = finish_at(browser, node, password_page(browser, cluster, node))
         assert not isinstance(refused, str) and refused.status_code == 429, \
             f"node {node.name} let a fourth attempt through: {refused}"
+
+
+def test_secrets_are_stored_only_as_hashes_in_postgresql(cluster):
+    from test_security import assert_stored_only_hashed, leave_secrets
+    hashed, totp_key = leave_secrets(cluster.a)
+    # Every table whole (what a database dump or a backup holds), and the key files.
+    tables = subprocess.run(["psql", cluster.database, "-qX", "-c", "COPY idflow_kv TO STDOUT",
+                             "-c", "COPY idflow_log TO STDOUT"],
+                            check=True, capture_output=True, timeout=60).stdout
+    files = b"".join(p.read_bytes() for p in sorted(cluster.data.rglob("*")) if p.is_file())
+    assert_stored_only_hashed(tables + files, hashed, totp_key)

@@ -1,9 +1,12 @@
 """The security rules of DESIGN.md that apply to the OpenID Provider, each as a negative test:
 exact redirect URIs, PKCE, single-use codes whose reuse revokes, refresh rotation with reuse
-detection, client authentication, CSRF and browser binding on login forms, throttling, bounded
-and well-formed input. Every answer must be the right OAuth error or page, never a 500."""
+detection, client authentication, CSRF and browser binding on login and sign-out forms,
+throttling, the decoy hash's timing, secrets stored only as hashes, bounded and well-formed
+input. Every answer must be the right OAuth error or page, never a 500."""
 
 import base64
+import hashlib
+import re
 import secrets
 import shutil
 import tempfile
@@ -14,8 +17,8 @@ import pytest
 import requests
 
 from conftest import (
-    SPA_REDIRECT, USER_PASSWORD, WEB_REDIRECT, WEB_SECRET, Browser, Server, forms, option_form,
-    query,
+    ALICE, BOB, CAROL, DAVE, SPA_REDIRECT, USER_PASSWORD, WEB_REDIRECT, WEB_SECRET, Browser, Server,
+    forms, option_form, query,
 )
 
 
@@ -260,6 +263,35 @@ def test_login_form_without_or_with_a_wrong_csrf_token_is_refused(server):
     assert isinstance(callback, str) and "code" in query(callback)
 
 
+def test_the_sign_out_form_without_its_own_csrf_token_signs_nobody_out(server):
+    _, browser = get_code(server)
+    _, other = get_code(server)
+
+    def still_signed_in(who):
+        return "code" in query(who.go(authorize_url(server, prompt="none")))
+
+    def sign_out_form(who):
+        page = who.go(server.url("/logout"))
+        assert page.status_code == 200 and "Sign out?" in page.text, page.text
+        (form,) = [f for f in forms(page.text) if f["action"] == "/logout"]
+        return form["fields"]
+
+    fields = sign_out_form(browser)
+    # No token, a made-up one, and the token of another session: each is only asked again.
+    for csrf in (None, "forged-token", sign_out_form(other)["csrf"]):
+        data = {k: v for k, v in fields.items() if k != "csrf"}
+        if csrf is not None:
+            data["csrf"] = csrf
+        response = browser.session.post(server.url("/logout"), data=data, allow_redirects=False, timeout=10)
+        assert response.status_code == 200 and "Sign out?" in response.text, (csrf, response.status_code)
+        assert "idflow_session" not in response.headers.get("Set-Cookie", "")
+        assert still_signed_in(browser), f"signed out with csrf={csrf!r}"
+    # The form as served signs out (this browser only): the refusals were the token's doing.
+    done = browser.session.post(server.url("/logout"), data=fields, allow_redirects=False, timeout=10)
+    assert done.status_code == 303, done.text
+    assert not still_signed_in(browser) and still_signed_in(other)
+
+
 def test_a_login_cannot_be_continued_from_another_browser(server):
     _, page = login_page(server)
     form = option_form(page, "password")
@@ -414,6 +446,52 @@ def test_an_unknown_user_looks_like_a_wrong_password(server):
     assert strip(unknown.text) == strip(wrong.text)
 
 
+def test_an_unknown_user_takes_as_long_as_a_wrong_password(make_server):
+    # The decoy hash: a name without an account is checked against a decoy argon2id hash, so
+    # that the answer takes as long as a wrong password for a real account. With the
+    # quickstart's cost (19 MiB, 2 passes) the hash is most of the time an attempt takes. No
+    # throttle (it would answer some attempts before any hash); each known user fails twice
+    # only (five failures would lock it, and a locked account is checked against the decoy).
+    users = [ALICE, BOB, CAROL, DAVE]
+    server = make_server(users=users, extra_config=(
+        "\n[password]\nmemory_kib = 19456\niterations = 2\nparallelism = 1\n"
+        "\n[throttle]\nip_failures = 0\nuser_ip_failures = 0\n"))
+
+    def attempt(username, password="wrong-password-123"):
+        """The time from posting the password form to its answer, a fresh login each time."""
+        browser = Browser(server)
+        form = option_form(browser.go(authorize_url(server)).text, "password")
+        data = dict(form["fields"], username=username, password=password)
+        started = time.perf_counter()
+        answer = browser.session.post(server.url(form["action"]), data=data, allow_redirects=False, timeout=60)
+        elapsed = time.perf_counter() - started
+        # The answer is a redirect to the login page, which says the attempt failed.
+        assert answer.status_code == 303, (username, answer.status_code)
+        page = browser.go(server.url(answer.headers["Location"]))
+        assert page.status_code == 422 and "did not work" in page.text, (username, page.status_code)
+        return elapsed
+
+    for i in range(3):  # warm up (each hashing thread sizes its memory once)
+        attempt(f"nobody-warm-{i}")
+    known, unknown, unhashed = [], [], []
+    for i in range(8):
+        # Interleaved, and in a different order each round, so that drift hits all alike.
+        runs = [
+            lambda: known.append(attempt(users[i % len(users)].username)),
+            lambda: unknown.append(attempt(f"nobody-{i}")),
+            # Control: the same failure without any hash (a password over 1024 bytes is
+            # refused before hashing): what an unknown user would cost without the decoy.
+            lambda: unhashed.append(attempt(users[i % len(users)].username, "x" * 2000)),
+        ]
+        for run in runs[i % 3:] + runs[:i % 3]:
+            run()
+    median = lambda values: sorted(values)[len(values) // 2]
+    timings = f"known {median(known):.4f}s, unknown {median(unknown):.4f}s, no hash {median(unhashed):.4f}s"
+    assert median(unhashed) < 0.5 * median(known), \
+        f"hashing is not most of an attempt here, so this test could not see a missing decoy: {timings}"
+    assert 0.5 <= median(unknown) / median(known) <= 2, f"an unknown user answers at another speed: {timings}"
+
+
 def test_a_disabled_user_cannot_log_in(server):
     server.stop()
     server.cli("user", "disable", "alice")
@@ -426,6 +504,86 @@ def test_a_disabled_user_cannot_log_in(server):
         page = result.text
     denied = browser.submit(page, "password", username="alice", password=USER_PASSWORD)
     assert query(denied)["error"] == "access_denied"
+
+
+# Secrets at rest: the store keeps codes, tokens, cookies, login handles and recovery codes
+# only as SHA-256 (ARCHITECTURE.md), and TOTP keys sealed.
+
+def sha256_hex(text):
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def leave_secrets(server):
+    """Drives `server` until its store holds one of each secret it must keep only as a SHA-256,
+    and returns them: {name: (raw value, the SHA-256 hex the store keys it by)}. Also sets up an
+    authenticator app on the account page and returns its key (sealed, so with no hash) and its
+    recovery codes."""
+    left = {}
+    browser = Browser(server)
+    code, _ = get_code(server, browser)
+    tokens = exchange(server, code).json()
+    rotated = token_request(server, grant_type="refresh_token", refresh_token=tokens["refresh_token"])
+    assert rotated.status_code == 200, rotated.text
+    left["redeemed code"] = code
+    left["rotated refresh token"] = tokens["refresh_token"]
+    left["refresh token"] = rotated.json()["refresh_token"]
+    # Signed in already: a code at once, not redeemed.
+    left["code"] = query(browser.go(authorize_url(server)))["code"]
+    left["session cookie"] = browser.session.cookies.get("idflow_session")
+    # A login in progress, one wrong password in (so it is written for good).
+    waiting = Browser(server)
+    page = waiting.go(authorize_url(server)).text
+    wrong = waiting.submit(page, "password", username="alice", password="wrong-password")
+    assert wrong.status_code == 422, wrong.text
+    left["login handle"] = option_form(wrong.text, "password")["fields"]["login"]
+    left["browser cookie"] = waiting.session.cookies.get("idflow_browser")  # binds that login
+    assert all(left.values()), left
+    hashed = {name: (value, sha256_hex(value)) for name, value in left.items()}
+    # An authenticator app with its recovery codes, set up on the account page.
+    person = Browser(server)
+    start = person.go(server.url("/login/start")).text
+    assert person.submit(start, "password", username="alice", password=USER_PASSWORD).status_code == 200
+    setup = person.go(server.url("/?setup=totp")).text
+    key = re.search(r'<code id="totp-secret">([^<]*)</code>', setup).group(1)
+    codes = re.findall(r"<li><code>([^<]*)</code></li>", setup)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', setup).group(1)
+    import pyotp
+    done = person.go(server.url("/account/totp"), "POST", {"csrf": csrf, "code": pyotp.TOTP(key).now()})
+    assert done.status_code == 200 and 'data-kind="totp"' in done.text, done.text
+    assert len(codes) == 10, setup
+    for i, code in enumerate(codes):
+        # Stored as the SHA-256 of the code as typed without separators.
+        hashed[f"recovery code {i}"] = (code, sha256_hex(code.replace("-", "")))
+    return hashed, key
+
+
+def assert_stored_only_hashed(stored, hashed, totp_key, known=("alice", "demo-web")):
+    """No secret of `hashed` is in `stored` (bytes), neither as text nor decoded, and each one's
+    SHA-256 is: the search finds what is there, so an absence means something. The TOTP key is
+    in neither its base32 text nor its raw bytes."""
+    for text in known:
+        assert text.encode() in stored, f"{text!r} is not in what was read: is this the store?"
+    for name, (value, digest) in hashed.items():
+        forms = {value.encode(), value.replace("-", "").encode()}
+        try:
+            forms.add(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
+        except ValueError:
+            pass
+        for form in forms:
+            assert form not in stored, f"the {name} is stored as it is ({form!r})"
+        assert digest.encode() in stored, f"the {name} is not stored under its SHA-256"
+    raw_key = base64.b32decode(totp_key + "=" * (-len(totp_key) % 8))
+    assert totp_key.encode() not in stored and raw_key not in stored, "the TOTP key is stored unsealed"
+
+
+def test_secrets_are_stored_only_as_hashes(server):
+    hashed, totp_key = leave_secrets(server)
+    # Stopped, so that every write is in the files (a login before its first input is committed
+    # without a flush); then every file of the data directory, byte for byte.
+    server.stop()
+    files = sorted(p for p in server.data.rglob("*") if p.is_file())
+    assert any(p.name == "idflow.redb" for p in files), files
+    assert_stored_only_hashed(b"".join(p.read_bytes() for p in files), hashed, totp_key)
 
 
 # Malformed and oversized input.
