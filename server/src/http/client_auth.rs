@@ -2,7 +2,7 @@
 //! `client_secret_basic`, `client_secret_post`, and `none` for public clients
 //! (RFC 6749 §2.3.1; OpenID Connect Core §9).
 
-use axum::http::{HeaderMap, header};
+use axum::http::HeaderMap;
 use base64::Engine as _;
 
 use super::oauth_error::OAuthError;
@@ -69,13 +69,7 @@ pub fn authenticate<'a>(
 
 /// Decodes `Authorization: Basic` credentials (each part form-urlencoded, RFC 6749 §2.3.1).
 fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, OAuthError> {
-    let Some(value) = headers.get(header::AUTHORIZATION) else {
-        return Ok(None);
-    };
-    let Some(encoded) = value.to_str().ok().and_then(|v| {
-        v.strip_prefix("Basic ")
-            .or_else(|| v.strip_prefix("basic "))
-    }) else {
+    let Some(encoded) = super::authorization(headers, "Basic") else {
         return Ok(None);
     };
     let malformed = || OAuthError::invalid_client("malformed Basic credentials", true);
@@ -96,7 +90,7 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, OA
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
+    use axum::http::{HeaderValue, header};
     use std::collections::BTreeMap;
 
     fn clients() -> BTreeMap<String, Application> {
@@ -120,13 +114,31 @@ mod tests {
     }
 
     fn basic(id: &str, secret: &str) -> HeaderMap {
+        with_scheme("Basic", id, secret)
+    }
+
+    fn with_scheme(scheme: &str, id: &str, secret: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
         let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
         headers.insert(
             header::AUTHORIZATION,
-            HeaderValue::from_str(&format!("Basic {encoded}")).expect("header"),
+            HeaderValue::from_str(&format!("{scheme} {encoded}")).expect("header"),
         );
         headers
+    }
+
+    #[test]
+    fn the_basic_scheme_is_case_insensitive() {
+        let clients = clients();
+        for scheme in ["basic", "BASIC", "bAsIc"] {
+            let headers = with_scheme(scheme, "web", "s3cret%3Awith%25chars");
+            let (client, method) =
+                authenticate(&clients, &headers, &Params::default()).expect(scheme);
+            assert_eq!((client.client_id.as_str(), method), ("web", Method::Basic));
+        }
+        // Another scheme is not Basic, whatever it carries.
+        let other = with_scheme("Basicx", "web", "s3cret%3Awith%25chars");
+        assert!(authenticate(&clients, &other, &Params::default()).is_err());
     }
 
     #[test]

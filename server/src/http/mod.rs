@@ -248,6 +248,18 @@ async fn observe(State(app): AppState, request: Request, next: Next) -> Response
     response
 }
 
+/// The credentials of an `Authorization` header whose scheme is `scheme`, compared without
+/// regard to case as RFC 9110 §11.1 requires (`basic`, `BASIC` and `Basic` are one scheme).
+pub fn authorization<'a>(headers: &'a axum::http::HeaderMap, scheme: &str) -> Option<&'a str> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (name, credentials) = value.split_once(' ')?;
+    name.eq_ignore_ascii_case(scheme)
+        .then(|| credentials.trim())
+}
+
 /// The client's address as this server saw it (no proxy headers are trusted yet).
 pub fn client_ip(addr: Option<&SocketAddr>) -> String {
     addr.map(|a| a.ip().to_string()).unwrap_or_default()

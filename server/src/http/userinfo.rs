@@ -69,14 +69,7 @@ pub async fn post(State(app): AppState, headers: HeaderMap, body: Bytes) -> Resp
 }
 
 fn userinfo(app: &App, headers: &HeaderMap, form_token: Option<String>) -> Response {
-    let header_token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(|t| t.trim().to_string());
+    let header_token = super::authorization(headers, "Bearer").map(str::to_string);
     let token = match (header_token, form_token) {
         (Some(_), Some(_)) => {
             return bearer_error(
