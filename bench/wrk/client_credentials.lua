@@ -8,3 +8,7 @@ wrk.headers["Authorization"] = "Basic " .. os.getenv("BASIC")
 if os.getenv("NEW_CONNECTION") == "1" then
   wrk.headers["Connection"] = "close"
 end
+
+function done(summary, latency, requests)
+  io.write(string.format("latency p50 %.2f ms p99 %.2f ms\n", latency:percentile(50) / 1000, latency:percentile(99) / 1000))
+end
