@@ -207,8 +207,10 @@ def log_size(srv):
 
 
 def assert_clean_log(text, what):
-    """No panic and no error in a stretch of the server's log."""
-    bad = [line for line in text.splitlines() if "panicked" in line or re.search(r"\bERROR\b", line)]
+    """No panic and no error in a stretch of the server's log (coloured: escapes are dropped
+    first, or `\\bERROR\\b` would never match the escape-wrapped level)."""
+    lines = (re.sub(r"\x1b\[[0-9;]*m", "", line) for line in text.splitlines())
+    bad = [line for line in lines if "panicked" in line or re.search(r"\bERROR\b", line)]
     assert not bad, f"{what}: the server logged errors:\n" + "\n".join(bad[:20])
 
 
