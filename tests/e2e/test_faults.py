@@ -874,6 +874,21 @@ def sign_in(srv, username="alice", password=USER_PASSWORD):
     return answer.json()
 
 
+def start_with_users(srv, seed):
+    """Adds alice, starts `srv`, creates five users through SCIM and signs alice in: what the
+    disk tests write before they break the disk. Returns the SCIM client, the random source,
+    the acknowledged users (name -> (id, attributes)), alice's tokens and the log's size."""
+    srv.cli("user", "add", "alice", "--email", "alice@example.com", "--password-stdin", stdin=USER_PASSWORD + "\n")
+    srv.start()
+    scim = Scim(srv)
+    rng = random.Random(seed)
+    acked = {}
+    for i in range(5):
+        body = user_body(f"before-{i}", rng)
+        acked[body["userName"]] = (scim.ok("POST", "/Users", body)["id"], attributes(body))
+    return scim, rng, acked, sign_in(srv), log_size(srv)
+
+
 def test_a_full_disk_refuses_writes_clearly_keeps_reads_and_recovers_when_space_returns(lab):
     """The data directory on a small tmpfs, filled: writes that do not fit answer a SCIM or
     OAuth error at once (alone and many at a time), the log says the disk is full, reads and
@@ -881,16 +896,7 @@ def test_a_full_disk_refuses_writes_clearly_keeps_reads_and_recovers_when_space_
     nothing acknowledged is lost and the file reads back whole."""
     srv = lab.server("full", CONFIG)
     lab.tmpfs(srv.data, "8m")
-    srv.cli("user", "add", "alice", "--email", "alice@example.com", "--password-stdin", stdin=USER_PASSWORD + "\n")
-    srv.start()
-    scim = Scim(srv)
-    rng = random.Random(SEED + 2)
-    acked = {}
-    for i in range(5):
-        body = user_body(f"before-{i}", rng)
-        acked[body["userName"]] = (scim.ok("POST", "/Users", body)["id"], attributes(body))
-    tokens = sign_in(srv)
-    offset = log_size(srv)
+    scim, rng, acked, tokens, offset = start_with_users(srv, SEED + 2)
 
     filler = fill(srv.data)
     # Creations go on while the store file has room inside it; then they must fail, quickly,
@@ -1026,16 +1032,7 @@ def test_a_data_directory_turned_read_only_under_the_server_refuses_writes_clear
     written at first start included) and takes writes."""
     srv = lab.server("emergency", CONFIG)
     device, trigger = lab.ext4(srv.data, 32)
-    srv.cli("user", "add", "alice", "--email", "alice@example.com", "--password-stdin", stdin=USER_PASSWORD + "\n")
-    srv.start()
-    scim = Scim(srv)
-    rng = random.Random(SEED + 3)
-    acked = {}
-    for i in range(5):
-        body = user_body(f"before-{i}", rng)
-        acked[body["userName"]] = (scim.ok("POST", "/Users", body)["id"], attributes(body))
-    tokens = sign_in(srv)
-    offset = log_size(srv)
+    scim, rng, acked, tokens, offset = start_with_users(srv, SEED + 3)
 
     # The kernel turns the file system read-only after an error (errors=remount-ro), as it
     # does for a failing disk; `mount -o remount,ro` would refuse while the store is open.
